@@ -11,6 +11,9 @@ pub enum ModelsError {
     #[error("unknown model '{name}' (known: {known})")]
     UnknownModel { name: String, known: String },
 
+    #[error("{0}")]
+    Usage(String),
+
     #[error("model '{0}' is not in the cache; run `surge models pull {0}`")]
     NotCached(String),
 
@@ -40,12 +43,8 @@ pub enum ModelsError {
     #[error("corrupt archive {archive}: {reason}")]
     CorruptArchive { archive: String, reason: String },
 
-    #[error("disk full under {}: need {needed} bytes, {available} available", path.display())]
-    DiskFull {
-        path: PathBuf,
-        needed: u64,
-        available: u64,
-    },
+    #[error("disk full under {}: {detail}", path.display())]
+    DiskFull { path: PathBuf, detail: String },
 
     #[error("interrupted; the cache was left as it was")]
     Interrupted,
@@ -68,8 +67,7 @@ impl ModelsError {
         if source.kind() == std::io::ErrorKind::StorageFull {
             return ModelsError::DiskFull {
                 path: path.to_path_buf(),
-                needed: 0,
-                available: crate::fsutil::available_space(path).unwrap_or(0),
+                detail: format!("{}: {source}", context.into()),
             };
         }
         ModelsError::Io {

@@ -32,8 +32,7 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
     if needed > available {
         return Err(ModelsError::DiskFull {
             path: dir.to_path_buf(),
-            needed,
-            available,
+            detail: format!("need {needed} bytes, {available} available"),
         });
     }
     Ok(())

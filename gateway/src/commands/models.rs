@@ -147,16 +147,13 @@ fn pull_cmd(cache: &ModelCache, args: PullArgs, cancel: &Cancel) -> Result<(), M
         requests.push(req);
     }
     if requests.is_empty() {
-        return Err(ModelsError::InvalidSpec {
-            spec: String::new(),
-            reason: format!("name a model to pull or pass --all-defaults (catalog: {})", catalog::known_names()),
-        });
+        return Err(ModelsError::Usage(format!(
+            "name a model to pull or pass --all-defaults (catalog: {})",
+            catalog::known_names()
+        )));
     }
     if args.name.is_some() && requests.len() > 1 {
-        return Err(ModelsError::InvalidSpec {
-            spec: args.models.join(" "),
-            reason: "--name applies to a single model".into(),
-        });
+        return Err(ModelsError::Usage("--name applies to a single model".into()));
     }
     let opts = PullOptions {
         cancel: cancel.clone(),
