@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use surge_gateway::commands::models::ModelsCommand;
 
 #[derive(Parser)]
-#[command(name = "surge", version, about = "Self-hosted serverless inference gateway")]
+#[command(
+    name = "surge",
+    version,
+    about = "Self-hosted serverless inference gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,8 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

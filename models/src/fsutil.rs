@@ -45,7 +45,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| ModelsError::io("creating temp file", dir, e))?;
     tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)))
+        .and_then(|_| {
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+        })
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| ModelsError::io("writing", tmp.path(), e))?;
     tmp.persist(path)
@@ -107,5 +110,6 @@ pub fn map_copy_err(e: io::Error, path: &Path, cancel: &Cancel) -> ModelsError {
 /// Marks a finished blob read-only for everyone: the cache is shared by every worker
 /// (possibly other users) and nothing should modify a blob in place.
 pub fn make_read_only(path: &Path) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(0o444)).map_err(|e| ModelsError::io("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o444))
+        .map_err(|e| ModelsError::io("chmod", path, e))
 }

@@ -50,7 +50,12 @@ impl Http {
     }
 
     /// GETs a JSON document, retrying transient failures.
-    pub fn get_json(&self, url: &str, source_name: &str, cancel: &Cancel) -> Result<serde_json::Value> {
+    pub fn get_json(
+        &self,
+        url: &str,
+        source_name: &str,
+        cancel: &Cancel,
+    ) -> Result<serde_json::Value> {
         self.with_retries(source_name, cancel, || {
             let resp = self.agent.get(url).call().map_err(classify)?;
             resp.into_json::<serde_json::Value>()
@@ -71,7 +76,9 @@ impl Http {
     ) -> Result<u64> {
         let mut io_error: Option<ModelsError> = None;
         let result = self.with_retries(source_name, cancel, || {
-            let have = file.seek(SeekFrom::End(0)).map_err(|e| Failure::Definite(e.to_string()))?;
+            let have = file
+                .seek(SeekFrom::End(0))
+                .map_err(|e| Failure::Definite(e.to_string()))?;
             let mut req = self.agent.get(url);
             if have > 0 {
                 req = req.set("Range", &format!("bytes={have}-"));
@@ -79,13 +86,20 @@ impl Http {
             let resp = req.call().map_err(classify)?;
             if have > 0 && resp.status() != 206 {
                 // The server ignored the range: start from scratch.
-                file.set_len(0).map_err(|e| Failure::Definite(e.to_string()))?;
-                file.seek(SeekFrom::Start(0)).map_err(|e| Failure::Definite(e.to_string()))?;
+                file.set_len(0)
+                    .map_err(|e| Failure::Definite(e.to_string()))?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| Failure::Definite(e.to_string()))?;
             }
-            let start = file.stream_position().map_err(|e| Failure::Definite(e.to_string()))?;
+            let start = file
+                .stream_position()
+                .map_err(|e| Failure::Definite(e.to_string()))?;
             progress.set_position(start);
             let mut reader = resp.into_reader();
-            let mut writer = WriteCounter { file: &mut *file, err: None };
+            let mut writer = WriteCounter {
+                file: &mut *file,
+                err: None,
+            };
             match copy_hashing(&mut reader, &mut writer, cancel, |n| progress.inc(n)) {
                 Ok(_) => Ok(()),
                 Err(e) => {
@@ -108,8 +122,11 @@ impl Http {
             return Err(ModelsError::Interrupted);
         }
         result?;
-        file.flush().and_then(|_| file.sync_all()).map_err(|e| map_copy_err(e, path, cancel))?;
-        file.stream_position().map_err(|e| ModelsError::io("seek", path, e))
+        file.flush()
+            .and_then(|_| file.sync_all())
+            .map_err(|e| map_copy_err(e, path, cancel))?;
+        file.stream_position()
+            .map_err(|e| ModelsError::io("seek", path, e))
     }
 
     fn with_retries<T>(
@@ -125,7 +142,11 @@ impl Http {
             }
             if i > 0 {
                 let wait = self.backoff * 2u32.pow(i - 1);
-                tracing::warn!(source = source_name, attempt = i + 1, "retrying in {wait:?}: {last}");
+                tracing::warn!(
+                    source = source_name,
+                    attempt = i + 1,
+                    "retrying in {wait:?}: {last}"
+                );
                 cancel.sleep(wait);
             }
             match attempt() {
@@ -156,7 +177,9 @@ fn classify(e: ureq::Error) -> Failure {
         ureq::Error::Status(code, resp) if (400..500).contains(&code) && code != 429 => {
             Failure::Definite(format!("HTTP {code} for {}", resp.get_url()))
         }
-        ureq::Error::Status(code, resp) => Failure::Transient(format!("HTTP {code} for {}", resp.get_url())),
+        ureq::Error::Status(code, resp) => {
+            Failure::Transient(format!("HTTP {code} for {}", resp.get_url()))
+        }
         ureq::Error::Transport(t) => Failure::Transient(t.to_string()),
     }
 }
@@ -180,5 +203,8 @@ impl Write for WriteCounter<'_> {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

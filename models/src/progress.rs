@@ -50,7 +50,10 @@ impl Progress {
         });
         let plain = !use_bar && mode != ProgressMode::Quiet;
         if plain && total.is_none_or(|t| t >= PLAIN_MIN_BYTES) {
-            eprintln!("{label}: starting ({})", total.map(fmt_bytes).unwrap_or("size unknown".into()));
+            eprintln!(
+                "{label}: starting ({})",
+                total.map(fmt_bytes).unwrap_or("size unknown".into())
+            );
         }
         Progress {
             label,
@@ -84,7 +87,12 @@ impl Progress {
     pub fn finish(&mut self) {
         let had_bar = self.bar.take().map(|b| b.finish_and_clear()).is_some();
         if had_bar || self.plain {
-            eprintln!("{}: done, {} in {:.1}s", self.label, fmt_bytes(self.done), self.started.elapsed().as_secs_f64());
+            eprintln!(
+                "{}: done, {} in {:.1}s",
+                self.label,
+                fmt_bytes(self.done),
+                self.started.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -104,7 +112,12 @@ impl Progress {
                     eta
                 )
             }
-            None => format!("{}: {} {}/s", self.label, fmt_bytes(self.done), fmt_bytes(rate as u64)),
+            None => format!(
+                "{}: {} {}/s",
+                self.label,
+                fmt_bytes(self.done),
+                fmt_bytes(rate as u64)
+            ),
         }
     }
 }

@@ -164,9 +164,11 @@ fn fetch(ctx: &FetchCtx, req: &PullRequest) -> Result<Vec<FetchedFile>> {
 
 fn check_pinned(pinned: &CatalogEntry, fetched: &[FetchedFile]) -> Result<()> {
     for p in pinned.files {
-        let got = fetched.iter().find(|f| f.name == p.name).ok_or_else(|| ModelsError::MemberMissing {
-            member: p.member.to_string(),
-            archive: pinned.source.to_string(),
+        let got = fetched.iter().find(|f| f.name == p.name).ok_or_else(|| {
+            ModelsError::MemberMissing {
+                member: p.member.to_string(),
+                archive: pinned.source.to_string(),
+            }
         })?;
         if got.sha256 != p.sha256 {
             return Err(ModelsError::ChecksumMismatch {
@@ -194,7 +196,9 @@ fn infer_kind(req: &PullRequest, files: &[FetchedFile]) -> Result<(ModelKind, Mo
         (k, f, Some((gk, gf))) => Ok((k.unwrap_or(gk), f.unwrap_or(gf))),
         _ => Err(ModelsError::InvalidSpec {
             spec: req.source.to_string(),
-            reason: "cannot tell the model's kind and format from its files; pass --kind and --format".into(),
+            reason:
+                "cannot tell the model's kind and format from its files; pass --kind and --format"
+                    .into(),
         }),
     }
 }
@@ -205,9 +209,15 @@ mod tests {
 
     #[test]
     fn parses_catalog_names_aliases_and_specs() {
-        assert_eq!(PullRequest::parse("whisper-1").unwrap().name, "whisper-tiny.en");
+        assert_eq!(
+            PullRequest::parse("whisper-1").unwrap().name,
+            "whisper-tiny.en"
+        );
         let r = PullRequest::parse("hf:org/repo/Foo-Bar.Q4_0.gguf").unwrap();
         assert_eq!(r.name, "foo-bar.q4_0");
-        assert!(matches!(PullRequest::parse("nope"), Err(ModelsError::UnknownModel { .. })));
+        assert!(matches!(
+            PullRequest::parse("nope"),
+            Err(ModelsError::UnknownModel { .. })
+        ));
     }
 }

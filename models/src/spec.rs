@@ -71,7 +71,9 @@ impl Source {
         if let Some(path) = spec.strip_prefix("local:") {
             return Ok(Source::Local { path: path.into() });
         }
-        Err(bad("expected a catalog name or a spec starting with pypi:, hf: or local:"))
+        Err(bad(
+            "expected a catalog name or a spec starting with pypi:, hf: or local:",
+        ))
     }
 
     /// Whether `spec` looks like a source spec rather than a catalog name.

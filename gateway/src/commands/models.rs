@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use surge_models::progress::fmt_bytes;
 use surge_models::{
-    catalog, pull, Cancel, FileCheck, ModelCache, ModelFormat, ModelKind, ModelsError, ProgressMode, PullOptions,
-    PullOutcome, PullRequest, Source,
+    catalog, pull, Cancel, FileCheck, ModelCache, ModelFormat, ModelKind, ModelsError,
+    ProgressMode, PullOptions, PullOutcome, PullRequest, Source,
 };
 
 #[derive(Args)]
@@ -77,36 +77,40 @@ struct PullArgs {
 pub fn run(cmd: ModelsCommand) -> i32 {
     let cancel = Cancel::default();
     install_ctrl_c(&cancel);
-    let result = ModelCache::open(cmd.home.unwrap_or_else(ModelCache::default_root)).and_then(|cache| match cmd.action {
-        Action::Pull(args) => pull_cmd(&cache, args, &cancel),
-        Action::Ls { json } => ls(&cache, json),
-        Action::Rm { names } => rm(&cache, &names),
-        Action::Verify { names } => verify(&cache, &names, &cancel),
-        Action::Import {
-            name,
-            path,
-            kind,
-            format,
-            aliases,
-        } => {
-            let path = std::fs::canonicalize(&path).map_err(|e| ModelsError::io("reading", &path, e))?;
-            let req = PullRequest {
-                name,
-                source: Source::Local { path },
-                kind: Some(kind),
-                format: Some(format),
-                aliases,
-                pinned: None,
-            };
-            let opts = PullOptions {
-                cancel: cancel.clone(),
-                force: true,
-                ..Default::default()
-            };
-            report(pull(&cache, &req, &opts)?);
-            Ok(())
-        }
-    });
+    let result =
+        ModelCache::open(cmd.home.unwrap_or_else(ModelCache::default_root)).and_then(|cache| {
+            match cmd.action {
+                Action::Pull(args) => pull_cmd(&cache, args, &cancel),
+                Action::Ls { json } => ls(&cache, json),
+                Action::Rm { names } => rm(&cache, &names),
+                Action::Verify { names } => verify(&cache, &names, &cancel),
+                Action::Import {
+                    name,
+                    path,
+                    kind,
+                    format,
+                    aliases,
+                } => {
+                    let path = std::fs::canonicalize(&path)
+                        .map_err(|e| ModelsError::io("reading", &path, e))?;
+                    let req = PullRequest {
+                        name,
+                        source: Source::Local { path },
+                        kind: Some(kind),
+                        format: Some(format),
+                        aliases,
+                        pinned: None,
+                    };
+                    let opts = PullOptions {
+                        cancel: cancel.clone(),
+                        force: true,
+                        ..Default::default()
+                    };
+                    report(pull(&cache, &req, &opts)?);
+                    Ok(())
+                }
+            }
+        });
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -153,11 +157,17 @@ fn pull_cmd(cache: &ModelCache, args: PullArgs, cancel: &Cancel) -> Result<(), M
         )));
     }
     if args.name.is_some() && requests.len() > 1 {
-        return Err(ModelsError::Usage("--name applies to a single model".into()));
+        return Err(ModelsError::Usage(
+            "--name applies to a single model".into(),
+        ));
     }
     let opts = PullOptions {
         cancel: cancel.clone(),
-        progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
+        progress: if args.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Auto
+        },
         force: args.force,
     };
     for req in &requests {
@@ -172,25 +182,45 @@ fn report(outcome: PullOutcome) {
         PullOutcome::AlreadyCached(_) => "already cached",
         PullOutcome::Pulled(_) => "pulled",
     };
-    println!("{}: {what} ({}, {} files, {})", m.name, fmt_bytes(m.total_size()), m.files.len(), m.source);
+    println!(
+        "{}: {what} ({}, {} files, {})",
+        m.name,
+        fmt_bytes(m.total_size()),
+        m.files.len(),
+        m.source
+    );
 }
 
 fn ls(cache: &ModelCache, json: bool) -> Result<(), ModelsError> {
     let models = cache.manifests()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&models).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&models).unwrap_or_default()
+        );
         return Ok(());
     }
-    println!("{:<24} {:<8} {:<6} {:>10}  {:<12} SOURCE", "NAME", "KIND", "FORMAT", "SIZE", "ALIASES");
+    println!(
+        "{:<24} {:<8} {:<6} {:>10}  {:<12} SOURCE",
+        "NAME", "KIND", "FORMAT", "SIZE", "ALIASES"
+    );
     for m in &models {
-        let state = if cache.is_complete(m) { "" } else { " (incomplete: pull again)" };
+        let state = if cache.is_complete(m) {
+            ""
+        } else {
+            " (incomplete: pull again)"
+        };
         println!(
             "{:<24} {:<8} {:<6} {:>10}  {:<12} {}{state}",
             m.name,
             m.kind.to_string(),
             m.format.to_string(),
             fmt_bytes(m.total_size()),
-            if m.aliases.is_empty() { "-".to_string() } else { m.aliases.join(",") },
+            if m.aliases.is_empty() {
+                "-".to_string()
+            } else {
+                m.aliases.join(",")
+            },
             m.source
         );
     }
@@ -211,7 +241,11 @@ fn verify(cache: &ModelCache, names: &[String], cancel: &Cancel) -> Result<(), M
     } else {
         names
             .iter()
-            .map(|n| cache.get(n)?.ok_or_else(|| ModelsError::NotCached(n.clone())))
+            .map(|n| {
+                cache
+                    .get(n)?
+                    .ok_or_else(|| ModelsError::NotCached(n.clone()))
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let mut bad = Vec::new();

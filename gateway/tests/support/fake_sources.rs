@@ -44,7 +44,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A wheel (zip) holding `members`, stored uncompressed so it is quick to build.
 pub fn make_wheel(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in members {
         w.start_file(*name, opts).unwrap();
         w.write_all(data).unwrap();
@@ -54,10 +55,14 @@ pub fn make_wheel(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Deterministic incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -71,7 +76,12 @@ impl FakeSources {
         let state = Arc::new(Mutex::new(State::default()));
         let downloads = Arc::new(AtomicUsize::new(0));
         let throttle = Arc::new(AtomicUsize::new(0));
-        let (st, dl, th, b) = (state.clone(), downloads.clone(), throttle.clone(), base.clone());
+        let (st, dl, th, b) = (
+            state.clone(),
+            downloads.clone(),
+            throttle.clone(),
+            base.clone(),
+        );
         std::thread::spawn(move || {
             for req in server.incoming_requests() {
                 let (st, dl, th, b) = (st.clone(), dl.clone(), th.clone(), b.clone());
@@ -96,7 +106,11 @@ impl FakeSources {
     }
 
     pub fn add_hf_file(&self, repo_file: &str, bytes: Vec<u8>) {
-        self.state.lock().unwrap().hf_files.insert(repo_file.to_string(), bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .hf_files
+            .insert(repo_file.to_string(), bytes);
     }
 
     pub fn set_throttle(&self, bytes_per_tick: usize) {
@@ -127,7 +141,13 @@ fn header(k: &str, v: &str) -> Header {
     Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap()
 }
 
-fn handle(req: tiny_http::Request, st: &Mutex<State>, dl: &AtomicUsize, th: &AtomicUsize, base: &str) {
+fn handle(
+    req: tiny_http::Request,
+    st: &Mutex<State>,
+    dl: &AtomicUsize,
+    th: &AtomicUsize,
+    base: &str,
+) {
     let url = req.url().to_string();
     let range_start = req
         .headers()
@@ -139,12 +159,19 @@ fn handle(req: tiny_http::Request, st: &Mutex<State>, dl: &AtomicUsize, th: &Ato
         .headers()
         .iter()
         .any(|h| h.field.equiv("Range") && h.value.as_str() == "bytes=0-0");
-    if let Some(auth) = req.headers().iter().find(|h| h.field.equiv("Authorization")) {
+    if let Some(auth) = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+    {
         st.lock().unwrap().auth_headers.push(auth.value.to_string());
     }
 
     // Package index JSON API.
-    if let Some(pkg) = url.strip_prefix("/pypi/").and_then(|r| r.strip_suffix("/json")) {
+    if let Some(pkg) = url
+        .strip_prefix("/pypi/")
+        .and_then(|r| r.strip_suffix("/json"))
+    {
         let state = st.lock().unwrap();
         let Some((version, filename, wheel)) = state.packages.get(pkg) else {
             let _ = req.respond(Response::from_string("not found").with_status_code(404));
@@ -159,8 +186,12 @@ fn handle(req: tiny_http::Request, st: &Mutex<State>, dl: &AtomicUsize, th: &Ato
         if wheel.report_size {
             file["size"] = wheel.bytes.len().into();
         }
-        let doc = serde_json::json!({"info": {"name": pkg}, "releases": {version.as_str(): [file]}});
-        let _ = req.respond(Response::from_string(doc.to_string()).with_header(header("Content-Type", "application/json")));
+        let doc =
+            serde_json::json!({"info": {"name": pkg}, "releases": {version.as_str(): [file]}});
+        let _ = req.respond(
+            Response::from_string(doc.to_string())
+                .with_header(header("Content-Type", "application/json")),
+        );
         return;
     }
     if let Some(filename) = url.strip_prefix("/files/") {
@@ -197,7 +228,10 @@ fn serve_bytes(
     };
     let total = bytes.len();
     let etag = format!("\"{}\"", sha256_hex(&bytes));
-    let common = [header("ETag", &etag), header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")];
+    let common = [
+        header("ETag", &etag),
+        header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567"),
+    ];
     if probe {
         let mut resp = Response::from_data(bytes[..1.min(total)].to_vec())
             .with_status_code(206)
@@ -218,7 +252,10 @@ fn serve_bytes(
     };
     let mut headers = common.to_vec();
     if status == 206 {
-        headers.push(header("Content-Range", &format!("bytes {start}-{}/{total}", total.saturating_sub(1))));
+        headers.push(header(
+            "Content-Range",
+            &format!("bytes {start}-{}/{total}", total.saturating_sub(1)),
+        ));
     }
     let len = total - start;
     let _ = req.respond(Response::new(status.into(), headers, body, Some(len), None));

@@ -25,7 +25,11 @@ pub fn fetch(ctx: &FetchCtx, repo: &str, revision: &str, file: &str) -> Result<F
         .with_retries(ctx.http.attempts().saturating_sub(1) as usize)
         .build()
         .map_err(|e| map_err(&source_name, ctx.http.attempts(), e))?;
-    let repo_handle = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
+    let repo_handle = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
     let progress = HfProgress {
         mode: ctx.progress,
         inner: None,
@@ -34,7 +38,8 @@ pub fn fetch(ctx: &FetchCtx, repo: &str, revision: &str, file: &str) -> Result<F
     // hf-hub's blocking download cannot be interrupted, so it runs on its own thread
     // while this one watches the Ctrl-C flag; on cancel the staging directory (and the
     // half-written file in it) is removed by the caller and the thread dies with us.
-    let handle = std::thread::spawn(move || repo_handle.download_with_progress(&file_owned, progress));
+    let handle =
+        std::thread::spawn(move || repo_handle.download_with_progress(&file_owned, progress));
     while !handle.is_finished() {
         if ctx.cancel.is_cancelled() {
             return Err(ModelsError::Interrupted);
@@ -48,7 +53,8 @@ pub fn fetch(ctx: &FetchCtx, repo: &str, revision: &str, file: &str) -> Result<F
             reason: "download thread panicked".into(),
         })?
         .map_err(|e| map_err(&source_name, ctx.http.attempts(), e))?;
-    let blob = std::fs::canonicalize(&pointer).map_err(|e| ModelsError::io("resolving", &pointer, e))?;
+    let blob =
+        std::fs::canonicalize(&pointer).map_err(|e| ModelsError::io("resolving", &pointer, e))?;
     let (size, sha256) = hash_file(&blob, ctx.cancel)?;
     Ok(FetchedFile {
         name: file.rsplit('/').next().unwrap_or(file).to_string(),
@@ -61,10 +67,12 @@ pub fn fetch(ctx: &FetchCtx, repo: &str, revision: &str, file: &str) -> Result<F
 fn map_err(source_name: &str, attempts: u32, e: ApiError) -> ModelsError {
     match e {
         ApiError::RequestError(err) => match *err {
-            ureq::Error::Status(code, _) if (400..500).contains(&code) => ModelsError::SourceRejected {
-                source_name: source_name.to_string(),
-                reason: format!("HTTP {code}"),
-            },
+            ureq::Error::Status(code, _) if (400..500).contains(&code) => {
+                ModelsError::SourceRejected {
+                    source_name: source_name.to_string(),
+                    reason: format!("HTTP {code}"),
+                }
+            }
             other => ModelsError::Unreachable {
                 source_name: source_name.to_string(),
                 attempts,
@@ -96,7 +104,11 @@ struct HfProgress {
 impl hf_hub::api::Progress for HfProgress {
     fn init(&mut self, size: usize, filename: &str) {
         if self.inner.is_none() {
-            self.inner = Some(Progress::new(self.mode, format!("downloading {filename}"), Some(size as u64)));
+            self.inner = Some(Progress::new(
+                self.mode,
+                format!("downloading {filename}"),
+                Some(size as u64),
+            ));
         }
     }
     fn update(&mut self, size: usize) {

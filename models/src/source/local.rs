@@ -31,7 +31,11 @@ pub fn fetch(ctx: &FetchCtx, path: &Path) -> Result<Vec<FetchedFile>> {
     }
     let total: u64 = files
         .iter()
-        .map(|n| std::fs::metadata(source_path(path, meta.is_dir(), n)).map(|m| m.len()).unwrap_or(0))
+        .map(|n| {
+            std::fs::metadata(source_path(path, meta.is_dir(), n))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
         .sum();
     ensure_space(ctx.staging, total)?;
 
@@ -43,8 +47,8 @@ pub fn fetch(ctx: &FetchCtx, path: &Path) -> Result<Vec<FetchedFile>> {
         let mut w = File::create(&dest).map_err(|e| ModelsError::io("creating", &dest, e))?;
         let len = r.metadata().map(|m| m.len()).ok();
         let mut progress = Progress::new(ctx.progress, format!("importing {name}"), len);
-        let (size, sha256) =
-            copy_hashing(&mut r, &mut w, ctx.cancel, |n| progress.inc(n)).map_err(|e| map_copy_err(e, &dest, ctx.cancel))?;
+        let (size, sha256) = copy_hashing(&mut r, &mut w, ctx.cancel, |n| progress.inc(n))
+            .map_err(|e| map_copy_err(e, &dest, ctx.cancel))?;
         progress.finish();
         out.push(FetchedFile {
             name: name.clone(),
@@ -68,7 +72,9 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| ModelsError::io("listing", dir, e))? {
         let entry = entry.map_err(|e| ModelsError::io("listing", dir, e))?;
         let path = entry.path();
-        let ft = entry.file_type().map_err(|e| ModelsError::io("stat", &path, e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| ModelsError::io("stat", &path, e))?;
         if ft.is_dir() {
             collect(root, &path, out)?;
         } else if ft.is_file() || ft.is_symlink() {

