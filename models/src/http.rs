@@ -28,14 +28,18 @@ enum Failure {
 }
 
 impl Http {
-    /// `SURGE_HTTP_ATTEMPTS` (default 4) and `SURGE_HTTP_BACKOFF_MS` (default 500, doubled
-    /// per retry) tune the retry policy; tests lower them to fail fast.
+    /// `SURGE_HTTP_ATTEMPTS` (default 4), `SURGE_HTTP_BACKOFF_MS` (default 500, doubled
+    /// per retry) and `SURGE_HTTP_READ_TIMEOUT_S` (default 60: a stalled transfer counts as
+    /// dropped and is resumed) tune the retry policy; tests lower them to fail fast.
     pub fn from_env() -> Self {
         let attempts = env_u64("SURGE_HTTP_ATTEMPTS", 4).max(1) as u32;
         let backoff = Duration::from_millis(env_u64("SURGE_HTTP_BACKOFF_MS", 500));
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(60))
+            .timeout_read(Duration::from_secs(env_u64(
+                "SURGE_HTTP_READ_TIMEOUT_S",
+                60,
+            )))
             .user_agent(concat!("surge/", env!("CARGO_PKG_VERSION")))
             .build();
         Http {
@@ -95,12 +99,21 @@ impl Http {
                 .stream_position()
                 .map_err(|e| Failure::Definite(e.to_string()))?;
             progress.set_position(start);
+            // ureq ends the body quietly when the server closes early, so compare what
+            // arrived with what was announced and treat a short body as a dropped link.
+            let announced: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
             let mut reader = resp.into_reader();
             let mut writer = WriteCounter {
                 file: &mut *file,
                 err: None,
             };
             match copy_hashing(&mut reader, &mut writer, cancel, |n| progress.inc(n)) {
+                Ok((got, _)) if announced.is_some_and(|want| got < want) => {
+                    Err(Failure::Transient(format!(
+                        "connection closed after {got} of {} bytes",
+                        announced.unwrap_or_default()
+                    )))
+                }
                 Ok(_) => Ok(()),
                 Err(e) => {
                     if let Some(werr) = writer.err.take() {

@@ -27,6 +27,8 @@ struct State {
     /// hf "org/repo/file" -> bytes
     hf_files: HashMap<String, Vec<u8>>,
     auth_headers: Vec<String>,
+    /// Start offsets of the `Range` requests for files.
+    range_starts: Vec<usize>,
 }
 
 pub struct FakeSources {
@@ -35,6 +37,8 @@ pub struct FakeSources {
     downloads: Arc<AtomicUsize>,
     /// Bytes per 10 ms tick when streaming files (0 = unthrottled).
     throttle: Arc<AtomicUsize>,
+    /// When non-zero, the next file download is cut after this many bytes.
+    cut_after: Arc<AtomicUsize>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -76,16 +80,18 @@ impl FakeSources {
         let state = Arc::new(Mutex::new(State::default()));
         let downloads = Arc::new(AtomicUsize::new(0));
         let throttle = Arc::new(AtomicUsize::new(0));
-        let (st, dl, th, b) = (
-            state.clone(),
-            downloads.clone(),
-            throttle.clone(),
-            base.clone(),
-        );
+        let cut_after = Arc::new(AtomicUsize::new(0));
+        let ctx = Arc::new(Ctx {
+            state: state.clone(),
+            downloads: downloads.clone(),
+            throttle: throttle.clone(),
+            cut_after: cut_after.clone(),
+            base: base.clone(),
+        });
         std::thread::spawn(move || {
             for req in server.incoming_requests() {
-                let (st, dl, th, b) = (st.clone(), dl.clone(), th.clone(), b.clone());
-                std::thread::spawn(move || handle(req, &st, &dl, &th, &b));
+                let ctx = ctx.clone();
+                std::thread::spawn(move || handle(req, &ctx));
             }
         });
         FakeSources {
@@ -93,6 +99,7 @@ impl FakeSources {
             state,
             downloads,
             throttle,
+            cut_after,
         }
     }
 
@@ -111,6 +118,15 @@ impl FakeSources {
             .unwrap()
             .hf_files
             .insert(repo_file.to_string(), bytes);
+    }
+
+    /// Cuts the connection of the next file download after `bytes` bytes.
+    pub fn cut_next_download_after(&self, bytes: usize) {
+        self.cut_after.store(bytes, Ordering::SeqCst);
+    }
+
+    pub fn range_starts(&self) -> Vec<usize> {
+        self.state.lock().unwrap().range_starts.clone()
     }
 
     pub fn set_throttle(&self, bytes_per_tick: usize) {
@@ -141,13 +157,16 @@ fn header(k: &str, v: &str) -> Header {
     Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap()
 }
 
-fn handle(
-    req: tiny_http::Request,
-    st: &Mutex<State>,
-    dl: &AtomicUsize,
-    th: &AtomicUsize,
-    base: &str,
-) {
+struct Ctx {
+    state: Arc<Mutex<State>>,
+    downloads: Arc<AtomicUsize>,
+    throttle: Arc<AtomicUsize>,
+    cut_after: Arc<AtomicUsize>,
+    base: String,
+}
+
+fn handle(req: tiny_http::Request, ctx: &Ctx) {
+    let (st, base) = (&*ctx.state, ctx.base.as_str());
     let url = req.url().to_string();
     let range_start = req
         .headers()
@@ -202,14 +221,14 @@ fn handle(
             .values()
             .find(|(_, f, _)| f == filename)
             .map(|(_, _, w)| w.bytes.clone());
-        return serve_bytes(req, bytes, range_start, false, dl, th);
+        return serve_bytes(req, bytes, range_start, false, ctx);
     }
     // Hub resolve URL: /{org}/{repo}/resolve/{rev}/{file}
     let parts: Vec<&str> = url.trim_start_matches('/').splitn(5, '/').collect();
     if parts.len() == 5 && parts[2] == "resolve" {
         let key = format!("{}/{}/{}", parts[0], parts[1], parts[4]);
         let bytes = st.lock().unwrap().hf_files.get(&key).cloned();
-        return serve_bytes(req, bytes, range_start, range_is_probe, dl, th);
+        return serve_bytes(req, bytes, range_start, range_is_probe, ctx);
     }
     let _ = req.respond(Response::from_string("no such route").with_status_code(404));
 }
@@ -219,8 +238,7 @@ fn serve_bytes(
     bytes: Option<Vec<u8>>,
     range_start: Option<usize>,
     probe: bool,
-    dl: &AtomicUsize,
-    th: &AtomicUsize,
+    ctx: &Ctx,
 ) {
     let Some(bytes) = bytes else {
         let _ = req.respond(Response::from_string("not found").with_status_code(404));
@@ -242,13 +260,18 @@ fn serve_bytes(
         let _ = req.respond(resp);
         return;
     }
-    dl.fetch_add(1, Ordering::SeqCst);
+    ctx.downloads.fetch_add(1, Ordering::SeqCst);
     let start = range_start.unwrap_or(0).min(total);
+    if range_start.is_some() {
+        ctx.state.lock().unwrap().range_starts.push(start);
+    }
+    let cut = ctx.cut_after.swap(0, Ordering::SeqCst);
     let status = if range_start.is_some() { 206 } else { 200 };
     let body = Throttled {
         data: bytes[start..].to_vec(),
         pos: 0,
-        per_tick: th.load(Ordering::SeqCst),
+        per_tick: ctx.throttle.load(Ordering::SeqCst),
+        cut_at: (cut > 0).then_some(cut),
     };
     let mut headers = common.to_vec();
     if status == 206 {
@@ -258,18 +281,32 @@ fn serve_bytes(
         ));
     }
     let len = total - start;
-    let _ = req.respond(Response::new(status.into(), headers, body, Some(len), None));
+    // A Content-Length body (tiny_http would switch to chunked above 32 KiB), as CDNs send.
+    let resp = Response::new(status.into(), headers, body, Some(len), None)
+        .with_chunked_threshold(usize::MAX);
+    let _ = req.respond(resp);
 }
 
 struct Throttled {
     data: Vec<u8>,
     pos: usize,
     per_tick: usize,
+    /// Fail the body here, so the server drops the connection mid-transfer.
+    cut_at: Option<usize>,
 }
 
 impl Read for Throttled {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut n = buf.len().min(self.data.len() - self.pos);
+        if let Some(cut) = self.cut_at {
+            if self.pos >= cut {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "cut",
+                ));
+            }
+            n = n.min(cut - self.pos);
+        }
         if self.per_tick > 0 {
             std::thread::sleep(Duration::from_millis(10));
             n = n.min(self.per_tick);
