@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use surge_gateway::commands::models::ModelsCommand;
+use surge_gateway::commands::worker::WorkerCommand;
 
 #[derive(Parser)]
 #[command(
@@ -18,19 +19,22 @@ struct Cli {
 enum Command {
     /// Manage the shared model cache.
     Models(ModelsCommand),
+    /// Serve one cached model (the process the gateway spawns).
+    Worker(WorkerCommand),
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
+        Command::Worker(cmd) => surge_gateway::commands::worker::run(cmd),
     };
     std::process::exit(code);
 }

@@ -1,3 +1,9 @@
-//! surge-loadtest: the open-loop load generator for OpenAI-compatible endpoints.
+//! surge-loadtest: clients that measure OpenAI-compatible endpoints.
 //!
-//! Not implemented yet; this crate holds the place in the workspace layout.
+//! So far: `llm-bench` (`src/bin/llm-bench.rs`), which benchmarks an LLM server process
+//! (surge's worker or llama.cpp's `llama-server`) on load time, prefill, decode,
+//! concurrent-stream throughput, time to first token and peak memory. The open-loop spike
+//! load generator is still to come.
+
+pub mod sse;
+pub mod stats;

@@ -1,1 +1,12 @@
-//! placeholder
+//! The surge worker runtime: model engines that a worker process drives.
+//!
+//! - [`llm`]: the LLM engine core (GGUF, tokenizer, chat template, batched forward, sampling)
+//! - [`llm_worker`]: the LLM worker process (continuous-batching scheduler, OpenAI API)
+//! - [`server`]: HTTP plumbing every worker kind shares (errors, listening, drain)
+//! - [`worker`]: `surge worker` — resolve a cached model and run its worker kind
+
+pub mod kernels;
+pub mod llm;
+pub mod llm_worker;
+pub mod server;
+pub mod worker;

@@ -1,3 +1,4 @@
 //! One module per `surge` subcommand; each exposes its clap arguments and a `run`.
 
 pub mod models;
+pub mod worker;

@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod fake_sources;
+pub mod http;
+pub mod worker;

@@ -1,0 +1,61 @@
+//! `surge worker`: the process the gateway spawns, one model each. Also usable alone:
+//! `surge worker --model smollm2-135m-instruct --listen tcp:127.0.0.1:9000`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use surge_runtime::server::Listen;
+use surge_runtime::worker::{self, WorkerOptions};
+
+#[derive(Args, Debug)]
+pub struct WorkerCommand {
+    /// Model name or alias in the cache.
+    #[arg(long)]
+    model: String,
+    /// unix:PATH or tcp:HOST:PORT.
+    #[arg(long, default_value = "tcp:127.0.0.1:9000")]
+    listen: Listen,
+    /// cpu, cuda or cuda:N (CUDA needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Cache directory (default: $SURGE_HOME, else ~/.cache/surge).
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Most sequences decoded together in one step.
+    #[arg(long, default_value_t = 16)]
+    max_num_seqs: usize,
+    /// Memory for the KV caches of all running sequences, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    kv_cache_mb: usize,
+    /// Most prompt tokens prefilled per step, so long prompts cannot stall running streams.
+    #[arg(long, default_value_t = 256)]
+    prefill_chunk: usize,
+    /// max_tokens for chat requests that give none (bounded by the context).
+    #[arg(long, default_value_t = 1024)]
+    default_max_tokens: usize,
+    /// Serve a shorter context than the model's own.
+    #[arg(long)]
+    max_context: Option<usize>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// Exit when the parent process exits (the gateway sets this).
+    #[arg(long)]
+    exit_with_parent: bool,
+}
+
+pub fn run(cmd: WorkerCommand) -> i32 {
+    worker::run(WorkerOptions {
+        model: cmd.model,
+        listen: cmd.listen,
+        device: cmd.device,
+        cache_dir: cmd.home,
+        max_num_seqs: cmd.max_num_seqs,
+        kv_cache_mb: cmd.kv_cache_mb,
+        prefill_chunk: cmd.prefill_chunk,
+        default_max_tokens: cmd.default_max_tokens,
+        max_context: cmd.max_context,
+        max_body_bytes: cmd.max_body_bytes,
+        exit_with_parent: cmd.exit_with_parent,
+    })
+}

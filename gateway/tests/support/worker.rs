@@ -1,0 +1,110 @@
+//! Starting real `surge` processes for tests: the default models pulled by the project's
+//! own `surge models pull`, and workers on loopback ports that exit with the test binary.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const LLM: &str = "smollm2-135m-instruct";
+
+pub fn surge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_surge"))
+}
+
+/// Pulls a catalog model into the default cache ($SURGE_HOME or ~/.cache/surge); a no-op
+/// when it is already there, so test runs share one download.
+pub fn ensure_model(name: &str) {
+    let out = surge()
+        .args(["models", "pull", name, "--quiet"])
+        .output()
+        .expect("run surge models pull");
+    assert!(
+        out.status.success(),
+        "pull {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Worker {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Worker {
+    /// Starts `surge worker` for `model` with extra flags and waits until `/health` is 200.
+    pub fn start(model: &str, extra: &[&str]) -> Worker {
+        Self::start_with_env(model, extra, &[])
+    }
+
+    /// Like [`Worker::start`], with extra environment for the worker process only.
+    pub fn start_with_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        ensure_model(model);
+        let port = free_port();
+        let child = surge()
+            .args([
+                "worker",
+                "--model",
+                model,
+                "--listen",
+                &format!("tcp:127.0.0.1:{port}"),
+                "--exit-with-parent",
+            ])
+            .args(extra)
+            .env("SURGE_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn surge worker");
+        let w = Worker {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        w.wait_ready(Duration::from_secs(180));
+        w
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(r) = ureq::get(&self.url("/health"))
+                .timeout(Duration::from_secs(2))
+                .call()
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("worker at {} not ready after {limit:?}", self.base);
+    }
+
+    /// A metric's value from `/metrics` (first sample whose name matches).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, text) = super::http::get(&self.url("/metrics"));
+        text.lines()
+            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,288 @@
+//! [`QuantMatrix`]: a quantized weight matrix repacked once at load for the
+//! kernels.
+//!
+//! GGML stores a matrix row by row, each row a run of 32-value blocks
+//! (`Q4_1`: f16 d, f16 m, 16 bytes of nibbles, value = d·q + m; `Q8_0`: f16 d,
+//! 32 × i8, value = d·q). A row-at-a-time kernel then needs a horizontal sum
+//! per row and per-row scale broadcasts. Instead we interleave 16 rows (a
+//! *group*) so that 32-bit lane `r` of every 64-byte chunk holds 4 consecutive
+//! values of row `r`: one `vpdpbusd` against 4 broadcast activation bytes then
+//! advances all 16 rows' dot products, and the 16 rows' scales of a block are
+//! one 32-byte load. Per group and block (a *group block*):
+//!
+//! * `Q4_1` (320 bytes = 16 × 20, the same bytes as GGML): 4 chunks of 64
+//!   bytes; in chunk `c`, byte `4r + i` holds row `r`'s value `8c + i` in its
+//!   low nibble and value `8c + 4 + i` in its high nibble; then 16 f16 `d`,
+//!   then 16 f16 `m`.
+//! * `Q8_0` (544 bytes = 16 × 34): 8 chunks of 64 bytes; in chunk `c`, byte
+//!   `4r + i` is row `r`'s value `4c + i` (signed); then 16 f16 `d`.
+//!
+//! Group blocks of one group are contiguous, groups follow each other, so a
+//! kernel streams memory linearly. Rows are padded to a multiple of 16 with
+//! zero weights whose outputs are never stored.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use super::f16::read_f16;
+use super::{KernelError, Result};
+
+/// Rows interleaved per group (one 512-bit register of i32 lanes).
+pub const ROWS_PER_GROUP: usize = 16;
+/// Values per quantization block (both formats).
+pub(crate) const BLOCK: usize = 32;
+
+/// The weight formats the kernels support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    Q4_1,
+    Q8_0,
+}
+
+impl QuantFormat {
+    /// The candle dtype with the same block encoding.
+    pub fn ggml_dtype(self) -> GgmlDType {
+        match self {
+            QuantFormat::Q4_1 => GgmlDType::Q4_1,
+            QuantFormat::Q8_0 => GgmlDType::Q8_0,
+        }
+    }
+
+    pub fn from_ggml_dtype(dtype: GgmlDType) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q4_1 => Some(QuantFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(QuantFormat::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one GGML block.
+    pub(crate) fn ggml_block_bytes(self) -> usize {
+        match self {
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of one group block in our layout.
+    pub(crate) fn group_block_bytes(self) -> usize {
+        self.ggml_block_bytes() * ROWS_PER_GROUP
+    }
+
+    /// Offset of the 16 f16 `d` scales inside a group block.
+    pub(crate) fn d_offset(self) -> usize {
+        match self {
+            QuantFormat::Q4_1 => 256,
+            QuantFormat::Q8_0 => 512,
+        }
+    }
+}
+
+/// Offset of the 16 f16 `m` minimums inside a `Q4_1` group block.
+pub(crate) const Q4_1_M_OFFSET: usize = 288;
+
+/// One cache line; the backing store is a `Vec` of these so group blocks
+/// start 64-byte aligned relative to the buffer (a plain `Vec<u8>` gives no
+/// alignment guarantee, and split-line loads cost throughput).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A `rows × cols` quantized weight matrix in the kernels' interleaved layout.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    format: QuantFormat,
+    rows: usize,
+    cols: usize,
+    bytes: usize,
+    data: Vec<Line>,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantMatrix")
+            .field("format", &self.format)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl QuantMatrix {
+    /// Repacks a 2-D `Q4_1` or `Q8_0` tensor (`[rows, cols]`, the layout of a
+    /// GGUF linear weight). `Ok(None)` for other dtypes or ranks, so callers
+    /// can fall back to candle's `QMatMul`. Works for any device (`data()`
+    /// copies device tensors to the host), but the kernels run on the CPU.
+    pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
+        let Some(format) = QuantFormat::from_ggml_dtype(t.dtype()) else {
+            return Ok(None);
+        };
+        let Ok((rows, cols)) = t.shape().dims2() else {
+            return Ok(None);
+        };
+        let data = t.data()?;
+        Self::from_ggml_bytes(format, rows, cols, &data).map(Some)
+    }
+
+    /// Repacks raw GGML blocks (`rows × cols / 32` blocks, row-major).
+    pub fn from_ggml_bytes(
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        src: &[u8],
+    ) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(KernelError::Shape {
+                what: "cols multiple of 32",
+                expected: cols.next_multiple_of(BLOCK),
+                got: cols,
+            });
+        }
+        let nb = cols / BLOCK;
+        let src_block = format.ggml_block_bytes();
+        if src.len() != rows * nb * src_block {
+            return Err(KernelError::Shape {
+                what: "GGML data bytes",
+                expected: rows * nb * src_block,
+                got: src.len(),
+            });
+        }
+        let groups = rows.div_ceil(ROWS_PER_GROUP);
+        let gbb = format.group_block_bytes();
+        let bytes = groups * nb * gbb;
+        let mut m = QuantMatrix {
+            format,
+            rows,
+            cols,
+            bytes,
+            data: vec![Line([0; 64]); bytes.div_ceil(64)],
+        };
+        let dst = m.bytes_mut();
+        for r in 0..rows {
+            let (g, lane) = (r / ROWS_PER_GROUP, r % ROWS_PER_GROUP);
+            for b in 0..nb {
+                let s = &src[(r * nb + b) * src_block..][..src_block];
+                let o = &mut dst[(g * nb + b) * gbb..][..gbb];
+                let d_off = format.d_offset() + 2 * lane;
+                o[d_off..d_off + 2].copy_from_slice(&s[0..2]);
+                match format {
+                    QuantFormat::Q4_1 => {
+                        let mo = Q4_1_M_OFFSET + 2 * lane;
+                        o[mo..mo + 2].copy_from_slice(&s[2..4]);
+                        // GGML: qs[j] low nibble = value j, high = value j + 16.
+                        let q = |e: usize| {
+                            let byte = s[4 + e % 16];
+                            if e < 16 {
+                                byte & 0x0f
+                            } else {
+                                byte >> 4
+                            }
+                        };
+                        for c in 0..4 {
+                            for i in 0..4 {
+                                o[64 * c + 4 * lane + i] = q(8 * c + i) | (q(8 * c + 4 + i) << 4);
+                            }
+                        }
+                    }
+                    QuantFormat::Q8_0 => {
+                        for c in 0..8 {
+                            o[64 * c + 4 * lane..][..4].copy_from_slice(&s[2 + 4 * c..][..4]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn format(&self) -> QuantFormat {
+        self.format
+    }
+
+    /// Output features (GGUF `ne[1]`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features, a multiple of 32 (GGUF `ne[0]`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Weight bytes (including padding rows), what one matmul streams.
+    pub fn size_in_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Number of 16-row groups (rows rounded up).
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(ROWS_PER_GROUP)
+    }
+
+    /// Blocks of 32 values per row.
+    pub(crate) fn blocks_per_row(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// The packed bytes (group blocks back to back).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is `repr(C)` over `[u8; 64]` without padding, the
+        // vector holds at least `self.bytes` bytes, and `u8` has no invalid
+        // values or alignment needs.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), self.bytes) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, with unique access through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<u8>(), self.bytes) }
+    }
+
+    /// The packed bytes of group `g`, block 0 (for the SIMD kernels).
+    pub(crate) fn group_ptr(&self, g: usize) -> *const u8 {
+        debug_assert!(g < self.groups());
+        self.bytes()[g * self.blocks_per_row() * self.format.group_block_bytes()..].as_ptr()
+    }
+
+    /// Value `e` (0..32) of row `lane` in group block `gb` as (q, d, m):
+    /// the weight is `d·q + m`. Reference decoding for the scalar kernel.
+    #[inline]
+    pub(crate) fn decode(gb: &[u8], format: QuantFormat, lane: usize, e: usize) -> i32 {
+        match format {
+            QuantFormat::Q4_1 => {
+                let (c, i) = (e / 8, e % 8);
+                let byte = gb[64 * c + 4 * lane + i % 4];
+                i32::from(if i < 4 { byte & 0x0f } else { byte >> 4 })
+            }
+            QuantFormat::Q8_0 => i32::from(gb[64 * (e / 4) + 4 * lane + e % 4] as i8),
+        }
+    }
+
+    /// Row `lane`'s (d, m) in group block `gb` (`m = 0` for `Q8_0`).
+    #[inline]
+    pub(crate) fn scales(gb: &[u8], format: QuantFormat, lane: usize) -> (f32, f32) {
+        let d = read_f16(gb, format.d_offset() + 2 * lane);
+        let m = match format {
+            QuantFormat::Q4_1 => read_f16(gb, Q4_1_M_OFFSET + 2 * lane),
+            QuantFormat::Q8_0 => 0.0,
+        };
+        (d, m)
+    }
+
+    /// Dequantizes to a dense row-major `rows × cols` f32 matrix (tests and
+    /// debugging; equals candle's `QTensor::dequantize` exactly).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (nb, gbb) = (self.blocks_per_row(), self.format.group_block_bytes());
+        let bytes = self.bytes();
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            let (g, lane) = (r / ROWS_PER_GROUP, r % ROWS_PER_GROUP);
+            for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
+                let gb = &bytes[(g * nb + b) * gbb..][..gbb];
+                let (d, m) = Self::scales(gb, self.format, lane);
+                for (e, v) in vals.iter_mut().enumerate() {
+                    *v = d * Self::decode(gb, self.format, lane, e) as f32 + m;
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,274 @@
+//! A tiny persistent thread pool for the matmul kernels.
+//!
+//! Why not rayon or candle's pool: a decode step issues ~120 small matmuls
+//! (tens of µs each), so waking threads must cost well under a microsecond.
+//! Workers here spin on an epoch counter for a short while after each job
+//! (`SURGE_KERNEL_SPIN_US`, default 50 µs, long enough to bridge the gaps
+//! between a layer's matmuls) and then park on a futex, so an idle worker
+//! process burns no CPU. The calling thread always runs the job too, so a
+//! pool of `threads` has `threads - 1` workers.
+//!
+//! Ownership: one process-wide pool ([`global_pool`]), because the engine
+//! calls matmul from one dedicated thread. It stays correct with several
+//! callers: a caller that finds the pool busy runs its job alone on its own
+//! thread instead of waiting (tests do this; it is only slower).
+
+use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+type Job = dyn Fn() + Sync;
+
+/// State shared between the submitting thread and the workers.
+struct Shared {
+    /// Bumped once per job; workers run the job when it changes.
+    epoch: AtomicU64,
+    /// The current job. Written only by the submitter while every worker is
+    /// idle (all finished the previous job), read by workers after they
+    /// observe the epoch bump (release/acquire on `epoch`).
+    job: UnsafeCell<*const Job>,
+    /// Workers that finished the current job.
+    done: AtomicUsize,
+    /// A worker's job panicked; re-raised on the submitting thread.
+    panicked: AtomicBool,
+    /// Per worker: parked (or about to park) and needs an `unpark`.
+    sleeping: Vec<AtomicBool>,
+    shutdown: AtomicBool,
+    spin: Duration,
+}
+
+// SAFETY: `job` is only written while no worker reads it (see its doc); the
+// pointee is `Sync`, and the submitter keeps it alive until all workers are
+// done with it.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointer is only dereferenced under that protocol.
+unsafe impl Send for Shared {}
+
+/// A pool of `threads - 1` worker threads plus the calling thread.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<(Thread, Option<thread::JoinHandle<()>>)>,
+    /// Serialises submitters; see the module docs.
+    submit: Mutex<()>,
+}
+
+impl Pool {
+    /// A pool running jobs on `threads` threads (the caller included);
+    /// `threads <= 1` runs everything on the caller. `spin` is how long an idle
+    /// worker polls before parking.
+    pub fn new(threads: usize, spin: Duration) -> Pool {
+        let n_workers = threads.max(1) - 1;
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            job: UnsafeCell::new(std::ptr::null::<fn()>() as *const Job),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            sleeping: (0..n_workers).map(|_| AtomicBool::new(false)).collect(),
+            shutdown: AtomicBool::new(false),
+            spin,
+        });
+        let mut workers = Vec::with_capacity(n_workers);
+        for i in 0..n_workers {
+            let sh = Arc::clone(&shared);
+            let spawned = thread::Builder::new()
+                .name(format!("surge-kernel-{i}"))
+                .spawn(move || worker(&sh, i));
+            match spawned {
+                Ok(h) => workers.push((h.thread().clone(), Some(h))),
+                // Out of threads: run with fewer workers rather than fail.
+                Err(_) => break,
+            }
+        }
+        Pool {
+            shared,
+            workers,
+            submit: Mutex::new(()),
+        }
+    }
+
+    /// Threads a job runs on, the caller included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `job` on every worker and on the calling thread, returning when
+    /// all have finished. `job` shares out work itself (e.g. an atomic task
+    /// counter). A panic in any copy is re-raised here after all finished.
+    pub fn run(&self, job: &(dyn Fn() + Sync)) {
+        let guard = match self.submit.try_lock() {
+            Ok(g) if !self.workers.is_empty() => g,
+            // Busy (another caller) or no workers: run alone.
+            _ => return job(),
+        };
+        let sh = &*self.shared;
+        // SAFETY: we hold `submit` and the previous job's workers all
+        // reported done, so no worker reads `job` now. The lifetime is erased
+        // because workers only dereference it before reporting done, and we
+        // wait for that below before `job` can go out of scope.
+        unsafe {
+            *sh.job.get() = std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const Job>(job);
+        }
+        sh.done.store(0, Ordering::Relaxed);
+        // SeqCst pairs with the workers' SeqCst `sleeping` store / epoch load
+        // so either they see the new epoch or we see them sleeping.
+        sh.epoch.fetch_add(1, Ordering::SeqCst);
+        for (i, (t, _)) in self.workers.iter().enumerate() {
+            if sh.sleeping[i].load(Ordering::SeqCst) {
+                t.unpark();
+            }
+        }
+        let mine = catch_unwind(AssertUnwindSafe(job));
+        let mut spins = 0u32;
+        while sh.done.load(Ordering::Acquire) != self.workers.len() {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) {
+                // A worker was descheduled; let it run.
+                thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        let theirs = sh.panicked.swap(false, Ordering::Relaxed);
+        drop(guard);
+        if let Err(p) = mine {
+            resume_unwind(p);
+        }
+        if theirs {
+            panic!("a kernel worker thread panicked");
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        for (t, h) in &mut self.workers {
+            t.unpark();
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn worker(sh: &Shared, i: usize) {
+    // Start from the pool's initial epoch, not the current one: a job may be
+    // submitted before this thread first runs, and it must still take part.
+    let mut seen = 0;
+    loop {
+        let mut since = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            let e = sh.epoch.load(Ordering::Acquire);
+            if e != seen {
+                seen = e;
+                break;
+            }
+            polls = polls.wrapping_add(1);
+            // Reading the clock costs ~20 ns; do it every 64 polls.
+            if polls.is_multiple_of(64) && since.elapsed() >= sh.spin {
+                sh.sleeping[i].store(true, Ordering::SeqCst);
+                if sh.epoch.load(Ordering::SeqCst) == seen {
+                    // An `unpark` issued before this call makes it return at
+                    // once, so a wake-up cannot be lost; spurious returns just
+                    // loop.
+                    thread::park();
+                }
+                sh.sleeping[i].store(false, Ordering::Relaxed);
+                since = Instant::now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        // SAFETY: the epoch bump (acquire) published `job`, and the submitter
+        // keeps it alive until we report done.
+        let job = unsafe { &**sh.job.get() };
+        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+            sh.panicked.store(true, Ordering::Relaxed);
+        }
+        sh.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The process-wide pool used by [`super::matmul`]: `SURGE_KERNEL_THREADS`
+/// threads (default: available cores), `SURGE_KERNEL_SPIN_US` spin (default
+/// 50). Created on first use; lives for the process.
+pub fn global_pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        };
+        let threads = env("SURGE_KERNEL_THREADS")
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        let spin = Duration::from_micros(env("SURGE_KERNEL_SPIN_US").unwrap_or(50) as u64);
+        Pool::new(threads, spin)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_pool_runs_every_task_once_and_wakes_after_parking() {
+        let pool = Pool::new(3, Duration::from_micros(20));
+        assert_eq!(pool.threads(), 3);
+        for round in 0..200 {
+            let next = AtomicUsize::new(0);
+            let hits: Vec<AtomicUsize> = (0..97).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(&|| loop {
+                let t = next.fetch_add(1, Ordering::Relaxed);
+                if t >= hits.len() {
+                    break;
+                }
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            // Every few rounds let the workers park, so wake-up is exercised.
+            if round % 50 == 0 {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_pool_every_thread_participates() {
+        let pool = Pool::new(2, Duration::from_millis(5));
+        let ran = AtomicUsize::new(0);
+        pool.run(&|| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn kernels_pool_propagates_worker_panics() {
+        let pool = Pool::new(2, Duration::from_micros(10));
+        let first = AtomicBool::new(true);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|| {
+                if !first.swap(false, Ordering::SeqCst) {
+                    panic!("boom");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        // The pool still works afterwards.
+        let ran = AtomicUsize::new(0);
+        pool.run(&|| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 2);
+    }
+}

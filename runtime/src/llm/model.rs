@@ -1,0 +1,395 @@
+//! Llama forward pass over a packed batch of sequences at different positions.
+//!
+//! candle-transformers' `quantized_llama` keeps one KV cache for the whole
+//! model and can only batch sequences at the same position, which rules out
+//! continuous batching. This forward follows the same maths (and is tested for
+//! parity against it) but packs the new tokens of every sequence into one
+//! `[n_tokens, hidden]` matrix for the projections and the MLP, where batching
+//! pays, and runs only RoPE and attention per sequence against its own cache.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+use candle_nn::rotary_emb::rope_i;
+
+use super::error::{LlmError, Result};
+use super::gguf::{GgufFile, LlamaConfig};
+use super::kv_cache::{LayerKv, SeqCache};
+use super::weights::{convert, converted, qmatmul_bytes, Projection, WeightFormat};
+
+/// Load-time choices.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub weight_format: WeightFormat,
+    /// Caps the context below the model's trained length to bound the RoPE
+    /// tables and the largest KV cache; `None` uses the GGUF context length.
+    pub max_context: Option<usize>,
+}
+
+/// Facts about a loaded model, for logs and the worker's readiness report.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub load_seconds: f64,
+    /// Bytes of weights held on the device after conversion.
+    pub weight_bytes: usize,
+    /// Quantization of the layer matmul weights in the file and in memory.
+    pub stored_dtype: String,
+    pub memory_dtype: String,
+}
+
+/// One sequence's contribution to a [`LlmModel::step`]: the tokens not yet in
+/// its cache (a prompt chunk, or the single token sampled last step).
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut SeqCache,
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    qkv: Projection,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate_up: Projection,
+    down: QMatMul,
+}
+
+/// A llama model whose state lives entirely in the weights; sequences carry
+/// their own [`SeqCache`], so `step` takes `&self`.
+pub struct LlmModel {
+    config: LlamaConfig,
+    max_context: usize,
+    device: Device,
+    /// Token embeddings as stored in the file: rows are dequantized on lookup,
+    /// which avoids holding a dense `[vocab, hidden]` f32 copy (113 MB for
+    /// SmolLM2) and gives exactly the values a dense dequantization would.
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    head: QMatMul,
+    /// `[max_context, head_dim / 2]` rotation tables.
+    cos: Tensor,
+    sin: Tensor,
+    report: LoadReport,
+}
+
+impl LlmModel {
+    /// Loads a llama GGUF file onto `device`.
+    pub fn load(path: impl AsRef<Path>, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let started = Instant::now();
+        let mut file = GgufFile::open(path)?;
+        let mut model = Self::load_gguf(&mut file, device, opts)?;
+        model.report.load_seconds = started.elapsed().as_secs_f64();
+        Ok(model)
+    }
+
+    /// Loads from an already opened file, so a worker can parse the header
+    /// once for the model, the tokenizer and the chat template.
+    pub fn load_gguf(file: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let started = Instant::now();
+        let config = LlamaConfig::from_gguf(file)?;
+        let max_context = opts
+            .max_context
+            .map_or(config.context_length, |m| m.min(config.context_length))
+            .max(1);
+        let fmt = opts.weight_format;
+        let stored_dtype = file
+            .tensor_info("blk.0.attn_q.weight")
+            .map(|(_, d)| format!("{d:?}"))
+            .unwrap_or_default();
+
+        let mut load = |name: &str| -> Result<QTensor> {
+            let q = file.tensor(name, device)?;
+            convert(q, fmt, device)
+        };
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let p = format!("blk.{i}");
+            let qkv = vec![
+                load(&format!("{p}.attn_q.weight"))?,
+                load(&format!("{p}.attn_k.weight"))?,
+                load(&format!("{p}.attn_v.weight"))?,
+            ];
+            let gate_up = vec![
+                load(&format!("{p}.ffn_gate.weight"))?,
+                load(&format!("{p}.ffn_up.weight"))?,
+            ];
+            layers.push(Layer {
+                attn_norm: load(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
+                qkv: Projection::new(qkv, device)?,
+                wo: QMatMul::from_qtensor(load(&format!("{p}.attn_output.weight"))?)?,
+                ffn_norm: load(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
+                gate_up: Projection::new(gate_up, device)?,
+                down: QMatMul::from_qtensor(load(&format!("{p}.ffn_down.weight"))?)?,
+            });
+        }
+        let norm = load("output_norm.weight")?.dequantize(device)?;
+        let embed = Arc::new(file.tensor("token_embd.weight", device)?);
+        // Tied embeddings (SmolLM2) have no output.weight: the head reuses the
+        // embedding matrix, converted like any other matmul weight, or shared
+        // when no conversion applies.
+        let head = if file.has_tensor("output.weight") {
+            QMatMul::from_qtensor(convert(file.tensor("output.weight", device)?, fmt, device)?)?
+        } else {
+            match converted(&embed, fmt, device)? {
+                Some(q) => QMatMul::from_qtensor(q)?,
+                None => QMatMul::from_arc(embed.clone())?,
+            }
+        };
+        let head_shares_embed = matches!(&head, QMatMul::QTensor(t) if Arc::ptr_eq(t, &embed));
+        let (cos, sin) = rope_tables(config.head_dim, config.rope_freq_base, max_context, device)?;
+
+        let memory_dtype = match &layers.first().map(|l| &l.wo) {
+            Some(QMatMul::QTensor(t)) => format!("{:?}", t.dtype()),
+            Some(_) => "F32".to_string(),
+            None => String::new(),
+        };
+        let weight_bytes = layers
+            .iter()
+            .map(|l| {
+                l.qkv.bytes() + l.gate_up.bytes() + qmatmul_bytes(&l.wo) + qmatmul_bytes(&l.down)
+            })
+            .sum::<usize>()
+            + qmatmul_bytes(&head)
+            + if head_shares_embed {
+                0
+            } else {
+                embed.storage_size_in_bytes()
+            };
+        let report = LoadReport {
+            load_seconds: started.elapsed().as_secs_f64(),
+            weight_bytes,
+            stored_dtype,
+            memory_dtype,
+        };
+        Ok(Self {
+            config,
+            max_context,
+            device: device.clone(),
+            embed,
+            layers,
+            norm,
+            head,
+            cos,
+            sin,
+            report,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// An empty cache for a new sequence; it allocates on first use.
+    pub fn new_sequence_cache(&self) -> SeqCache {
+        SeqCache::new(
+            self.config.n_layer,
+            self.config.n_kv_head,
+            self.config.head_dim,
+            self.max_context,
+            self.device.clone(),
+        )
+    }
+
+    /// Runs one forward step over a packed batch and returns the logits of the
+    /// last new token of each item, `[batch.len(), vocab]` f32 on the model's
+    /// device. Each cache advances by its item's token count on success and is
+    /// left logically unchanged on error.
+    pub fn step(&self, batch: &mut [BatchItem<'_>]) -> Result<Tensor> {
+        let cfg = &self.config;
+        if batch.is_empty() {
+            return Err(LlmError::InvalidBatch("empty batch".into()));
+        }
+        // (offset in the packed matrix, new tokens, tokens already cached)
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        for item in batch.iter_mut() {
+            item.cache
+                .check_compatible(cfg.n_layer, cfg.n_kv_head, cfg.head_dim)?;
+            let (past, n) = (item.cache.len(), item.tokens.len());
+            if n == 0 {
+                return Err(LlmError::InvalidBatch("an item has no tokens".into()));
+            }
+            if let Some(bad) = item.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(LlmError::InvalidBatch(format!(
+                    "token id {bad} outside vocabulary of {}",
+                    cfg.vocab_size
+                )));
+            }
+            item.cache.reserve(past + n)?;
+            spans.push((ids.len(), n, past));
+            ids.extend_from_slice(item.tokens);
+            positions.extend((past..past + n).map(|p| p as u32));
+        }
+        let n_total = ids.len();
+        let dev = &self.device;
+        let ids = Tensor::from_vec(ids, n_total, dev)?;
+        let positions = Tensor::from_vec(positions, n_total, dev)?;
+        // Every packed row is its own "batch" entry of length 1 for rope_i, so
+        // rows of different sequences rotate by their own positions in one op.
+        let half = cfg.head_dim / 2;
+        let cos = self
+            .cos
+            .index_select(&positions, 0)?
+            .reshape((n_total, 1, half))?;
+        let sin = self
+            .sin
+            .index_select(&positions, 0)?
+            .reshape((n_total, 1, half))?;
+        let eps = cfg.rms_norm_eps as f32;
+        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
+
+        // One mask per multi-token chunk, shared by all layers.
+        let masks = spans
+            .iter()
+            .map(|&(_, n, past)| (n > 1).then(|| causal_mask(n, past, dev)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut x = self.embed.embedding(&ids)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.attn_norm, eps)?;
+            let qkv = layer.qkv.forward(&h)?;
+            let [q, k, v] = qkv.as_slice() else {
+                return Err(LlmError::Unsupported("qkv projection shape".into()));
+            };
+            let q = rope_i(&q.reshape((n_total, nh, 1, hd))?, &cos, &sin)?;
+            let k = rope_i(&k.reshape((n_total, nkv, 1, hd))?, &cos, &sin)?;
+            let v = v.reshape((n_total, nkv, hd))?;
+            let mut outs = Vec::with_capacity(batch.len());
+            for ((item, &(off, n, past)), mask) in batch.iter_mut().zip(&spans).zip(&masks) {
+                let kv = item
+                    .cache
+                    .layers
+                    .get_mut(li)
+                    .ok_or_else(|| LlmError::InvalidBatch("cache has too few layers".into()))?;
+                outs.push(self.attend(
+                    kv,
+                    &q.narrow(0, off, n)?,
+                    &k.narrow(0, off, n)?,
+                    &v.narrow(0, off, n)?,
+                    past,
+                    mask.as_ref(),
+                )?);
+            }
+            let attn = if outs.len() == 1 {
+                outs.swap_remove(0)
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + layer.wo.forward(&attn)?)?;
+            let h = rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gu = layer.gate_up.forward(&h)?;
+            let [gate, up] = gu.as_slice() else {
+                return Err(LlmError::Unsupported("gate/up projection shape".into()));
+            };
+            x = (x + layer.down.forward(&(silu(gate)? * up)?)?)?;
+        }
+        // RMS norm is per row, so norming only the rows whose logits are wanted
+        // is exact and keeps the vocabulary projection at one row per sequence.
+        let last: Vec<u32> = spans
+            .iter()
+            .map(|&(off, n, _)| (off + n - 1) as u32)
+            .collect();
+        let last = Tensor::from_vec(last, spans.len(), dev)?;
+        let x = x.index_select(&last, 0)?;
+        let logits = self.head.forward(&rms_norm(&x, &self.norm, eps)?)?;
+        for (item, &(_, n, _)) in batch.iter_mut().zip(&spans) {
+            item.cache.commit(n);
+        }
+        Ok(logits)
+    }
+
+    /// Causal attention of `n` new tokens of one sequence over its cache.
+    ///
+    /// Inputs are `q: [n, n_head, 1, hd]`, `k: [n, n_kv, 1, hd]`,
+    /// `v: [n, n_kv, hd]`; returns `[n, hidden]`. Grouped-query attention is
+    /// done by folding the query heads that share a kv head into the row
+    /// dimension (`[n_kv, group * n, hd]`), which avoids materialising
+    /// repeated keys and values.
+    fn attend(
+        &self,
+        kv: &mut LayerKv,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        past: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
+        let group = nh / nkv;
+        let n = q.dim(0)?;
+        let total = past + n;
+        let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let v = v.transpose(0, 1)?.contiguous()?;
+        kv.k.slice_set(&k, 1, past)?;
+        kv.v.slice_set(&v, 1, past)?;
+        let keys = kv.k.narrow(1, 0, total)?;
+        let values = kv.v.narrow(1, 0, total)?;
+
+        let q = q
+            .reshape((n, nh, hd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((nkv, group * n, hd))?;
+        let att = (q.matmul(&keys.t()?)? / (hd as f64).sqrt())?;
+        let att = if let Some(mask) = mask {
+            att.reshape((nkv, group, n, total))?
+                .broadcast_add(&mask)?
+                .reshape((nkv, group * n, total))?
+        } else {
+            att
+        };
+        let att = softmax_last_dim(&att)?;
+        let y = att.matmul(&values)?;
+        Ok(y.reshape((nh, n, hd))?
+            .transpose(0, 1)?
+            .reshape((n, nh * hd))?)
+    }
+}
+
+/// Additive mask `[n, past + n]`: query `i` (at position `past + i`) sees keys
+/// `0..=past + i`.
+fn causal_mask(n: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, total), device)?)
+}
+
+/// RoPE angle tables computed exactly as candle-transformers' quantized_llama
+/// does (same op sequence), so parity tests compare like with like.
+fn rope_tables(
+    head_dim: usize,
+    base: f32,
+    max_pos: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let theta: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
+        .collect();
+    let theta = Tensor::new(theta.as_slice(), device)?;
+    let idx_theta = Tensor::arange(0, max_pos as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((max_pos, 1))?
+        .matmul(&theta.reshape((1, theta.elem_count()))?)?;
+    Ok((idx_theta.cos()?, idx_theta.sin()?))
+}

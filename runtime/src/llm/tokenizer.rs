@@ -1,0 +1,257 @@
+//! A Hugging Face tokenizer rebuilt from GGUF metadata.
+//!
+//! Models ship as a single GGUF file (no `tokenizer.json` beside it), so the
+//! BPE vocabulary, merges and special tokens are read from the
+//! `tokenizer.ggml.*` keys and assembled into a `tokenizers::Tokenizer` with
+//! the GPT-2 style pipeline these models were trained with.
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+use super::error::{LlmError, Result};
+use super::gguf::{bad, value_to_usize, GgufFile};
+
+/// llama.cpp token types that are special (control = 3, user-defined = 4):
+/// they must be matched whole in the input and never split by BPE.
+const SPECIAL_TOKEN_TYPES: [usize; 2] = [3, 4];
+
+/// Text ⇄ token ids for one model.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<u32>,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata.
+    ///
+    /// Only the `gpt2` (byte-level BPE) family is supported; the pre-tokenizer
+    /// splits digits individually then applies GPT-2's byte-level regex, which
+    /// is what SmolLM2 (and other `smollm`/`gpt2` pre-tokenizer models) use.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let model = f.get_string("tokenizer.ggml.model")?.unwrap_or("gpt2");
+        if model != "gpt2" {
+            return Err(LlmError::Unsupported(format!(
+                "tokenizer model `{model}` (only byte-level BPE `gpt2` is implemented)"
+            )));
+        }
+        let tokens: Vec<String> = f
+            .require_array("tokenizer.ggml.tokens")?
+            .iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|e| bad("tokenizer.ggml.tokens", e))
+            })
+            .collect::<Result<_>>()?;
+        let merges: Vec<(String, String)> = f
+            .require_array("tokenizer.ggml.merges")?
+            .iter()
+            .map(|v| {
+                let s = v.to_string().map_err(|e| bad("tokenizer.ggml.merges", e))?;
+                // Byte-level tokens never contain a literal space (it is `Ġ`),
+                // so the first space is the separator.
+                s.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| {
+                        bad("tokenizer.ggml.merges", format!("merge `{s}` has no space"))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let token_types: Vec<usize> = match f.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| bad("tokenizer.ggml.token_type", e))?
+                .iter()
+                .map(|t| value_to_usize("tokenizer.ggml.token_type", t))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(Sequence::new(vec![
+            PreTokenizerWrapper::from(Digits::new(true)),
+            PreTokenizerWrapper::from(ByteLevel::new(false, true, true)),
+        ])));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&token_types)
+            .filter(|(_, ty)| SPECIAL_TOKEN_TYPES.contains(ty))
+            .map(|(t, _)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&specials);
+
+        let token_id = |key: &str| -> Result<Option<u32>> {
+            f.get_usize(key)?
+                .map(|v| u32::try_from(v).map_err(|_| bad(key, "token id out of range")))
+                .transpose()
+        };
+        Ok(Self {
+            inner,
+            bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
+            eos_token_id: token_id("tokenizer.ggml.eos_token_id")?,
+        })
+    }
+
+    /// Encodes text without adding BOS/EOS; special tokens written in the text
+    /// (e.g. `<|im_start|>` from a rendered chat template) become their ids,
+    /// as with Hugging Face's `apply_chat_template(tokenize=True)`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos_token_id
+    }
+
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token_id
+    }
+
+    /// The underlying Hugging Face tokenizer, for features not wrapped here.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+/// Turns a stream of generated ids into text deltas for SSE streaming.
+///
+/// A token can end in the middle of a UTF-8 character and byte-level BPE
+/// merges change how earlier bytes decode, so each delta is the difference
+/// between decoding a short window with and without the newest tokens, held
+/// back while it ends in an incomplete character (the approach used by TGI
+/// and vLLM). Owned, unlike `tokenizers::DecodeStream`, so the scheduler can
+/// keep one per sequence without borrowing the tokenizer.
+#[derive(Debug, Clone, Default)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    skip_special_tokens: bool,
+}
+
+impl TextStream {
+    pub fn new(skip_special_tokens: bool) -> Self {
+        Self {
+            skip_special_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one token and returns the newly completed text, if any.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let skip = self.skip_special_tokens;
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], skip)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], skip)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            let delta = full.get(prefix.len()..).unwrap_or_default().to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            // Keep the window short: only the ids since the previous delta.
+            if self.prefix_offset > 0 {
+                self.ids.drain(..self.prefix_offset);
+                self.read_offset -= self.prefix_offset;
+                self.prefix_offset = 0;
+            }
+            return Ok(Some(delta));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::test_support::test_gguf_path;
+
+    fn tokenizer() -> Tokenizer {
+        let f = GgufFile::open(test_gguf_path()).expect("open test GGUF (set SURGE_TEST_GGUF)");
+        Tokenizer::from_gguf(&f).expect("tokenizer")
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        let tok = tokenizer();
+        for text in [
+            "Hello, world!",
+            "The year 2024 had 366 days; π ≈ 3.14159.",
+            "  leading spaces and\ttabs\nnewlines\n\n",
+            "Unicode: héllo wörld — 日本語のテキスト 🚀🎉 Ωμέγα",
+            "<|im_start|>user\nWhat is 12+30?<|im_end|>\n<|im_start|>assistant\n",
+            "",
+        ] {
+            let ids = tok.encode(text).expect("encode");
+            let back = tok.decode(&ids, false).expect("decode");
+            assert_eq!(back, text, "ids {ids:?}");
+        }
+    }
+
+    #[test]
+    fn special_tokens_and_digits() {
+        let tok = tokenizer();
+        assert_eq!(tok.token_to_id("<|im_start|>"), Some(1));
+        assert_eq!(tok.token_to_id("<|im_end|>"), Some(2));
+        assert_eq!(tok.bos_token_id(), Some(1));
+        assert_eq!(tok.eos_token_id(), Some(2));
+        let ids = tok.encode("<|im_start|>user<|im_end|>").expect("encode");
+        assert_eq!(ids.first(), Some(&1));
+        assert_eq!(ids.last(), Some(&2));
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        // Individual-digit splitting: "12345" is five tokens.
+        assert_eq!(tok.encode("12345").expect("encode").len(), 5);
+        assert_eq!(tok.decode(&ids, true).expect("decode"), "user");
+    }
+
+    #[test]
+    fn text_stream_matches_full_decode() {
+        let tok = tokenizer();
+        let text = "Streaming 日本語 and emoji 🚀 with digits 42.";
+        let ids = tok.encode(text).expect("encode");
+        let mut stream = TextStream::new(false);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(delta) = stream.push(&tok, id).expect("push") {
+                out.push_str(&delta);
+            }
+        }
+        assert_eq!(out, text);
+    }
+}

@@ -1,0 +1,110 @@
+//! The worker's Prometheus metrics (`GET /metrics`): what the gateway and dashboards need
+//! to see inside one worker — batch occupancy, KV use, token throughput, step time.
+
+use prometheus::{
+    histogram_opts, opts, Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, Registry,
+    TextEncoder,
+};
+
+pub struct WorkerMetrics {
+    registry: Registry,
+    pub running: IntGauge,
+    pub waiting: IntGauge,
+    pub kv_tokens_reserved: IntGauge,
+    pub kv_tokens_capacity: IntGauge,
+    pub prompt_tokens: IntCounter,
+    pub generated_tokens: IntCounter,
+    pub step_seconds: Histogram,
+    pub batch_size: Histogram,
+    pub queue_seconds: Histogram,
+    pub ttft_seconds: Histogram,
+    pub requests: IntCounterVec,
+    pub cancelled: IntCounter,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let lat = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let m = WorkerMetrics {
+            running: IntGauge::with_opts(opts!(
+                "surge_worker_running_sequences",
+                "Sequences in the running batch"
+            ))?,
+            waiting: IntGauge::with_opts(opts!(
+                "surge_worker_waiting_sequences",
+                "Sequences waiting for admission"
+            ))?,
+            kv_tokens_reserved: IntGauge::with_opts(opts!(
+                "surge_worker_kv_cache_reserved_tokens",
+                "KV-cache tokens reserved by admitted sequences"
+            ))?,
+            kv_tokens_capacity: IntGauge::with_opts(opts!(
+                "surge_worker_kv_cache_capacity_tokens",
+                "KV-cache tokens the memory budget allows"
+            ))?,
+            prompt_tokens: IntCounter::with_opts(opts!(
+                "surge_worker_prompt_tokens_total",
+                "Prompt tokens prefilled"
+            ))?,
+            generated_tokens: IntCounter::with_opts(opts!(
+                "surge_worker_generated_tokens_total",
+                "Completion tokens generated"
+            ))?,
+            step_seconds: Histogram::with_opts(histogram_opts!(
+                "surge_worker_step_duration_seconds",
+                "Wall time of one batched forward step",
+                vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+            ))?,
+            batch_size: Histogram::with_opts(histogram_opts!(
+                "surge_worker_batch_sequences",
+                "Sequences in one step",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+            ))?,
+            queue_seconds: Histogram::with_opts(histogram_opts!(
+                "surge_worker_queue_wait_seconds",
+                "Time from arrival to admission into the batch",
+                lat.clone()
+            ))?,
+            ttft_seconds: Histogram::with_opts(histogram_opts!(
+                "surge_worker_time_to_first_token_seconds",
+                "Time from arrival to the first generated token",
+                lat
+            ))?,
+            requests: IntCounterVec::new(
+                opts!(
+                    "surge_worker_requests_total",
+                    "Requests by endpoint and status"
+                ),
+                &["endpoint", "status"],
+            )?,
+            cancelled: IntCounter::with_opts(opts!(
+                "surge_worker_cancelled_sequences_total",
+                "Sequences dropped because the client went away"
+            ))?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.running.clone()))?;
+        r.register(Box::new(m.waiting.clone()))?;
+        r.register(Box::new(m.kv_tokens_reserved.clone()))?;
+        r.register(Box::new(m.kv_tokens_capacity.clone()))?;
+        r.register(Box::new(m.prompt_tokens.clone()))?;
+        r.register(Box::new(m.generated_tokens.clone()))?;
+        r.register(Box::new(m.step_seconds.clone()))?;
+        r.register(Box::new(m.batch_size.clone()))?;
+        r.register(Box::new(m.queue_seconds.clone()))?;
+        r.register(Box::new(m.ttft_seconds.clone()))?;
+        r.register(Box::new(m.requests.clone()))?;
+        r.register(Box::new(m.cancelled.clone()))?;
+        Ok(m)
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

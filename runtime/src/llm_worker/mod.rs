@@ -1,0 +1,195 @@
+//! The LLM worker process: `surge worker --model NAME` for an LLM. It answers `/health`
+//! at once (503 while loading), loads the model on the engine thread, then serves the
+//! OpenAI completion APIs with continuous batching.
+//!
+//! Split TGI-style: `api` (request shapes) → `validate` (to jobs, or a 400) →
+//! `scheduler` (the engine thread) → `respond` (JSON or SSE); `routes` wires HTTP.
+
+pub mod api;
+pub mod metrics;
+pub mod respond;
+pub mod routes;
+pub mod scheduler;
+pub mod stop;
+pub mod validate;
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::llm::{ChatTemplate, GgufFile, LlmModel, LoadOptions, Tokenizer};
+use crate::server::{self, Lifecycle, Listen};
+
+use metrics::WorkerMetrics;
+use routes::{AppState, Ready};
+use scheduler::{EngineHandle, SchedulerConfig};
+use validate::Limits;
+
+#[derive(Debug, Clone)]
+pub struct LlmWorkerConfig {
+    pub model_name: String,
+    pub aliases: Vec<String>,
+    pub gguf: PathBuf,
+    /// Overrides the GGUF's chat template (from the model's manifest).
+    pub chat_template: Option<String>,
+    pub device: Device,
+    pub max_num_seqs: usize,
+    /// Memory for all sequences' KV caches together.
+    pub kv_cache_bytes: usize,
+    pub prefill_chunk: usize,
+    pub default_max_tokens: usize,
+    pub max_context: Option<usize>,
+    pub max_body_bytes: usize,
+}
+
+/// Serves until SIGTERM/SIGINT (drain, exit code 0) or an engine failure (exit code 1).
+pub async fn run(cfg: LlmWorkerConfig, listen: Listen) -> i32 {
+    let metrics = match WorkerMetrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::error!("metrics: {e}");
+            return 1;
+        }
+    };
+    let state = Arc::new(AppState {
+        model_name: cfg.model_name.clone(),
+        aliases: cfg.aliases.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        life: Lifecycle::default(),
+        ready: OnceLock::new(),
+        metrics: metrics.clone(),
+    });
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let engine_state = state.clone();
+    let engine = std::thread::Builder::new()
+        .name("surge-engine".into())
+        .spawn(move || engine_thread(cfg, engine_state, failed_tx));
+    let engine = match engine {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("cannot start the engine thread: {e}");
+            return 1;
+        }
+    };
+
+    let life = state.life.clone();
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_flag = failed.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = server::termination_signal() => life.set_draining(),
+            Ok(why) = failed_rx => {
+                tracing::error!("engine failed, exiting so the worker can be replaced: {why}");
+                failed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    };
+    let served = server::serve(routes::router(state.clone()), &listen, shutdown).await;
+    // Dropping the last engine handle ends the engine loop once it is idle.
+    drop(state);
+    if let Err(e) = served {
+        tracing::error!("server error on {listen}: {e}");
+        return 1;
+    }
+    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        1
+    } else {
+        0
+    }
+}
+
+fn engine_thread(
+    cfg: LlmWorkerConfig,
+    state: Arc<AppState>,
+    failed: tokio::sync::oneshot::Sender<String>,
+) {
+    let started = Instant::now();
+    let loaded = load(&cfg);
+    let (model, tokenizer, template, eos) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            state.life.set_failed(e.clone());
+            let _ = failed.send(format!("loading {}: {e}", cfg.gguf.display()));
+            return;
+        }
+    };
+    let max_context = model.max_context();
+    let kv_per_token = {
+        let c = model.config();
+        // K and V, f32, every layer.
+        (c.n_layer * 2 * c.n_kv_head * c.head_dim * 4).max(1)
+    };
+    let sched = SchedulerConfig {
+        max_num_seqs: cfg.max_num_seqs.max(1),
+        kv_budget_tokens: (cfg.kv_cache_bytes / kv_per_token).max(1),
+        prefill_chunk: cfg.prefill_chunk.max(1),
+    };
+    let limits = Limits {
+        max_context,
+        default_max_tokens: cfg.default_max_tokens,
+        max_sequence_tokens: sched.kv_budget_tokens.min(max_context),
+        max_n: sched.max_num_seqs.min(16),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tokenizer = Arc::new(tokenizer);
+    let _ = state.ready.set(Ready {
+        tokenizer: tokenizer.clone(),
+        template,
+        limits,
+        engine: EngineHandle::new(tx, state.metrics.clone()),
+    });
+    let load_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        model = %cfg.model_name,
+        load_seconds,
+        kv_budget_tokens = sched.kv_budget_tokens,
+        max_context,
+        "ready"
+    );
+    state.life.set_ready(load_seconds);
+    let metrics = state.metrics.clone();
+    // The engine must not keep the app state (and so the last sender) alive.
+    drop(state);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        scheduler::run(&model, &tokenizer, &eos, &sched, rx, &metrics)
+    }));
+    let failure = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(panic) => format!(
+            "engine panicked: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic")
+        ),
+    };
+    let _ = failed.send(failure);
+}
+
+type Loaded = (LlmModel, Tokenizer, ChatTemplate, Vec<u32>);
+
+fn load(cfg: &LlmWorkerConfig) -> Result<Loaded, String> {
+    let opts = LoadOptions {
+        max_context: cfg.max_context,
+        ..LoadOptions::default()
+    };
+    let model = LlmModel::load(&cfg.gguf, &cfg.device, &opts).map_err(|e| e.to_string())?;
+    let gguf = GgufFile::open(&cfg.gguf).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| e.to_string())?;
+    let template =
+        ChatTemplate::from_gguf(&gguf, cfg.chat_template.as_deref()).map_err(|e| e.to_string())?;
+    // The end of a turn ends generation: the GGUF's eos plus the template's eos token.
+    let mut eos: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
+    if let Some(id) = tokenizer.token_to_id(template.eos_token()) {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    Ok((model, tokenizer, template, eos))
+}

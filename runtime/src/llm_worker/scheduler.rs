@@ -1,0 +1,419 @@
+//! Continuous batching on one dedicated engine thread.
+//!
+//! The thread owns the model (candle's CPU thread pool is process-wide, so every forward
+//! runs here) and two queues: `waiting` (arrived, not admitted) and `running` (holding a
+//! KV cache). Every step it admits waiting sequences while the batch and the KV budget
+//! allow, feeds each running sequence either its next prompt chunk (prefill, chunked so a
+//! long prompt cannot stall the others) or its last sampled token (decode), runs ONE
+//! packed forward, samples, and streams each sequence's text to its request.
+//!
+//! A request whose client went away (its event receiver dropped) is removed before the
+//! next step, which frees its KV cache.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::llm::tokenizer::TextStream;
+use crate::llm::{logits_rows, BatchItem, LlmModel, Sampler, SeqCache, Tokenizer};
+
+use super::metrics::WorkerMetrics;
+use super::stop::StopMatcher;
+use super::validate::Job;
+
+/// Scheduler limits.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    /// KV-cache tokens all admitted sequences may reserve together.
+    pub kv_budget_tokens: usize,
+    /// Most prompt tokens prefilled in one step, across sequences.
+    pub prefill_chunk: usize,
+}
+
+/// A sequence submitted to the engine.
+pub struct SeqRequest {
+    pub job: Job,
+    pub events: UnboundedSender<SeqEvent>,
+    pub arrived: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// A generated token with its log-probabilities, when asked for.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+/// Metering facts of one finished sequence.
+#[derive(Debug, Clone, Default)]
+pub struct SeqUsage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub queue_seconds: f64,
+    /// The sequence's fair share of every step it took part in (step time ÷ sequences).
+    pub execution_seconds: f64,
+    pub time_to_first_token: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SeqEvent {
+    /// Newly emitted text (may be empty while held back for stop matching) and the log
+    /// probabilities of the tokens it came from.
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        reason: FinishReason,
+        usage: SeqUsage,
+    },
+    Error(String),
+}
+
+struct Running {
+    req: SeqRequest,
+    cache: SeqCache,
+    sampler: Sampler,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    /// Sampled, not yet fed back.
+    next_input: Option<u32>,
+    generated: usize,
+    text: TextStream,
+    stop: StopMatcher,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    execution: f64,
+    reserved: usize,
+}
+
+/// Runs the engine loop until every sender is gone. Returns an error if the model fails;
+/// every request then holding a place gets an error event first.
+pub fn run(
+    model: &LlmModel,
+    tok: &Tokenizer,
+    eos: &[u32],
+    cfg: &SchedulerConfig,
+    rx: Receiver<SeqRequest>,
+    metrics: &WorkerMetrics,
+) -> Result<(), String> {
+    let mut waiting: VecDeque<SeqRequest> = VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut reserved = 0usize;
+    metrics.kv_tokens_capacity.set(cfg.kv_budget_tokens as i64);
+    // Fault injection for the engine-failure tests: panic after this many steps.
+    let panic_after: Option<u64> = std::env::var("SURGE_FAULT_ENGINE_PANIC_AFTER_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut steps = 0u64;
+    loop {
+        if waiting.is_empty() && running.is_empty() {
+            match rx.recv() {
+                Ok(r) => waiting.push_back(r),
+                Err(_) => return Ok(()),
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(r) => waiting.push_back(r),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if !waiting.is_empty() || !running.is_empty() => {
+                    break
+                }
+                Err(TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+
+        // Clients that went away: drop their sequences (and KV caches) now.
+        let before = waiting.len() + running.len();
+        waiting.retain(|r| !r.events.is_closed());
+        running.retain(|s| {
+            let keep = !s.req.events.is_closed();
+            if !keep {
+                reserved -= s.reserved;
+            }
+            keep
+        });
+        metrics
+            .cancelled
+            .inc_by((before - waiting.len() - running.len()) as u64);
+
+        admit(
+            &mut waiting,
+            &mut running,
+            &mut reserved,
+            model,
+            cfg,
+            metrics,
+        );
+        metrics.running.set(running.len() as i64);
+        metrics.waiting.set(waiting.len() as i64);
+        metrics.kv_tokens_reserved.set(reserved as i64);
+        if running.is_empty() {
+            continue;
+        }
+
+        steps += 1;
+        if panic_after.is_some_and(|n| steps > n) {
+            panic!("injected engine fault after {} steps", steps - 1);
+        }
+        if let Err(e) = step(&mut running, model, tok, eos, cfg, metrics) {
+            let msg = format!("engine step failed: {e}");
+            for s in running.drain(..) {
+                let _ = s.req.events.send(SeqEvent::Error(msg.clone()));
+            }
+            for r in waiting.drain(..) {
+                let _ = r.events.send(SeqEvent::Error(msg.clone()));
+            }
+            return Err(msg);
+        }
+
+        // Retire finished sequences; their caches drop here.
+        running.retain(|s| {
+            let done = s.next_input.is_none() && s.prefilled == s.req.job.prompt.len();
+            if done {
+                reserved -= s.reserved;
+            }
+            !done
+        });
+    }
+}
+
+/// Admits waiting sequences in arrival order while the batch and the KV budget have room.
+/// Each reserves prompt + max_new_tokens up front, so an admitted sequence never has to be
+/// preempted; the validator already rejected requests that could never fit.
+fn admit(
+    waiting: &mut VecDeque<SeqRequest>,
+    running: &mut Vec<Running>,
+    reserved: &mut usize,
+    model: &LlmModel,
+    cfg: &SchedulerConfig,
+    metrics: &WorkerMetrics,
+) {
+    while running.len() < cfg.max_num_seqs {
+        let Some(front) = waiting.front() else { break };
+        let need = front.job.prompt.len() + front.job.max_new_tokens;
+        if *reserved + need > cfg.kv_budget_tokens && !running.is_empty() {
+            break;
+        }
+        let Some(req) = waiting.pop_front() else {
+            break;
+        };
+        let sampler = match Sampler::new(req.job.sampling.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = req.events.send(SeqEvent::Error(e.to_string()));
+                continue;
+            }
+        };
+        let now = Instant::now();
+        metrics
+            .queue_seconds
+            .observe(now.duration_since(req.arrived).as_secs_f64());
+        *reserved += need;
+        running.push(Running {
+            stop: StopMatcher::new(req.job.stop.clone()),
+            req,
+            cache: model.new_sequence_cache(),
+            sampler,
+            prefilled: 0,
+            next_input: None,
+            generated: 0,
+            text: TextStream::new(true),
+            admitted: now,
+            first_token: None,
+            execution: 0.0,
+            reserved: need,
+        });
+    }
+}
+
+/// One packed forward over every running sequence, then sampling and streaming.
+fn step(
+    running: &mut [Running],
+    model: &LlmModel,
+    tok: &Tokenizer,
+    eos: &[u32],
+    cfg: &SchedulerConfig,
+    metrics: &WorkerMetrics,
+) -> Result<(), String> {
+    // Which sequences take part and with which tokens. Decodes always go; prefill chunks
+    // share what is left of the per-step prefill budget, oldest first.
+    let mut budget = cfg.prefill_chunk.max(1);
+    let mut plan: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // (index, tokens, samples after)
+    for (i, s) in running.iter().enumerate() {
+        if let Some(t) = s.next_input {
+            plan.push((i, vec![t], true));
+        } else if s.prefilled < s.req.job.prompt.len() && budget > 0 {
+            let rest = &s.req.job.prompt[s.prefilled..];
+            let take = rest.len().min(budget);
+            budget -= take;
+            plan.push((i, rest[..take].to_vec(), take == rest.len()));
+        }
+    }
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let logits = {
+        // Split borrows: each planned sequence lends its cache to the batch.
+        let mut caches: Vec<(usize, &mut SeqCache)> = running
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| plan.iter().any(|p| p.0 == *i))
+            .map(|(i, s)| (i, &mut s.cache))
+            .collect();
+        let mut batch: Vec<BatchItem> = Vec::with_capacity(plan.len());
+        for ((_, cache), (_, tokens, _)) in caches.iter_mut().zip(plan.iter()) {
+            batch.push(BatchItem { tokens, cache });
+        }
+        model.step(&mut batch).map_err(|e| e.to_string())?
+    };
+    let rows = logits_rows(&logits).map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics.step_seconds.observe(elapsed);
+    metrics.batch_size.observe(plan.len() as f64);
+    let share = elapsed / plan.len() as f64;
+
+    for ((i, tokens, samples), row) in plan.into_iter().zip(rows) {
+        let s = &mut running[i];
+        s.execution += share;
+        if s.next_input.take().is_none() {
+            s.prefilled += tokens.len();
+            metrics.prompt_tokens.inc_by(tokens.len() as u64);
+        }
+        if !samples {
+            continue;
+        }
+        let sampled = s.sampler.sample(&row).map_err(|e| e.to_string())?;
+        metrics.generated_tokens.inc();
+        s.generated += 1;
+        if s.first_token.is_none() {
+            let now = Instant::now();
+            s.first_token = Some(now);
+            metrics
+                .ttft_seconds
+                .observe(now.duration_since(s.req.arrived).as_secs_f64());
+        }
+        let logprobs = sampled
+            .logprob
+            .map(|lp| {
+                vec![TokenLogprob {
+                    token: token_text(tok, sampled.token),
+                    logprob: lp,
+                    top: sampled
+                        .top_logprobs
+                        .iter()
+                        .map(|&(t, l)| (token_text(tok, t), l))
+                        .collect(),
+                }]
+            })
+            .unwrap_or_default();
+        if !s.req.job.ignore_eos && eos.contains(&sampled.token) {
+            // The end-of-turn token is not part of the answer: neither its text nor its
+            // log-probability is reported (as OpenAI does).
+            let tail = s.stop.flush();
+            if !tail.is_empty() {
+                let _ = s.req.events.send(SeqEvent::Delta {
+                    text: tail,
+                    logprobs: vec![],
+                });
+            }
+            finish(s, FinishReason::Stop);
+            continue;
+        }
+        let delta = s
+            .text
+            .push(tok, sampled.token)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let (text, stopped) = s.stop.push(&delta);
+        let _ = s.req.events.send(SeqEvent::Delta { text, logprobs });
+        if stopped {
+            finish(s, FinishReason::Stop);
+        } else if s.generated >= s.req.job.max_new_tokens || s.cache.len() + 1 >= s.cache.max_len()
+        {
+            let tail = s.stop.flush();
+            if !tail.is_empty() {
+                let _ = s.req.events.send(SeqEvent::Delta {
+                    text: tail,
+                    logprobs: vec![],
+                });
+            }
+            finish(s, FinishReason::Length);
+        } else {
+            s.next_input = Some(sampled.token);
+        }
+    }
+    Ok(())
+}
+
+fn finish(s: &mut Running, reason: FinishReason) {
+    s.next_input = None;
+    let usage = SeqUsage {
+        prompt_tokens: s.req.job.prompt.len(),
+        completion_tokens: s.generated,
+        queue_seconds: s.admitted.duration_since(s.req.arrived).as_secs_f64(),
+        execution_seconds: s.execution,
+        time_to_first_token: s
+            .first_token
+            .map(|t| t.duration_since(s.req.arrived).as_secs_f64())
+            .unwrap_or_default(),
+    };
+    let _ = s.req.events.send(SeqEvent::Done { reason, usage });
+}
+
+/// The text of one token as OpenAI's logprobs show it (special tokens included).
+fn token_text(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id], false).unwrap_or_default()
+}
+
+/// Cloneable handle the HTTP side uses to submit sequences.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: std::sync::mpsc::Sender<SeqRequest>,
+    pub metrics: Arc<WorkerMetrics>,
+}
+
+impl EngineHandle {
+    pub fn new(tx: std::sync::mpsc::Sender<SeqRequest>, metrics: Arc<WorkerMetrics>) -> Self {
+        EngineHandle { tx, metrics }
+    }
+
+    /// Queues a sequence; `None` when the engine thread is gone.
+    pub fn submit(
+        &self,
+        job: Job,
+        arrived: Instant,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<SeqEvent>> {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.tx
+            .send(SeqRequest {
+                job,
+                events,
+                arrived,
+            })
+            .ok()?;
+        Some(rx)
+    }
+}

@@ -1,0 +1,60 @@
+//! HTTP plumbing shared by every worker kind (LLM, Whisper): listening on a Unix socket
+//! or TCP, the OpenAI error shape, readiness, and SIGTERM draining.
+
+pub mod error;
+pub mod listen;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+
+pub use error::{parse_json, ApiError};
+pub use listen::Listen;
+pub use state::{Lifecycle, Phase};
+
+/// Serves `router` until `shutdown` resolves, then stops accepting and waits for in-flight
+/// requests (streams included) to finish — the worker contract's SIGTERM drain.
+pub async fn serve(
+    router: Router,
+    listen: &Listen,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match listen {
+        Listen::Unix(path) => {
+            // A socket file left by a killed predecessor would make bind fail.
+            if path.exists() {
+                std::fs::remove_file(path)?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)?;
+            tracing::info!("listening on unix:{}", path.display());
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!("listening on tcp:{}", listener.local_addr()?);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we can still serve; we just cannot drain gracefully.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
