@@ -8,6 +8,7 @@
 //!   --no-matrices     skip the per-matrix table
 //!   --no-token        skip the full decode-token estimate
 //!   --ms 300          time budget per measurement
+//!   --only NAME       per-matrix table for matrices whose name contains NAME
 //!   --threads N       our kernels on a private pool of N threads (default:
 //!                     the global pool, `SURGE_KERNEL_THREADS` or all cores)
 //! ```
@@ -39,6 +40,7 @@ struct Opts {
     token: bool,
     budget: Duration,
     threads: Option<usize>,
+    only: Option<String>,
 }
 
 fn parse_opts() -> Opts {
@@ -52,6 +54,7 @@ fn parse_opts() -> Opts {
         token: true,
         budget: Duration::from_millis(300),
         threads: None,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -67,6 +70,7 @@ fn parse_opts() -> Opts {
                     .collect()
             }
             "--threads" => o.threads = val.parse().ok(),
+            "--only" => o.only = Some(val),
             "--ms" => o.budget = Duration::from_millis(val.parse().unwrap_or(300)),
             "--no-matrices" => {
                 o.matrices = false;
@@ -98,21 +102,77 @@ fn loadavg() -> String {
         .to_string()
 }
 
-/// Best mean time per call over 3 rounds of `budget / 3` each (at least 2
-/// calls per round); the minimum filters out rounds hit by other processes.
-fn time_it(budget: Duration, mut f: impl FnMut()) -> Duration {
+/// Rounds per measurement; the fastest is kept.
+const ROUNDS: u32 = 7;
+
+/// Best mean time per call over [`ROUNDS`] rounds of `budget / ROUNDS` each
+/// (at least 2 calls per round): on a shared machine the minimum keeps the
+/// rounds no other process interfered with. Also returns how many cores
+/// other processes kept busy meanwhile (see [`Cpu`]).
+fn time_it(budget: Duration, mut f: impl FnMut()) -> (Duration, f64) {
     f();
+    let cpu = Cpu::now();
     let mut best = Duration::MAX;
-    for _ in 0..3 {
+    for _ in 0..ROUNDS {
         let start = Instant::now();
         let mut calls = 0u32;
-        while calls < 2 || start.elapsed() < budget / 3 {
+        while calls < 2 || start.elapsed() < budget / ROUNDS {
             f();
             calls += 1;
         }
         best = best.min(start.elapsed() / calls);
     }
-    best
+    (best, cpu.foreign_cores())
+}
+
+/// CPU time snapshot: all CPUs' busy ticks (/proc/stat) and this process's
+/// (/proc/self/stat), so a measurement can report the load others added.
+/// Linux only; elsewhere it reports NaN.
+struct Cpu {
+    at: Instant,
+    busy: Option<u64>,
+    own: Option<u64>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let busy = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+        });
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // After "pid (comm) ": state is field 3, utime and stime are
+                // fields 14 and 15, i.e. indices 11 and 12 from the state.
+                let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            });
+        Cpu {
+            at: Instant::now(),
+            busy,
+            own,
+        }
+    }
+
+    /// Cores' worth of CPU used by other processes since `self` (100 ticks/s).
+    fn foreign_cores(&self) -> f64 {
+        let now = Cpu::now();
+        match (self.busy, self.own, now.busy, now.own) {
+            (Some(b0), Some(o0), Some(b1), Some(o1)) => {
+                let ticks = (b1 - b0) as f64 - (o1 - o0) as f64;
+                (ticks / 100.0 / self.at.elapsed().as_secs_f64()).max(0.0)
+            }
+            _ => f64::NAN,
+        }
+    }
 }
 
 /// One weight in three forms: ours, candle as stored, candle requantized to
@@ -207,41 +267,47 @@ fn main() {
         named.push(("qkv (fused)".into(), qkv));
         named.push(("gate_up (fused)".into(), gate_up));
         named.push(("head".into(), tensor(head_name)));
-        println!("\n| matrix | dtype | rows×k | n | impl | µs/call | weight GB/s | vs candle as stored | vs candle Q8_0 |");
-        println!("|---|---|---|---|---|---|---|---|---|");
-        for (name, q) in named {
+        println!("\n| matrix | dtype | rows×k | n | impl | µs/call | weight GB/s | vs candle as stored | vs candle Q8_0 | other procs' CPU (cores) |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let wanted = |name: &str| o.only.as_deref().is_none_or(|f| name.contains(f));
+        for (name, q) in named.into_iter().filter(|(name, _)| wanted(name)) {
             let dtype = q.dtype();
             let (rows, k) = q.shape().dims2().unwrap();
             let w = weight(q);
             for &n in &o.ns {
                 let x = fake_input(n * k);
                 let xt = Tensor::from_slice(&x, (n, k), &Device::Cpu).unwrap();
-                let t_candle = time_it(o.budget, || {
+                let (t_candle, l_candle) = time_it(o.budget, || {
                     w.candle.forward(&xt).unwrap();
                 });
-                let t_q8 = time_it(o.budget, || {
+                let (t_q8, l_q8) = time_it(o.budget, || {
                     w.candle_q8.forward(&xt).unwrap();
                 });
                 let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
-                let row = |imp: &str, t: Duration, bytes: usize| {
+                let row = |imp: &str, t: Duration, bytes: usize, load: f64| {
                     println!(
-                        "| {name} | {dtype:?} | {rows}×{k} | {n} | {imp} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
+                        "| {name} | {dtype:?} | {rows}×{k} | {n} | {imp} | {:.1} | {:.1} | {:.2}× | {:.2}× | {load:.2} |",
                         t.as_secs_f64() * 1e6,
                         gbs(bytes, t),
                         t_candle.as_secs_f64() / t.as_secs_f64(),
                         t_q8.as_secs_f64() / t.as_secs_f64()
                     )
                 };
-                row(&format!("candle {dtype:?}"), t_candle, w.bytes);
+                row(&format!("candle {dtype:?}"), t_candle, w.bytes, l_candle);
                 if dtype != GgmlDType::Q8_0 {
-                    row("candle Q8_0", t_q8, w.q8_bytes);
+                    row("candle Q8_0", t_q8, w.q8_bytes, l_q8);
                 }
                 let mut out = vec![0f32; n * rows];
                 for &level in &o.levels {
-                    let t = time_it(o.budget, || {
+                    let (t, load) = time_it(o.budget, || {
                         kernels::matmul_with(level, pool, &w.ours, &x, n, &mut out).unwrap()
                     });
-                    row(&format!("ours {}", level.name()), t, w.ours.size_in_bytes());
+                    row(
+                        &format!("ours {}", level.name()),
+                        t,
+                        w.ours.size_in_bytes(),
+                        load,
+                    );
                 }
             }
         }
@@ -271,10 +337,10 @@ fn main() {
             bytes as f64 / 1e6,
             q8_bytes as f64 / 1e6
         );
-        println!("\n| n | impl | ms per pass | weight GB/s | tokens/s bound (n / pass) | vs candle as stored | vs candle Q8_0 |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("\n| n | impl | ms per pass | weight GB/s | tokens/s bound (n / pass) | vs candle as stored | vs candle Q8_0 | other procs' CPU (cores) |");
+        println!("|---|---|---|---|---|---|---|---|");
         for &n in &o.ns {
-            let mut results: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
+            let mut results: BTreeMap<String, (Duration, usize, f64)> = BTreeMap::new();
             let xs: BTreeMap<usize, (Vec<f32>, Tensor)> = all
                 .iter()
                 .map(|w| w.ours.cols())
@@ -285,21 +351,22 @@ fn main() {
                 })
                 .collect();
             let budget = o.budget * 3;
-            let t = time_it(budget, || {
+            let (t, load) = time_it(budget, || {
                 for w in &all {
                     w.candle.forward(&xs[&w.ours.cols()].1).unwrap();
                 }
             });
-            results.insert("0 candle as stored".into(), (t, bytes));
-            let t = time_it(budget, || {
+            results.insert("0 candle as stored".into(), (t, bytes, load));
+            let (t, load) = time_it(budget, || {
                 for w in &all {
                     w.candle_q8.forward(&xs[&w.ours.cols()].1).unwrap();
                 }
             });
-            results.insert("1 candle Q8_0".into(), (t, q8_bytes));
-            let mut out = vec![0f32; n * 49152.max(head.ours.rows())];
+            results.insert("1 candle Q8_0".into(), (t, q8_bytes, load));
+            let max_rows = all.iter().map(|w| w.ours.rows()).max().unwrap_or(0);
+            let mut out = vec![0f32; n * max_rows];
             for &level in &o.levels {
-                let t = time_it(budget, || {
+                let (t, load) = time_it(budget, || {
                     for w in &all {
                         let m = &w.ours;
                         kernels::matmul_with(
@@ -315,15 +382,15 @@ fn main() {
                 });
                 results.insert(
                     format!("2 ours {}", level.name()),
-                    (t, all.iter().map(|w| w.ours.size_in_bytes()).sum()),
+                    (t, all.iter().map(|w| w.ours.size_in_bytes()).sum(), load),
                 );
             }
             let base = results["0 candle as stored"].0.as_secs_f64();
             let base_q8 = results["1 candle Q8_0"].0.as_secs_f64();
-            for (name, (t, b)) in &results {
+            for (name, (t, b, load)) in &results {
                 let s = t.as_secs_f64();
                 println!(
-                    "| {n} | {} | {:.2} | {:.1} | {:.0} | {:.2}× | {:.2}× |",
+                    "| {n} | {} | {:.2} | {:.1} | {:.0} | {:.2}× | {:.2}× | {load:.2} |",
                     &name[2..],
                     s * 1e3,
                     *b as f64 / s / 1e9,

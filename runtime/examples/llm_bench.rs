@@ -2,7 +2,8 @@
 //! aggregate decode at several batch sizes.
 //!
 //! ```text
-//! cargo run --release -p surge-runtime --example llm_bench -- [--format auto|as-stored|q8_0|f32] [--steps 32] [--batches 1,4,16]
+//! cargo run --release -p surge-runtime --example llm_bench -- [--format auto|as-stored|q8_0|f32]
+//!     [--k-padding balanced|all|off] [--steps 32] [--batches 1,4,16]
 //! ```
 //! The model comes from `SURGE_TEST_GGUF` (default `/tmp/models/smollm2.gguf`).
 //! Run on a quiet machine: on 2 cores a concurrent build collapses the numbers.
@@ -15,6 +16,7 @@ use surge_runtime::llm::*;
 
 struct Args {
     format: WeightFormat,
+    padding: KPadding,
     steps: usize,
     batches: Vec<usize>,
 }
@@ -22,6 +24,7 @@ struct Args {
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         format: WeightFormat::Auto,
+        padding: KPadding::Balanced,
         steps: 32,
         batches: vec![1, 4, 16],
     };
@@ -36,6 +39,14 @@ fn parse_args() -> std::result::Result<Args, String> {
                     "q8_0" => WeightFormat::Q8_0,
                     "f32" => WeightFormat::F32,
                     other => return Err(format!("unknown format {other}")),
+                }
+            }
+            "--k-padding" => {
+                args.padding = match value.as_str() {
+                    "balanced" => KPadding::Balanced,
+                    "all" => KPadding::All,
+                    "off" => KPadding::Off,
+                    other => return Err(format!("unknown k padding {other}")),
                 }
             }
             "--steps" => args.steps = value.parse().map_err(|e| format!("--steps: {e}"))?,
@@ -87,20 +98,26 @@ fn run(args: Args) -> Result<()> {
     let dev = Device::Cpu;
     let opts = LoadOptions {
         weight_format: args.format,
+        k_padding: args.padding,
         ..LoadOptions::default()
     };
     let model = LlmModel::load(&path, &dev, &opts)?;
     let r = model.load_report();
     println!(
-        "load: {:.3} s, weights {:.1} MB, layers {} -> {}, format {:?}, CANDLE_NUM_THREADS={}",
+        "load: {:.3} s, weights {:.1} MB, layers {} -> {}, format {:?}, k padding {:?} (applied: {}), CANDLE_NUM_THREADS={}",
         r.load_seconds,
         r.weight_bytes as f64 / 1e6,
         r.stored_dtype,
         r.memory_dtype,
         args.format,
+        r.k_padding,
+        r.k_padded,
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "default".into())
     );
 
+    if let (Some(now), Some(peak)) = (rss_mb("VmRSS:"), rss_mb("VmHWM:")) {
+        println!("RSS after load: {now:.0} MB (peak so far {peak:.0} MB)");
+    }
     let gguf = GgufFile::open(&path)?;
     let tok = Tokenizer::from_gguf(&gguf)?;
     let tmpl = ChatTemplate::from_gguf(&gguf, None)?;
@@ -170,7 +187,18 @@ fn run(args: Args) -> Result<()> {
             secs * 1e3 / args.steps as f64
         );
     }
+    if let Some(mb) = rss_mb("VmHWM:") {
+        println!("peak RSS: {mb:.0} MB");
+    }
     Ok(())
+}
+
+/// Resident memory of this process (`VmRSS`, or the peak with `VmHWM`).
+fn rss_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn main() {

@@ -35,6 +35,7 @@ mod f16;
 mod matrix;
 mod pool;
 mod scalar;
+mod split;
 mod tensor;
 
 #[cfg(test)]
@@ -43,13 +44,13 @@ mod tests;
 mod tests_real;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 pub use matrix::{QuantFormat, QuantMatrix, ROWS_PER_GROUP};
 pub use pool::{global_pool, Pool};
 
 use acts::Q8Acts;
+use split::Split;
 
 /// Errors from building a [`QuantMatrix`] or calling [`matmul`] with
 /// inconsistent shapes. Kernels themselves cannot fail.
@@ -190,8 +191,9 @@ pub fn matmul_with(
     out: &mut [f32],
 ) -> Result<()> {
     let (rows, k) = (w.rows(), w.cols());
-    check("x.len() = n * cols", n * k, x.len())?;
-    check("out.len() = n * rows", n * rows, out.len())?;
+    // Saturating: an overflowing product can never equal a slice length.
+    check("x.len() = n * cols", n.saturating_mul(k), x.len())?;
+    check("out.len() = n * rows", n.saturating_mul(rows), out.len())?;
     if n == 0 || rows == 0 {
         return Ok(());
     }
@@ -220,6 +222,9 @@ fn check(what: &'static str, expected: usize, got: usize) -> Result<()> {
 /// waking a worker costs ~1 µs, more than such a call takes.
 const MIN_PARALLEL_WORK: usize = 24 * 1024;
 
+/// Upper bound on one chunk's weight bytes × columns (~10 µs of work).
+const MAX_CHUNK_WORK: usize = 256 * 1024;
+
 fn run(
     level: Level,
     pool: &Pool,
@@ -237,23 +242,15 @@ fn run(
     };
     let groups = w.groups();
     let threads = pool.threads();
-    if threads == 1 || w.size_in_bytes() * n < MIN_PARALLEL_WORK {
+    if threads == 1 || w.size_in_bytes().saturating_mul(n) < MIN_PARALLEL_WORK {
         run_groups(level, w, acts, 0..groups, out);
         return;
     }
-    // Chunks are claimed dynamically rather than split statically, so a
-    // thread descheduled by a neighbour process (2 shared cores) does not
-    // hold up the whole call: the others take its remaining chunks.
-    let chunks = (threads * 4).min(groups);
-    let chunk = groups.div_ceil(chunks);
-    let next = AtomicUsize::new(0);
-    pool.run(&|| loop {
-        let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
-        if start >= groups {
-            break;
-        }
-        run_groups(level, w, acts, start..(start + chunk).min(groups), out);
-    });
+    // Chunks are bounded by MAX_CHUNK_WORK (a few µs), which bounds the wait
+    // for a worker preempted mid-chunk; see `split.rs` for the assignment.
+    let group_work = (w.size_in_bytes() / groups.max(1)).saturating_mul(n);
+    let split = Split::new(groups, threads, MAX_CHUNK_WORK / group_work.max(1));
+    pool.run(&|| split.run(|range| run_groups(level, w, acts, range, out)));
 }
 
 /// The output buffer shared by the tasks of one call.

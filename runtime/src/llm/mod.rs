@@ -8,8 +8,8 @@
 //! # fn main() -> surge_runtime::llm::Result<()> {
 //! use surge_runtime::llm::*;
 //! let dev = candle_core::Device::Cpu;
-//! let model = LlmModel::load("model.gguf", &dev, &LoadOptions::default())?;
-//! let gguf = GgufFile::open("model.gguf")?;
+//! let mut gguf = GgufFile::open("model.gguf")?;
+//! let model = LlmModel::load_gguf(&mut gguf, &dev, &LoadOptions::default())?;
 //! let tok = Tokenizer::from_gguf(&gguf)?;
 //! let tmpl = ChatTemplate::from_gguf(&gguf, None)?;
 //! let prompt = tmpl.render(&[ChatMessage::new("user", "Hi")], true)?;
@@ -39,4 +39,4 @@ pub use kv_cache::SeqCache;
 pub use model::{BatchItem, LlmModel, LoadOptions, LoadReport};
 pub use sampling::{logits_rows, SampledToken, Sampler, SamplingParams};
 pub use tokenizer::{TextStream, Tokenizer};
-pub use weights::WeightFormat;
+pub use weights::{KPadding, WeightFormat};

@@ -12,19 +12,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::rope_i;
 
 use super::error::{LlmError, Result};
 use super::gguf::{GgufFile, LlamaConfig};
 use super::kv_cache::{LayerKv, SeqCache};
-use super::weights::{convert, converted, qmatmul_bytes, Projection, WeightFormat};
+use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
 
 /// Load-time choices.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub weight_format: WeightFormat,
+    pub k_padding: KPadding,
     /// Caps the context below the model's trained length to bound the RoPE
     /// tables and the largest KV cache; `None` uses the GGUF context length.
     pub max_context: Option<usize>,
@@ -39,6 +40,10 @@ pub struct LoadReport {
     /// Quantization of the layer matmul weights in the file and in memory.
     pub stored_dtype: String,
     pub memory_dtype: String,
+    pub k_padding: KPadding,
+    /// Whether the layer weights were padded (it needs a VNNI CPU and Q8_0
+    /// weights); a Q8_0 head can be padded even when Q4_1 layers are not.
+    pub k_padded: bool,
 }
 
 /// One sequence's contribution to a [`LlmModel::step`]: the tokens not yet in
@@ -51,10 +56,10 @@ pub struct BatchItem<'a> {
 struct Layer {
     attn_norm: Tensor,
     qkv: Projection,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
     gate_up: Projection,
-    down: QMatMul,
+    down: Linear,
 }
 
 /// A llama model whose state lives entirely in the weights; sequences carry
@@ -69,7 +74,7 @@ pub struct LlmModel {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
-    head: QMatMul,
+    head: Linear,
     /// `[max_context, head_dim / 2]` rotation tables.
     cos: Tensor,
     sin: Tensor,
@@ -96,6 +101,11 @@ impl LlmModel {
             .map_or(config.context_length, |m| m.min(config.context_length))
             .max(1);
         let fmt = opts.weight_format;
+        let pad = opts.k_padding;
+        let qkv_pad = match pad {
+            KPadding::Balanced => KPadding::Off,
+            other => other,
+        };
         let stored_dtype = file
             .tensor_info("blk.0.attn_q.weight")
             .map(|(_, d)| format!("{d:?}"))
@@ -119,11 +129,11 @@ impl LlmModel {
             ];
             layers.push(Layer {
                 attn_norm: load(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
-                qkv: Projection::new(qkv, device)?,
-                wo: QMatMul::from_qtensor(load(&format!("{p}.attn_output.weight"))?)?,
+                qkv: Projection::new(qkv, qkv_pad, device)?,
+                wo: Linear::new(load(&format!("{p}.attn_output.weight"))?, pad, device)?,
                 ffn_norm: load(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-                gate_up: Projection::new(gate_up, device)?,
-                down: QMatMul::from_qtensor(load(&format!("{p}.ffn_down.weight"))?)?,
+                gate_up: Projection::new(gate_up, pad, device)?,
+                down: Linear::new(load(&format!("{p}.ffn_down.weight"))?, pad, device)?,
             });
         }
         let norm = load("output_norm.weight")?.dequantize(device)?;
@@ -132,28 +142,31 @@ impl LlmModel {
         // embedding matrix, converted like any other matmul weight, or shared
         // when no conversion applies.
         let head = if file.has_tensor("output.weight") {
-            QMatMul::from_qtensor(convert(file.tensor("output.weight", device)?, fmt, device)?)?
+            let q = convert(file.tensor("output.weight", device)?, fmt, device)?;
+            Linear::new(q, pad, device)?
         } else {
             match converted(&embed, fmt, device)? {
-                Some(q) => QMatMul::from_qtensor(q)?,
-                None => QMatMul::from_arc(embed.clone())?,
+                Some(q) => Linear::new(q, pad, device)?,
+                None => match Linear::padded_copy(&embed, pad, device)? {
+                    Some(l) => l,
+                    None => Linear::unpadded(QMatMul::from_arc(embed.clone())?),
+                },
             }
         };
-        let head_shares_embed = matches!(&head, QMatMul::QTensor(t) if Arc::ptr_eq(t, &embed));
+        let head_shares_embed =
+            matches!(head.weight(), QMatMul::QTensor(t) if Arc::ptr_eq(t, &embed));
         let (cos, sin) = rope_tables(config.head_dim, config.rope_freq_base, max_context, device)?;
 
-        let memory_dtype = match &layers.first().map(|l| &l.wo) {
+        let memory_dtype = match layers.first().map(|l| l.wo.weight()) {
             Some(QMatMul::QTensor(t)) => format!("{:?}", t.dtype()),
             Some(_) => "F32".to_string(),
             None => String::new(),
         };
         let weight_bytes = layers
             .iter()
-            .map(|l| {
-                l.qkv.bytes() + l.gate_up.bytes() + qmatmul_bytes(&l.wo) + qmatmul_bytes(&l.down)
-            })
+            .map(|l| l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.down.bytes())
             .sum::<usize>()
-            + qmatmul_bytes(&head)
+            + head.bytes()
             + if head_shares_embed {
                 0
             } else {
@@ -164,6 +177,8 @@ impl LlmModel {
             weight_bytes,
             stored_dtype,
             memory_dtype,
+            k_padding: pad,
+            k_padded: layers.first().is_some_and(|l| l.wo.is_padded()),
         };
         Ok(Self {
             config,
@@ -351,7 +366,7 @@ impl LlmModel {
         let att = (q.matmul(&keys.t()?)? / (hd as f64).sqrt())?;
         let att = if let Some(mask) = mask {
             att.reshape((nkv, group, n, total))?
-                .broadcast_add(&mask)?
+                .broadcast_add(mask)?
                 .reshape((nkv, group * n, total))?
         } else {
             att

@@ -6,18 +6,21 @@
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor, D};
 
 use super::error::Result;
 
 /// How matmul weights are stored in memory after loading.
 ///
-/// Measured on a 2-core AVX-512 machine with SmolLM2-135M Q4_1 (see the
-/// crate-level benchmark): candle 0.11 has no SIMD CPU kernel for Q4_1, Q5_0 or
-/// Q5_1, so those run through scalar code at roughly a third of the speed of
-/// its AVX2 Q8_0 kernel. Requantizing them to Q8_0 costs ~1.9x the memory of
-/// Q4_1 and a small accuracy loss relative to the file (Q8_0 error on top of
-/// the Q4_1 values), but nearly triples decode speed; it is the default on CPU.
+/// Measured on a 2-core AVX-512 machine with SmolLM2-135M Q4_1
+/// (`examples/llm_bench.rs`): candle 0.11 has no SIMD CPU kernel for Q4_1,
+/// Q5_0 or Q5_1, so those run through scalar code (31 tok/s decode, 39 tok/s
+/// prefill). Requantizing to Q8_0 doubles decode (62) and quintuples prefill
+/// (208) for ~1.5x the weight memory and a small accuracy loss (Q8_0 rounding
+/// of the Q4_1 values plus 8-bit activations in blocks of 32; see
+/// [`KPadding`] for measured divergence). It is the default on CPU.
+/// Dense f32 was slower everywhere that matters (19 tok/s decode, 86 at 16
+/// streams) because candle's f32 GEMM is poor at few rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// On CPU, requantize types without a candle SIMD kernel (Q4_1, Q5_0,
@@ -25,14 +28,14 @@ pub enum WeightFormat {
     /// because candle's CUDA kernels cover them all.
     #[default]
     Auto,
-    /// Keep the file's quantization exactly (bit-exact with llama.cpp's view
-    /// of the weights, slowest on CPU for Q4_1 files).
+    /// Keep the file's quantization unchanged (most accurate, slowest on CPU
+    /// for Q4_1 files).
     AsStored,
     /// Requantize every quantized matmul weight to Q8_0.
     Q8_0,
-    /// Dequantize matmul weights to f32 so matmuls go through a dense GEMM.
-    /// 4x the memory of Q8_0 and slower for one stream (memory bound), but the
-    /// GEMM's cost grows sub-linearly with batch size.
+    /// Dequantize matmul weights to f32 so matmuls go through a dense GEMM:
+    /// exact activations (the accuracy reference in tests), 4x the memory of
+    /// Q8_0, slow on CPU.
     F32,
 }
 
@@ -70,6 +73,154 @@ pub fn converted(q: &QTensor, format: WeightFormat, device: &Device) -> Result<O
     Ok(Some(QTensor::quantize(&dense, target)?))
 }
 
+/// Whether Q8_0 weights get their input dimension padded to a multiple of
+/// 256 so candle uses its tiled AVX-512/AVX VNNI kernel.
+///
+/// candle 0.11 only takes its repacked VNNI path for Q8_0 when `k % 256 == 0`
+/// (and `n % 16 == 0`); otherwise it runs a per-row AVX2 dot product. Most
+/// SmolLM2 matmuls have k = 576 and miss the fast path. Padding k to 768 with
+/// zero blocks does 33% more arithmetic but ran 2-4x faster at one row and
+/// 5-9x at 16 rows here. The price is accuracy: the tiled path quantizes
+/// activations in blocks of 256 (Q8_K) instead of 32, so one outlier channel
+/// coarsens 255 neighbours. Measured here (2 cores, AVX-512 VNNI,
+/// `CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=1`); KL is the mean divergence of
+/// next-token distributions from dense f32 weights over 6 chat prompts x 24
+/// teacher-forced tokens:
+///
+/// | weights | KL | prefill / decode / 16-stream tok/s | peak RSS |
+/// |---|---|---|---|
+/// | Q4_1 as stored (layers cannot pad) | 0.0034 | 39 / 31 / 35 | 260 MB |
+/// | Q8_0, `Off` | 0.0084 | 208 / 62 / 138 | 297 MB |
+/// | Q8_0, `Balanced` | 0.0118 | 468 / 87 / 271 | 485 MB |
+/// | Q8_0, `All` | 0.0255 | 813 / 93 / 357 | 512 MB |
+///
+/// Memory grows because candle lazily builds a repacked copy of every weight
+/// that takes the tiled path, next to the original.
+///
+/// The attention input (q/k/v projection) carries most of the extra error
+/// (0.018 when padded alone), so `Balanced` pads everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KPadding {
+    /// Never pad (bit-exact with candle's own quantized_llama).
+    Off,
+    /// Pad the attention output, MLP and output head, not the q/k/v input.
+    #[default]
+    Balanced,
+    /// Pad every eligible weight: fastest, least accurate.
+    All,
+}
+
+/// Mirrors candle's own dispatch test for its tiled x86 Q8_0 kernel: without
+/// VNNI, padding would only add work.
+pub fn tiled_q8_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+const TILE_K: usize = 256;
+const TILE_N: usize = 16;
+
+/// Zeros to append to the input dimension of `q` under `padding`: only for
+/// Q8_0 on CPUs with the tiled kernel, `n % 16 == 0` and `k % 256 != 0`.
+/// Callers decide which weights `Balanced` exempts.
+fn k_padding(q: &QTensor, padding: KPadding, device: &Device) -> Result<usize> {
+    if padding == KPadding::Off || !device.is_cpu() || q.dtype() != GgmlDType::Q8_0 {
+        return Ok(0);
+    }
+    let (n, k) = q.shape().dims2()?;
+    if n % TILE_N != 0 || k % TILE_K == 0 || !tiled_q8_kernel_available() {
+        return Ok(0);
+    }
+    Ok(k.next_multiple_of(TILE_K) - k)
+}
+
+/// Appends `pad` zero columns to every row, byte for byte: an all-zero Q8_0
+/// block has scale 0 and decodes to zeros, so the padded weight computes the
+/// same dot products on zero-padded inputs.
+fn pad_k(q: &QTensor, pad: usize, device: &Device) -> Result<QTensor> {
+    let dtype = q.dtype();
+    let (n, k) = q.shape().dims2()?;
+    let row = k / dtype.block_size() * dtype.type_size();
+    let new_row = (k + pad) / dtype.block_size() * dtype.type_size();
+    let data = q.data()?;
+    let mut bytes = vec![0u8; n * new_row];
+    for (src, dst) in data.chunks_exact(row).zip(bytes.chunks_exact_mut(new_row)) {
+        dst[..row].copy_from_slice(src);
+    }
+    let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
+    Ok(QTensor::new(storage, (n, k + pad))?)
+}
+
+/// A matmul weight plus the zero padding its input needs (see [`KPadding`]).
+pub struct Linear {
+    weight: QMatMul,
+    input_pad: usize,
+}
+
+impl Linear {
+    pub fn new(q: QTensor, padding: KPadding, device: &Device) -> Result<Self> {
+        let input_pad = k_padding(&q, padding, device)?;
+        let q = if input_pad > 0 {
+            pad_k(&q, input_pad, device)?
+        } else {
+            q
+        };
+        Ok(Self {
+            weight: QMatMul::from_qtensor(q)?,
+            input_pad,
+        })
+    }
+
+    /// A padded copy of `q` when `padding` applies to it, else `None` (so the
+    /// caller can share `q` itself).
+    pub fn padded_copy(q: &QTensor, padding: KPadding, device: &Device) -> Result<Option<Self>> {
+        let input_pad = k_padding(q, padding, device)?;
+        if input_pad == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            weight: QMatMul::from_qtensor(pad_k(q, input_pad, device)?)?,
+            input_pad,
+        }))
+    }
+
+    /// Wraps an existing weight without padding (used to share the tied
+    /// embedding matrix with the output head).
+    pub fn unpadded(weight: QMatMul) -> Self {
+        Self {
+            weight,
+            input_pad: 0,
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.input_pad == 0 {
+            return Ok(self.weight.forward(xs)?);
+        }
+        let xs = xs.pad_with_zeros(D::Minus1, 0, self.input_pad)?;
+        Ok(self.weight.forward(&xs)?)
+    }
+
+    pub fn weight(&self) -> &QMatMul {
+        &self.weight
+    }
+
+    pub fn bytes(&self) -> usize {
+        qmatmul_bytes(&self.weight)
+    }
+
+    pub fn is_padded(&self) -> bool {
+        self.input_pad > 0
+    }
+}
+
 /// Several projections of the same input computed by one matmul call.
 ///
 /// candle's CPU quantized matmul quantizes the activations and wakes its
@@ -79,16 +230,16 @@ pub fn converted(q: &QTensor, format: WeightFormat, device: &Device) -> Result<O
 /// as the separate ones.
 pub enum Projection {
     Fused {
-        weight: QMatMul,
+        weight: Linear,
         splits: Vec<usize>,
     },
     /// Used when the parts have different quantization types (mixed-type
     /// files such as Q4_K_M), which cannot share one weight tensor.
-    Separate(Vec<QMatMul>),
+    Separate(Vec<Linear>),
 }
 
 impl Projection {
-    pub fn new(parts: Vec<QTensor>, device: &Device) -> Result<Self> {
+    pub fn new(parts: Vec<QTensor>, padding: KPadding, device: &Device) -> Result<Self> {
         let same_dtype = parts.windows(2).all(|w| w[0].dtype() == w[1].dtype());
         let dims: Vec<(usize, usize)> = parts
             .iter()
@@ -96,11 +247,11 @@ impl Projection {
             .collect::<candle_core::Result<_>>()?;
         let same_k = dims.windows(2).all(|w| w[0].1 == w[1].1);
         if parts.len() < 2 || !same_dtype || !same_k {
-            let mms = parts
+            let linears = parts
                 .into_iter()
-                .map(QMatMul::from_qtensor)
-                .collect::<candle_core::Result<_>>()?;
-            return Ok(Self::Separate(mms));
+                .map(|p| Linear::new(p, padding, device))
+                .collect::<Result<_>>()?;
+            return Ok(Self::Separate(linears));
         }
         let dtype = parts[0].dtype();
         let k = dims[0].1;
@@ -112,7 +263,7 @@ impl Projection {
         let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
         let fused = QTensor::new(storage, (splits.iter().sum::<usize>(), k))?;
         Ok(Self::Fused {
-            weight: QMatMul::from_qtensor(fused)?,
+            weight: Linear::new(fused, padding, device)?,
             splits,
         })
     }
@@ -121,10 +272,7 @@ impl Projection {
     /// view into the fused output).
     pub fn forward(&self, xs: &Tensor) -> Result<Vec<Tensor>> {
         match self {
-            Self::Separate(mms) => Ok(mms
-                .iter()
-                .map(|m| m.forward(xs))
-                .collect::<candle_core::Result<_>>()?),
+            Self::Separate(linears) => linears.iter().map(|m| m.forward(xs)).collect(),
             Self::Fused { weight, splits } => {
                 let y = weight.forward(xs)?;
                 let mut offset = 0;
@@ -137,6 +285,13 @@ impl Projection {
             }
         }
     }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Fused { weight, .. } => weight.bytes(),
+            Self::Separate(linears) => linears.iter().map(Linear::bytes).sum(),
+        }
+    }
 }
 
 /// Bytes held by a matmul weight, for load-time reporting.
@@ -144,14 +299,5 @@ pub fn qmatmul_bytes(m: &QMatMul) -> usize {
     match m {
         QMatMul::QTensor(t) => t.storage_size_in_bytes(),
         QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
-    }
-}
-
-impl Projection {
-    pub fn bytes(&self) -> usize {
-        match self {
-            Self::Fused { weight, .. } => qmatmul_bytes(weight),
-            Self::Separate(mms) => mms.iter().map(qmatmul_bytes).sum(),
-        }
     }
 }
