@@ -102,6 +102,8 @@ fn parity_with_candle_quantized_llama_as_stored() {
     let opts = LoadOptions {
         weight_format: WeightFormat::AsStored,
         k_padding: KPadding::Off,
+        // Bit-exact comparison with candle: stay on candle's matmuls.
+        cpu_kernels: false,
         ..LoadOptions::default()
     };
     let ours = LlmModel::load(&path, &Device::Cpu, &opts).expect("load");

@@ -22,13 +22,27 @@ use super::kv_cache::{LayerKv, SeqCache};
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
 
 /// Load-time choices.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub weight_format: WeightFormat,
     pub k_padding: KPadding,
     /// Caps the context below the model's trained length to bound the RoPE
     /// tables and the largest KV cache; `None` uses the GGUF context length.
     pub max_context: Option<usize>,
+    /// Run Q4_1/Q8_0 matmuls on CPU with our own SIMD kernels (`crate::kernels`)
+    /// instead of candle's. Exact-parity tests against candle turn it off.
+    pub cpu_kernels: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            weight_format: WeightFormat::default(),
+            k_padding: KPadding::default(),
+            max_context: None,
+            cpu_kernels: true,
+        }
+    }
 }
 
 /// Facts about a loaded model, for logs and the worker's readiness report.
@@ -100,7 +114,15 @@ impl LlmModel {
             .max_context
             .map_or(config.context_length, |m| m.min(config.context_length))
             .max(1);
-        let fmt = opts.weight_format;
+        // Our kernels need SIMD to beat candle; they run Q4_1 and Q8_0 as stored, so with
+        // them `Auto` keeps the file's quantization (more accurate than requantizing).
+        let own = opts.cpu_kernels
+            && device.is_cpu()
+            && crate::kernels::active_level() != crate::kernels::Level::Scalar;
+        let fmt = match (own, opts.weight_format) {
+            (true, WeightFormat::Auto) => WeightFormat::AsStored,
+            (_, f) => f,
+        };
         let pad = opts.k_padding;
         let qkv_pad = match pad {
             KPadding::Balanced => KPadding::Off,
@@ -129,11 +151,11 @@ impl LlmModel {
             ];
             layers.push(Layer {
                 attn_norm: load(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
-                qkv: Projection::new(qkv, qkv_pad, device)?,
-                wo: Linear::new(load(&format!("{p}.attn_output.weight"))?, pad, device)?,
+                qkv: Projection::new(qkv, qkv_pad, device, own)?,
+                wo: Linear::new(load(&format!("{p}.attn_output.weight"))?, pad, device, own)?,
                 ffn_norm: load(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-                gate_up: Projection::new(gate_up, pad, device)?,
-                down: Linear::new(load(&format!("{p}.ffn_down.weight"))?, pad, device)?,
+                gate_up: Projection::new(gate_up, pad, device, own)?,
+                down: Linear::new(load(&format!("{p}.ffn_down.weight"))?, pad, device, own)?,
             });
         }
         let norm = load("output_norm.weight")?.dequantize(device)?;
@@ -143,25 +165,24 @@ impl LlmModel {
         // when no conversion applies.
         let head = if file.has_tensor("output.weight") {
             let q = convert(file.tensor("output.weight", device)?, fmt, device)?;
-            Linear::new(q, pad, device)?
+            Linear::new(q, pad, device, own)?
         } else {
             match converted(&embed, fmt, device)? {
-                Some(q) => Linear::new(q, pad, device)?,
-                None => match Linear::padded_copy(&embed, pad, device)? {
+                Some(q) => Linear::new(q, pad, device, own)?,
+                None => match Linear::padded_copy(&embed, pad, device, own)? {
                     Some(l) => l,
                     None => Linear::unpadded(QMatMul::from_arc(embed.clone())?),
                 },
             }
         };
         let head_shares_embed =
-            matches!(head.weight(), QMatMul::QTensor(t) if Arc::ptr_eq(t, &embed));
+            matches!(head.weight(), Some(QMatMul::QTensor(t)) if Arc::ptr_eq(t, &embed));
         let (cos, sin) = rope_tables(config.head_dim, config.rope_freq_base, max_context, device)?;
 
-        let memory_dtype = match layers.first().map(|l| l.wo.weight()) {
-            Some(QMatMul::QTensor(t)) => format!("{:?}", t.dtype()),
-            Some(_) => "F32".to_string(),
-            None => String::new(),
-        };
+        let memory_dtype = layers
+            .first()
+            .map(|l| l.wo.dtype_name())
+            .unwrap_or_default();
         let weight_bytes = layers
             .iter()
             .map(|l| l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.down.bytes())

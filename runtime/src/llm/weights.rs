@@ -9,6 +9,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor, D};
 
 use super::error::Result;
+use crate::kernels::{self, QuantMatrix};
 
 /// How matmul weights are stored in memory after loading.
 ///
@@ -158,14 +159,30 @@ fn pad_k(q: &QTensor, pad: usize, device: &Device) -> Result<QTensor> {
     Ok(QTensor::new(storage, (n, k + pad))?)
 }
 
-/// A matmul weight plus the zero padding its input needs (see [`KPadding`]).
+/// A matmul weight: candle's `QMatMul` (plus the zero padding its input needs, see
+/// [`KPadding`]), or on CPUs our own SIMD kernels (`crate::kernels`), which run Q4_1
+/// and Q8_0 directly and need neither requantization nor padding.
 pub struct Linear {
-    weight: QMatMul,
-    input_pad: usize,
+    backend: Backend,
+}
+
+enum Backend {
+    Candle {
+        weight: QMatMul,
+        input_pad: usize,
+    },
+    Own {
+        matrix: QuantMatrix,
+        dtype: GgmlDType,
+    },
 }
 
 impl Linear {
-    pub fn new(q: QTensor, padding: KPadding, device: &Device) -> Result<Self> {
+    /// `own_kernels`: use `crate::kernels` when they support `q`'s type.
+    pub fn new(q: QTensor, padding: KPadding, device: &Device, own_kernels: bool) -> Result<Self> {
+        if let Some(l) = Self::own(&q, own_kernels)? {
+            return Ok(l);
+        }
         let input_pad = k_padding(&q, padding, device)?;
         let q = if input_pad > 0 {
             pad_k(&q, input_pad, device)?
@@ -173,21 +190,47 @@ impl Linear {
             q
         };
         Ok(Self {
-            weight: QMatMul::from_qtensor(q)?,
-            input_pad,
+            backend: Backend::Candle {
+                weight: QMatMul::from_qtensor(q)?,
+                input_pad,
+            },
         })
     }
 
-    /// A padded copy of `q` when `padding` applies to it, else `None` (so the
-    /// caller can share `q` itself).
-    pub fn padded_copy(q: &QTensor, padding: KPadding, device: &Device) -> Result<Option<Self>> {
+    fn own(q: &QTensor, own_kernels: bool) -> Result<Option<Self>> {
+        if !own_kernels {
+            return Ok(None);
+        }
+        let matrix =
+            QuantMatrix::from_qtensor(q).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(matrix.map(|matrix| Self {
+            backend: Backend::Own {
+                matrix,
+                dtype: q.dtype(),
+            },
+        }))
+    }
+
+    /// A copy of `q` in our kernels' layout or padded for candle when either applies,
+    /// else `None` (so the caller can share `q` itself).
+    pub fn padded_copy(
+        q: &QTensor,
+        padding: KPadding,
+        device: &Device,
+        own_kernels: bool,
+    ) -> Result<Option<Self>> {
+        if let Some(l) = Self::own(q, own_kernels)? {
+            return Ok(Some(l));
+        }
         let input_pad = k_padding(q, padding, device)?;
         if input_pad == 0 {
             return Ok(None);
         }
         Ok(Some(Self {
-            weight: QMatMul::from_qtensor(pad_k(q, input_pad, device)?)?,
-            input_pad,
+            backend: Backend::Candle {
+                weight: QMatMul::from_qtensor(pad_k(q, input_pad, device)?)?,
+                input_pad,
+            },
         }))
     }
 
@@ -195,29 +238,72 @@ impl Linear {
     /// embedding matrix with the output head).
     pub fn unpadded(weight: QMatMul) -> Self {
         Self {
-            weight,
-            input_pad: 0,
+            backend: Backend::Candle {
+                weight,
+                input_pad: 0,
+            },
         }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.input_pad == 0 {
-            return Ok(self.weight.forward(xs)?);
+        match &self.backend {
+            Backend::Candle {
+                weight,
+                input_pad: 0,
+            } => Ok(weight.forward(xs)?),
+            Backend::Candle { weight, input_pad } => {
+                let xs = xs.pad_with_zeros(D::Minus1, 0, *input_pad)?;
+                Ok(weight.forward(&xs)?)
+            }
+            Backend::Own { matrix, .. } => {
+                let dims = xs.dims().to_vec();
+                let k = *dims.last().unwrap_or(&0);
+                let n = xs.elem_count() / k.max(1);
+                let x = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; n * matrix.rows()];
+                kernels::matmul(matrix, &x, n, &mut out)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let mut shape = dims;
+                if let Some(last) = shape.last_mut() {
+                    *last = matrix.rows();
+                }
+                Ok(Tensor::from_vec(out, shape, xs.device())?)
+            }
         }
-        let xs = xs.pad_with_zeros(D::Minus1, 0, self.input_pad)?;
-        Ok(self.weight.forward(&xs)?)
     }
 
-    pub fn weight(&self) -> &QMatMul {
-        &self.weight
+    /// candle's weight, when this layer runs on candle.
+    pub fn weight(&self) -> Option<&QMatMul> {
+        match &self.backend {
+            Backend::Candle { weight, .. } => Some(weight),
+            Backend::Own { .. } => None,
+        }
+    }
+
+    /// The weight type in memory, for the load report.
+    pub fn dtype_name(&self) -> String {
+        match &self.backend {
+            Backend::Candle {
+                weight: QMatMul::QTensor(t),
+                ..
+            } => format!("{:?}", t.dtype()),
+            Backend::Candle { weight, .. } => match weight {
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => format!("{:?}", t.dtype()),
+                QMatMul::QTensor(_) => unreachable!("matched above"),
+            },
+            Backend::Own { dtype, .. } => format!("{dtype:?} (surge kernels)"),
+        }
     }
 
     pub fn bytes(&self) -> usize {
-        qmatmul_bytes(&self.weight)
+        match &self.backend {
+            Backend::Candle { weight, .. } => qmatmul_bytes(weight),
+            Backend::Own { matrix, .. } => matrix.size_in_bytes(),
+        }
     }
 
     pub fn is_padded(&self) -> bool {
-        self.input_pad > 0
+        matches!(self.backend, Backend::Candle { input_pad, .. } if input_pad > 0)
     }
 }
 
@@ -239,7 +325,12 @@ pub enum Projection {
 }
 
 impl Projection {
-    pub fn new(parts: Vec<QTensor>, padding: KPadding, device: &Device) -> Result<Self> {
+    pub fn new(
+        parts: Vec<QTensor>,
+        padding: KPadding,
+        device: &Device,
+        own_kernels: bool,
+    ) -> Result<Self> {
         let same_dtype = parts.windows(2).all(|w| w[0].dtype() == w[1].dtype());
         let dims: Vec<(usize, usize)> = parts
             .iter()
@@ -249,7 +340,7 @@ impl Projection {
         if parts.len() < 2 || !same_dtype || !same_k {
             let linears = parts
                 .into_iter()
-                .map(|p| Linear::new(p, padding, device))
+                .map(|p| Linear::new(p, padding, device, own_kernels))
                 .collect::<Result<_>>()?;
             return Ok(Self::Separate(linears));
         }
@@ -263,7 +354,7 @@ impl Projection {
         let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
         let fused = QTensor::new(storage, (splits.iter().sum::<usize>(), k))?;
         Ok(Self::Fused {
-            weight: Linear::new(fused, padding, device)?,
+            weight: Linear::new(fused, padding, device, own_kernels)?,
             splits,
         })
     }

@@ -28,6 +28,8 @@ pub fn load(weight_format: WeightFormat, k_padding: KPadding) -> LlmModel {
     let opts = LoadOptions {
         weight_format,
         k_padding,
+        // Format comparisons measure candle's quantized paths.
+        cpu_kernels: false,
         ..LoadOptions::default()
     };
     LlmModel::load(test_gguf_path(), &Device::Cpu, &opts).expect("load")
