@@ -34,6 +34,8 @@ enum Action {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Print the on-disk path of a cached model's file (its first file by default).
+    Path { name: String, file: Option<String> },
     /// Re-hash cached files against their manifests (all models when none named).
     Verify { names: Vec<String> },
     /// Add weights from a local file or directory.
@@ -84,6 +86,21 @@ pub fn run(cmd: ModelsCommand) -> i32 {
                 Action::Ls { json } => ls(&cache, json),
                 Action::Rm { names } => rm(&cache, &names),
                 Action::Verify { names } => verify(&cache, &names, &cancel),
+                Action::Path { name, file } => {
+                    let model = cache.resolve(&name)?;
+                    let path = match &file {
+                        Some(f) => model.path(f),
+                        None => model.files.first().map(|(_, p)| p.as_path()),
+                    };
+                    let path = path.ok_or_else(|| {
+                        ModelsError::Usage(format!(
+                            "{name} has no file {}",
+                            file.unwrap_or_default()
+                        ))
+                    })?;
+                    println!("{}", path.display());
+                    Ok(())
+                }
                 Action::Import {
                     name,
                     path,
