@@ -24,82 +24,82 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
+        let r = Registry::new();
         let lat = vec![
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
-        let m = WorkerMetrics {
-            running: IntGauge::with_opts(opts!(
+        Ok(WorkerMetrics {
+            running: gauge(
+                &r,
                 "surge_worker_running_sequences",
-                "Sequences in the running batch"
-            ))?,
-            waiting: IntGauge::with_opts(opts!(
+                "Sequences in the running batch",
+            )?,
+            waiting: gauge(
+                &r,
                 "surge_worker_waiting_sequences",
-                "Sequences waiting for admission"
-            ))?,
-            kv_tokens_reserved: IntGauge::with_opts(opts!(
+                "Sequences waiting for admission",
+            )?,
+            kv_tokens_reserved: gauge(
+                &r,
                 "surge_worker_kv_cache_reserved_tokens",
-                "KV-cache tokens reserved by admitted sequences"
-            ))?,
-            kv_tokens_capacity: IntGauge::with_opts(opts!(
+                "KV-cache tokens reserved by admitted sequences",
+            )?,
+            kv_tokens_capacity: gauge(
+                &r,
                 "surge_worker_kv_cache_capacity_tokens",
-                "KV-cache tokens the memory budget allows"
-            ))?,
-            prompt_tokens: IntCounter::with_opts(opts!(
+                "KV-cache tokens the memory budget allows",
+            )?,
+            prompt_tokens: counter(
+                &r,
                 "surge_worker_prompt_tokens_total",
-                "Prompt tokens prefilled"
-            ))?,
-            generated_tokens: IntCounter::with_opts(opts!(
+                "Prompt tokens prefilled",
+            )?,
+            generated_tokens: counter(
+                &r,
                 "surge_worker_generated_tokens_total",
-                "Completion tokens generated"
-            ))?,
-            step_seconds: Histogram::with_opts(histogram_opts!(
+                "Completion tokens generated",
+            )?,
+            step_seconds: histogram(
+                &r,
                 "surge_worker_step_duration_seconds",
                 "Wall time of one batched forward step",
-                vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
-            ))?,
-            batch_size: Histogram::with_opts(histogram_opts!(
+                vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
+            )?,
+            batch_size: histogram(
+                &r,
                 "surge_worker_batch_sequences",
                 "Sequences in one step",
-                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
-            ))?,
-            queue_seconds: Histogram::with_opts(histogram_opts!(
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            )?,
+            queue_seconds: histogram(
+                &r,
                 "surge_worker_queue_wait_seconds",
                 "Time from arrival to admission into the batch",
-                lat.clone()
-            ))?,
-            ttft_seconds: Histogram::with_opts(histogram_opts!(
+                lat.clone(),
+            )?,
+            ttft_seconds: histogram(
+                &r,
                 "surge_worker_time_to_first_token_seconds",
                 "Time from arrival to the first generated token",
-                lat
-            ))?,
-            requests: IntCounterVec::new(
-                opts!(
-                    "surge_worker_requests_total",
-                    "Requests by endpoint and status"
-                ),
-                &["endpoint", "status"],
+                lat,
             )?,
-            cancelled: IntCounter::with_opts(opts!(
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_worker_requests_total",
+                        "Requests by endpoint and status"
+                    ),
+                    &["endpoint", "status"],
+                )?,
+            )?,
+            cancelled: counter(
+                &r,
                 "surge_worker_cancelled_sequences_total",
-                "Sequences dropped because the client went away"
-            ))?,
-            registry,
-        };
-        let r = &m.registry;
-        r.register(Box::new(m.running.clone()))?;
-        r.register(Box::new(m.waiting.clone()))?;
-        r.register(Box::new(m.kv_tokens_reserved.clone()))?;
-        r.register(Box::new(m.kv_tokens_capacity.clone()))?;
-        r.register(Box::new(m.prompt_tokens.clone()))?;
-        r.register(Box::new(m.generated_tokens.clone()))?;
-        r.register(Box::new(m.step_seconds.clone()))?;
-        r.register(Box::new(m.batch_size.clone()))?;
-        r.register(Box::new(m.queue_seconds.clone()))?;
-        r.register(Box::new(m.ttft_seconds.clone()))?;
-        r.register(Box::new(m.requests.clone()))?;
-        r.register(Box::new(m.cancelled.clone()))?;
-        Ok(m)
+                "Sequences dropped because the client went away",
+            )?,
+            registry: r,
+        })
     }
 
     pub fn render(&self) -> String {
@@ -107,4 +107,32 @@ impl WorkerMetrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    register(r, IntGauge::with_opts(opts!(name, help))?)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    register(r, IntCounter::with_opts(opts!(name, help))?)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    register(
+        r,
+        Histogram::with_opts(histogram_opts!(name, help, buckets))?,
+    )
 }
