@@ -27,6 +27,7 @@
 //!   (default 50 µs).
 
 mod acts;
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Layout, Storage, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::rope_i;
 
@@ -20,6 +20,7 @@ use super::error::{LlmError, Result};
 use super::gguf::{GgufFile, LlamaConfig};
 use super::kv_cache::{LayerKv, SeqCache};
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
+use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
 
 /// Load-time choices.
 #[derive(Debug, Clone)]
@@ -92,6 +93,10 @@ pub struct LlmModel {
     /// `[max_context, head_dim / 2]` rotation tables.
     cos: Tensor,
     sin: Tensor,
+    /// Decode items (one new token) attend with our fused CPU kernel
+    /// (`crate::kernels::attention`) instead of candle ops; set with the
+    /// matmul kernels (`LoadOptions::cpu_kernels` on a SIMD CPU).
+    cpu_attention: bool,
     report: LoadReport,
 }
 
@@ -211,6 +216,7 @@ impl LlmModel {
             head,
             cos,
             sin,
+            cpu_attention: own,
             report,
         })
     }
@@ -307,26 +313,59 @@ impl LlmModel {
             let q = rope_i(&q.reshape((n_total, nh, 1, hd))?, &cos, &sin)?;
             let k = rope_i(&k.reshape((n_total, nkv, 1, hd))?, &cos, &sin)?;
             let v = v.reshape((n_total, nkv, hd))?;
-            let mut outs = Vec::with_capacity(batch.len());
+            // Items with one new token go through the fused kernel (`None`
+            // here, filled in below); prompt chunks through candle.
+            let fused = |n: usize| self.cpu_attention && n == 1;
+            let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(batch.len());
             for ((item, &(off, n, past)), mask) in batch.iter_mut().zip(&spans).zip(&masks) {
                 let kv = item
                     .cache
                     .layers
                     .get_mut(li)
                     .ok_or_else(|| LlmError::InvalidBatch("cache has too few layers".into()))?;
-                outs.push(self.attend(
-                    kv,
-                    &q.narrow(0, off, n)?,
-                    &k.narrow(0, off, n)?,
-                    &v.narrow(0, off, n)?,
-                    past,
-                    mask.as_ref(),
-                )?);
+                let (k, v) = (k.narrow(0, off, n)?, v.narrow(0, off, n)?);
+                if fused(n) {
+                    append_kv(kv, &k, &v, past, nkv, hd)?;
+                    outs.push(None);
+                } else {
+                    outs.push(Some(self.attend(
+                        kv,
+                        &q.narrow(0, off, n)?,
+                        &k,
+                        &v,
+                        past,
+                        mask.as_ref(),
+                    )?));
+                }
             }
-            let attn = if outs.len() == 1 {
-                outs.swap_remove(0)
+            let decode: Vec<usize> = (0..spans.len()).filter(|&i| fused(spans[i].1)).collect();
+            let attn = if decode.is_empty() {
+                None
             } else {
-                Tensor::cat(&outs, 0)?
+                let o = self.attend_decode(batch, li, &spans, &decode, &q)?;
+                if decode.len() == outs.len() {
+                    // Every item is a decode item, in batch order.
+                    Some(o)
+                } else {
+                    for (j, &i) in decode.iter().enumerate() {
+                        outs[i] = Some(o.narrow(0, j, 1)?);
+                    }
+                    None
+                }
+            };
+            let attn = match attn {
+                Some(a) => a,
+                None => {
+                    let mut outs = outs
+                        .into_iter()
+                        .map(|o| o.ok_or_else(|| LlmError::Unsupported("attention output".into())))
+                        .collect::<Result<Vec<_>>>()?;
+                    if outs.len() == 1 {
+                        outs.swap_remove(0)
+                    } else {
+                        Tensor::cat(&outs, 0)?
+                    }
+                }
             };
             x = (x + layer.wo.forward(&attn)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, eps)?;
@@ -372,10 +411,7 @@ impl LlmModel {
         let group = nh / nkv;
         let n = q.dim(0)?;
         let total = past + n;
-        let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-        let v = v.transpose(0, 1)?.contiguous()?;
-        kv.k.slice_set(&k, 1, past)?;
-        kv.v.slice_set(&v, 1, past)?;
+        append_kv(kv, k, v, past, nkv, hd)?;
         let keys = kv.k.narrow(1, 0, total)?;
         let values = kv.v.narrow(1, 0, total)?;
 
@@ -397,6 +433,91 @@ impl LlmModel {
         Ok(y.reshape((nh, n, hd))?
             .transpose(0, 1)?
             .reshape((n, nh * hd))?)
+    }
+}
+
+impl LlmModel {
+    /// Fused CPU attention of the decode items `decode` (indices into `batch`
+    /// and `spans`, one new token each, already appended to layer `li` of
+    /// their caches). `q` is the packed `[n_total, n_head, 1, hd]` after RoPE.
+    /// Returns `[decode.len(), hidden]`.
+    fn attend_decode(
+        &self,
+        batch: &[BatchItem<'_>],
+        li: usize,
+        spans: &[(usize, usize, usize)],
+        decode: &[usize],
+        q: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let shape = AttnShape {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+        };
+        let row = cfg.n_head * cfg.head_dim;
+        let q_all = q.flatten_all()?.to_vec1::<f32>()?;
+        let mut qd = Vec::with_capacity(decode.len() * row);
+        for &i in decode {
+            let off = spans[i].0;
+            qd.extend_from_slice(&q_all[off * row..(off + 1) * row]);
+        }
+        // Read locks on the cache tensors, held for the kernel call.
+        let guards = decode
+            .iter()
+            .map(|&i| {
+                let kv = &batch[i].cache.layers[li];
+                (kv.k.storage_and_layout(), kv.v.storage_and_layout())
+            })
+            .collect::<Vec<_>>();
+        let seqs = guards
+            .iter()
+            .zip(decode)
+            .map(|(((ks, kl), (vs, vl)), &i)| {
+                let (_, cap, _) = kl.shape().dims3()?;
+                Ok(DecodeKv {
+                    k: cpu_f32(ks, kl)?,
+                    v: cpu_f32(vs, vl)?,
+                    head_stride: cap * cfg.head_dim,
+                    len: spans[i].2 + 1,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = vec![0f32; decode.len() * row];
+        decode_attention(shape, &qd, &seqs, &mut out).map_err(candle_core::Error::from)?;
+        drop(seqs);
+        drop(guards);
+        Ok(Tensor::from_vec(out, (decode.len(), row), &self.device)?)
+    }
+}
+
+/// Writes `n` new keys `[n, nkv, 1, hd]` (or `[n, nkv, hd]`) and values
+/// `[n, nkv, hd]` into the head-major cache at positions `past..past + n`.
+fn append_kv(
+    kv: &mut LayerKv,
+    k: &Tensor,
+    v: &Tensor,
+    past: usize,
+    nkv: usize,
+    hd: usize,
+) -> Result<()> {
+    let n = v.dim(0)?;
+    let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+    let v = v.transpose(0, 1)?.contiguous()?;
+    kv.k.slice_set(&k, 1, past)?;
+    kv.v.slice_set(&v, 1, past)?;
+    Ok(())
+}
+
+/// The f32 elements of a contiguous CPU tensor, from its first element.
+fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) if layout.is_contiguous() => {
+            Ok(&cpu.as_slice::<f32>()?[layout.start_offset()..])
+        }
+        _ => Err(LlmError::Unsupported(
+            "fused attention needs a contiguous CPU f32 cache".into(),
+        )),
     }
 }
 
