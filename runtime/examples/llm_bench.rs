@@ -77,14 +77,7 @@ fn decode_together(
     let started = Instant::now();
     for _ in 0..steps {
         let inputs: Vec<[u32; 1]> = last.iter().map(|&t| [t]).collect();
-        let mut batch: Vec<BatchItem> = inputs
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(t, c)| BatchItem {
-                tokens: t,
-                cache: c,
-            })
-            .collect();
+        let mut batch = BatchItem::pack(&inputs, caches);
         let logits = logits_rows(&model.step(&mut batch)?)?;
         for ((row, s), t) in logits.iter().zip(&mut samplers).zip(last.iter_mut()) {
             *t = s.sample(row)?.token;

@@ -40,14 +40,7 @@ fn packed_batch_matches_solo_decoding() {
     let mut inputs = prompts.clone();
     let mut batched: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     for _ in 0..steps {
-        let mut batch: Vec<BatchItem> = inputs
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(t, c)| BatchItem {
-                tokens: t,
-                cache: c,
-            })
-            .collect();
+        let mut batch = BatchItem::pack(&inputs, &mut caches);
         let logits = rows(&m.step(&mut batch).expect("step"));
         for (i, row) in logits.iter().enumerate() {
             let t = argmax(row);

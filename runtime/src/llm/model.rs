@@ -68,6 +68,23 @@ pub struct BatchItem<'a> {
     pub cache: &'a mut SeqCache,
 }
 
+impl<'a> BatchItem<'a> {
+    /// Pairs each sequence's new tokens with its cache, in order.
+    pub fn pack<T: AsRef<[u32]>>(
+        tokens: &'a [T],
+        caches: &'a mut [SeqCache],
+    ) -> Vec<BatchItem<'a>> {
+        tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| BatchItem {
+                tokens: t.as_ref(),
+                cache,
+            })
+            .collect()
+    }
+}
+
 struct Layer {
     attn_norm: Tensor,
     qkv: Projection,
