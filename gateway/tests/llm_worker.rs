@@ -214,13 +214,25 @@ fn streams_chunk_by_chunk_with_role_first_and_usage_last() {
 }
 
 #[test]
-fn a_disconnected_stream_frees_its_slot() {
+fn disconnected_clients_free_their_slots() {
     let w = worker();
+    let wait_for = |target: f64| {
+        let start = Instant::now();
+        while w.metric("surge_worker_cancelled_sequences_total") < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the sequence was never cancelled"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let before = w.metric("surge_worker_cancelled_sequences_total");
+
+    // A stream closed after its first content chunk.
     let (status, mut reader) = open_stream(
         &w.url("/v1/chat/completions"),
         &json!({"messages": [{"role": "user", "content": "Tell me everything about the ocean."}],
-                "max_tokens": 2000, "stream": true}),
+                "max_tokens": 2000, "ignore_eos": true, "stream": true}),
     );
     assert_eq!(status, 200);
     let mut line = String::new();
@@ -228,15 +240,24 @@ fn a_disconnected_stream_frees_its_slot() {
         line.clear();
         reader.read_line(&mut line).unwrap();
     }
-    drop(reader); // closes the connection mid-generation
-    let start = Instant::now();
-    while w.metric("surge_worker_cancelled_sequences_total") <= before {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the sequence was never cancelled"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    drop(reader);
+    wait_for(before + 1.0);
+
+    // A non-streaming request whose client hangs up while it is being generated.
+    let body = json!({"messages": [{"role": "user", "content": "Tell me about rivers."}],
+                      "max_tokens": 2000, "ignore_eos": true})
+    .to_string();
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        sock,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(sock);
+    wait_for(before + 2.0);
 }
 
 #[test]
@@ -439,4 +460,4 @@ fn an_engine_failure_fails_requests_with_500_and_exits_nonzero() {
     assert_eq!(code.code(), Some(1));
 }
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
