@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::llm::{ChatTemplate, Tokenizer};
-use crate::server::{parse_json, ApiError, Lifecycle, Phase};
+use crate::server::{self, parse_json, ApiError, Lifecycle, Phase};
 
 use super::metrics::WorkerMetrics;
 use super::respond::{self, Endpoint, Reply};
@@ -121,9 +121,7 @@ async fn generate(
         return Err(e);
     }
     let ready = st.ready.get().ok_or(ApiError::Loading)?;
-    let bytes = to_bytes(body, st.max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(st.max_body_bytes))?;
+    let bytes = server::read_body(body, st.max_body_bytes).await?;
     let (model, validated) = match endpoint {
         Endpoint::Chat => {
             let req: super::api::ChatCompletionRequest = parse_json(&bytes)?;

@@ -42,6 +42,32 @@ pub async fn serve(
     }
 }
 
+/// Reads a request body of at most `limit` bytes. An oversized body is still read (and
+/// discarded) up to 4 × `limit` before the 413 goes out: answering early and closing a
+/// socket with unread data makes the kernel send RST, which can destroy the 413 before a
+/// client that is still uploading reads it.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid(format!("could not read the request body: {e}"), None)
+        })?;
+        total += chunk.len();
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if total > limit.saturating_mul(4) {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(buf)
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn termination_signal() {
     use tokio::signal::unix::{signal, SignalKind};
