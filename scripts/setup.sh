@@ -7,6 +7,8 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)          # pingora's build (gateway)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mount >/dev/null || need+=(mount)          # disk-full test mounts a tiny tmpfs
+command -v espeak-ng >/dev/null || need+=(espeak-ng)  # whisper test synthesises speech
+command -v sox >/dev/null || need+=(sox)              # whisper test resamples to 16 kHz
 
 if ((${#need[@]})); then
   sudo=""

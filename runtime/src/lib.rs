@@ -3,10 +3,12 @@
 //! - [`llm`]: the LLM engine core (GGUF, tokenizer, chat template, batched forward, sampling)
 //! - [`llm_worker`]: the LLM worker process (continuous-batching scheduler, OpenAI API)
 //! - [`server`]: HTTP plumbing every worker kind shares (errors, listening, drain)
+//! - [`whisper`]: the Whisper speech-to-text engine core (CTranslate2 weights on candle)
 //! - [`worker`]: `surge worker` — resolve a cached model and run its worker kind
 
 pub mod kernels;
 pub mod llm;
 pub mod llm_worker;
 pub mod server;
+pub mod whisper;
 pub mod worker;

@@ -1,0 +1,158 @@
+//! Whisper's log-mel spectrogram, computed the way OpenAI's `log_mel_spectrogram` does.
+//!
+//! We do not use candle's `audio::pcm_to_mel`: it needs reflect padding and ×0.5
+//! filters bolted on to match, and it pads extra windows of silence. This follows the
+//! reference directly (`torch.stft(center=True, reflect)`, periodic Hann, power
+//! spectrum, Slaney mel filters, `log10`, clamp to max−8, `(x+4)/4`), and runs the DFT
+//! and the filter bank as two matmuls so candle's GEMM does the heavy lifting.
+//! The mel filters are computed (librosa's Slaney formula) instead of shipped.
+
+use candle_core::{Device, Tensor};
+
+use super::Result;
+
+pub const SAMPLE_RATE: usize = 16_000;
+pub const N_FFT: usize = 400;
+pub const HOP: usize = 160;
+/// Samples and frames in one 30 s window.
+pub const N_SAMPLES: usize = 30 * SAMPLE_RATE;
+pub const N_FRAMES: usize = N_SAMPLES / HOP;
+
+/// Slaney-scale mel (librosa `hz_to_mel(htk=False)`): linear below 1 kHz, log above.
+fn hz_to_mel(f: f64) -> f64 {
+    let f_sp = 200.0 / 3.0;
+    let logstep = 6.4f64.ln() / 27.0;
+    if f >= 1000.0 {
+        1000.0 / f_sp + (f / 1000.0).ln() / logstep
+    } else {
+        f / f_sp
+    }
+}
+
+fn mel_to_hz(m: f64) -> f64 {
+    let f_sp = 200.0 / 3.0;
+    let logstep = 6.4f64.ln() / 27.0;
+    let min_log_mel = 1000.0 / f_sp;
+    if m >= min_log_mel {
+        1000.0 * (logstep * (m - min_log_mel)).exp()
+    } else {
+        m * f_sp
+    }
+}
+
+/// `librosa.filters.mel(sr, n_fft, n_mels, norm="slaney")`: `[n_mels, n_fft/2+1]`,
+/// row-major. Matches the `mel_filters.npz` OpenAI ships to ~1e-7.
+pub fn mel_filters(n_mels: usize) -> Vec<f32> {
+    let n_bins = N_FFT / 2 + 1;
+    let fft_freq = |k: usize| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64;
+    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(SAMPLE_RATE as f64 / 2.0));
+    let pts: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut w = vec![0f32; n_mels * n_bins];
+    for m in 0..n_mels {
+        let enorm = 2.0 / (pts[m + 2] - pts[m]);
+        for k in 0..n_bins {
+            let f = fft_freq(k);
+            let lower = (f - pts[m]) / (pts[m + 1] - pts[m]);
+            let upper = (pts[m + 2] - f) / (pts[m + 2] - pts[m + 1]);
+            w[m * n_bins + k] = (lower.min(upper).max(0.0) * enorm) as f32;
+        }
+    }
+    w
+}
+
+/// Precomputed DFT basis and filter bank; build once per engine.
+pub struct MelExtractor {
+    /// `[N_FFT, 2·n_bins]`: Hann-windowed cos | −sin columns.
+    basis: Tensor,
+    /// `[n_bins, n_mels]`.
+    filters_t: Tensor,
+    n_bins: usize,
+    n_mels: usize,
+    device: Device,
+}
+
+impl MelExtractor {
+    pub fn new(n_mels: usize, device: &Device) -> Result<Self> {
+        let n_bins = N_FFT / 2 + 1;
+        let hann: Vec<f64> = (0..N_FFT)
+            .map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos())
+            .collect();
+        let mut basis = vec![0f32; N_FFT * 2 * n_bins];
+        for (n, &h) in hann.iter().enumerate() {
+            for k in 0..n_bins {
+                // Reduce the phase index mod N_FFT so the angle stays small and exact.
+                let ph = 2.0 * std::f64::consts::PI * ((n * k) % N_FFT) as f64 / N_FFT as f64;
+                basis[n * 2 * n_bins + k] = (h * ph.cos()) as f32;
+                basis[n * 2 * n_bins + n_bins + k] = (-h * ph.sin()) as f32;
+            }
+        }
+        let basis = Tensor::from_vec(basis, (N_FFT, 2 * n_bins), device)?;
+        let filters = Tensor::from_vec(mel_filters(n_mels), (n_mels, n_bins), device)?;
+        Ok(Self {
+            basis,
+            filters_t: filters.t()?.contiguous()?,
+            n_bins,
+            n_mels,
+            device: device.clone(),
+        })
+    }
+
+    /// Log-mel of one window: `pcm` (16 kHz mono, ≤ 30 s; longer is cut) is padded with
+    /// silence to 30 s like Whisper's `pad_or_trim`, giving `[1, n_mels, 3000]`.
+    pub fn window(&self, pcm: &[f32]) -> Result<Tensor> {
+        let mut x = pcm[..pcm.len().min(N_SAMPLES)].to_vec();
+        x.resize(N_SAMPLES, 0.0);
+        // center=True: reflect-pad N_FFT/2 each side (torch's "reflect" excludes the edge).
+        let pad = N_FFT / 2;
+        let mut padded = Vec::with_capacity(N_SAMPLES + 2 * pad);
+        padded.extend((1..=pad).rev().map(|i| x[i]));
+        padded.extend_from_slice(&x);
+        padded.extend((1..=pad).map(|i| x[N_SAMPLES - 1 - i]));
+        // torch.stft gives N_SAMPLES/HOP + 1 frames; Whisper drops the last one.
+        let mut frames = vec![0f32; N_FRAMES * N_FFT];
+        for (t, row) in frames.chunks_exact_mut(N_FFT).enumerate() {
+            row.copy_from_slice(&padded[t * HOP..t * HOP + N_FFT]);
+        }
+        let frames = Tensor::from_vec(frames, (N_FRAMES, N_FFT), &self.device)?;
+        let spec = frames.matmul(&self.basis)?; // [T, 2·bins]
+        let re = spec.narrow(1, 0, self.n_bins)?;
+        let im = spec.narrow(1, self.n_bins, self.n_bins)?;
+        let power = (re.sqr()? + im.sqr()?)?;
+        let mel = power.matmul(&self.filters_t)?; // [T, n_mels]
+        let log = mel
+            .clamp(1e-10f32, f32::MAX)?
+            .log()?
+            .affine(1.0 / 10f64.ln(), 0.0)?;
+        let max = log.max_all()?.to_scalar::<f32>()?;
+        let log = log.clamp(max - 8.0, f32::MAX)?.affine(0.25, 1.0)?;
+        Ok(log.t()?.contiguous()?.reshape((1, self.n_mels, N_FRAMES))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slaney_filters_have_known_shape() {
+        let f = mel_filters(80);
+        assert_eq!(f.len(), 80 * 201);
+        // Bin 0 (DC) is outside every triangle except the first's left edge (0 weight).
+        assert_eq!(f[0], 0.0);
+        // Hand-computed: filter 0 spans 0–74.5 Hz peaking at 37.2 Hz; bin 1 is 40 Hz,
+        // so 2/74.5 Hz × (74.5−40)/37.2 ≈ 0.0249. The top filter ends below 8 kHz.
+        assert!((f[1] - 0.0249).abs() < 2e-4, "{}", f[1]);
+        assert!(f[79 * 201 + 200].abs() < 1e-6);
+    }
+
+    #[test]
+    fn silence_is_flat() {
+        let m = MelExtractor::new(80, &Device::Cpu).unwrap();
+        let t = m.window(&[0.0; 1600]).unwrap();
+        assert_eq!(t.dims(), [1, 80, N_FRAMES]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|&x| (x - v[0]).abs() < 1e-6));
+    }
+}
