@@ -86,46 +86,14 @@ pub fn run(cmd: ModelsCommand) -> i32 {
                 Action::Ls { json } => ls(&cache, json),
                 Action::Rm { names } => rm(&cache, &names),
                 Action::Verify { names } => verify(&cache, &names, &cancel),
-                Action::Path { name, file } => {
-                    let model = cache.resolve(&name)?;
-                    let path = match &file {
-                        Some(f) => model.path(f),
-                        None => model.files.first().map(|(_, p)| p.as_path()),
-                    };
-                    let path = path.ok_or_else(|| {
-                        ModelsError::Usage(format!(
-                            "{name} has no file {}",
-                            file.unwrap_or_default()
-                        ))
-                    })?;
-                    println!("{}", path.display());
-                    Ok(())
-                }
+                Action::Path { name, file } => print_path(&cache, &name, file.as_deref()),
                 Action::Import {
                     name,
                     path,
                     kind,
                     format,
                     aliases,
-                } => {
-                    let path = std::fs::canonicalize(&path)
-                        .map_err(|e| ModelsError::io("reading", &path, e))?;
-                    let req = PullRequest {
-                        name,
-                        source: Source::Local { path },
-                        kind: Some(kind),
-                        format: Some(format),
-                        aliases,
-                        pinned: None,
-                    };
-                    let opts = PullOptions {
-                        cancel: cancel.clone(),
-                        force: true,
-                        ..Default::default()
-                    };
-                    report(pull(&cache, &req, &opts)?);
-                    Ok(())
-                }
+                } => import(&cache, name, &path, kind, format, aliases, &cancel),
             }
         });
     match result {
@@ -135,6 +103,47 @@ pub fn run(cmd: ModelsCommand) -> i32 {
             e.exit_code()
         }
     }
+}
+
+fn print_path(cache: &ModelCache, name: &str, file: Option<&str>) -> Result<(), ModelsError> {
+    let model = cache.resolve(name)?;
+    let path = match file {
+        Some(f) => model.path(f),
+        None => model.files.first().map(|(_, p)| p.as_path()),
+    };
+    let path = path.ok_or_else(|| {
+        ModelsError::Usage(format!("{name} has no file {}", file.unwrap_or_default()))
+    })?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Imports local weights as a model; always re-imports (the files may have changed).
+fn import(
+    cache: &ModelCache,
+    name: String,
+    path: &std::path::Path,
+    kind: ModelKind,
+    format: ModelFormat,
+    aliases: Vec<String>,
+    cancel: &Cancel,
+) -> Result<(), ModelsError> {
+    let path = std::fs::canonicalize(path).map_err(|e| ModelsError::io("reading", path, e))?;
+    let req = PullRequest {
+        name,
+        source: Source::Local { path },
+        kind: Some(kind),
+        format: Some(format),
+        aliases,
+        pinned: None,
+    };
+    let opts = PullOptions {
+        cancel: cancel.clone(),
+        force: true,
+        ..Default::default()
+    };
+    report(pull(cache, &req, &opts)?);
+    Ok(())
 }
 
 /// First Ctrl-C asks the current operation to stop and clean up; a second one exits now.
