@@ -9,6 +9,7 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mount >/dev/null || need+=(mount)          # disk-full test mounts a tiny tmpfs
 command -v espeak-ng >/dev/null || need+=(espeak-ng)  # whisper test synthesises speech
 command -v sox >/dev/null || need+=(sox)              # whisper test resamples to 16 kHz
+grep -q ' mp3 ' <<<"$(sox -h 2>/dev/null)" || need+=(libsox-fmt-mp3)  # audio test encodes mp3
 
 if ((${#need[@]})); then
   sudo=""
