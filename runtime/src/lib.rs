@@ -5,6 +5,7 @@
 //! - [`llm_worker`]: the LLM worker process (continuous-batching scheduler, OpenAI API)
 //! - [`server`]: HTTP plumbing every worker kind shares (errors, listening, drain)
 //! - [`whisper`]: the Whisper speech-to-text engine core (CTranslate2 weights on candle)
+//! - [`whisper_worker`]: the Whisper worker process (batching engine thread, transcription API)
 //! - [`worker`]: `surge worker` — resolve a cached model and run its worker kind
 
 pub mod audio;
@@ -13,4 +14,5 @@ pub mod llm;
 pub mod llm_worker;
 pub mod server;
 pub mod whisper;
+pub mod whisper_worker;
 pub mod worker;

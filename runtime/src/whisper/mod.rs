@@ -15,6 +15,7 @@ pub mod ct2;
 pub mod decode;
 pub mod load;
 pub mod mel;
+pub mod transcript;
 
 use std::path::Path;
 
@@ -24,6 +25,7 @@ use tokenizers::Tokenizer;
 
 use decode::{SpecialTokens, Suppress};
 use mel::MelExtractor;
+pub use transcript::{DecodeOptions, Segment, Transcript};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WhisperError {
@@ -77,6 +79,45 @@ impl WhisperEngine {
         let mel = self.mel.window(pcm)?;
         let ids = decode::greedy(&mut self.model, &mel, &self.special, &self.suppress)?;
         decode::detokenize(&self.tokenizer, &ids)
+    }
+
+    /// Transcribes all of `pcm` (16 kHz mono). Interim: fixed 30 s windows without
+    /// timestamps, one segment per window; seeking by timestamps replaces this.
+    pub fn transcribe(&mut self, pcm: &[f32], _opts: &DecodeOptions) -> Result<Transcript> {
+        let mut segments = Vec::new();
+        let step = mel::N_SAMPLES;
+        let mut start = 0;
+        while start < pcm.len() {
+            let end = (start + step).min(pcm.len());
+            let mel = self.mel.window(&pcm[start..end])?;
+            let ids = decode::greedy(&mut self.model, &mel, &self.special, &self.suppress)?;
+            let text = decode::detokenize(&self.tokenizer, &ids)?;
+            segments.push(Segment {
+                id: segments.len(),
+                seek: start / mel::HOP,
+                start: start as f64 / mel::SAMPLE_RATE as f64,
+                end: end as f64 / mel::SAMPLE_RATE as f64,
+                text: format!(" {text}"),
+                tokens: ids,
+                temperature: 0.0,
+                avg_logprob: 0.0,
+                compression_ratio: 0.0,
+                no_speech_prob: 0.0,
+            });
+            start = end;
+        }
+        let text = segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<String>()
+            .trim()
+            .to_string();
+        Ok(Transcript {
+            text,
+            segments,
+            duration: pcm.len() as f64 / mel::SAMPLE_RATE as f64,
+            language: "en".into(),
+        })
     }
 }
 

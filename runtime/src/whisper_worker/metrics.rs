@@ -1,0 +1,112 @@
+//! The Whisper worker's Prometheus metrics: queue and batch occupancy, step times, audio
+//! seconds transcribed, requests by status.
+
+use prometheus::{
+    histogram_opts, opts, Counter, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Registry, TextEncoder,
+};
+
+pub struct WhisperMetrics {
+    registry: Registry,
+    /// Jobs accepted but not yet started.
+    pub waiting: IntGauge,
+    /// Jobs the engine is working on.
+    pub running: IntGauge,
+    /// Engine steps by kind (`encode`, `decode`) and their batch sizes.
+    pub step_seconds: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub queue_seconds: Histogram,
+    pub audio_seconds: Counter,
+    pub requests: IntCounterVec,
+    pub cancelled: IntCounter,
+}
+
+impl WhisperMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let lat = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let step_seconds = HistogramVec::new(
+            histogram_opts!(
+                "surge_worker_step_duration_seconds",
+                "Wall time of one batched engine step",
+                vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+            ),
+            &["kind"],
+        )?;
+        let batch_size = HistogramVec::new(
+            histogram_opts!(
+                "surge_worker_batch_sequences",
+                "Windows or sequences in one engine step",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+            ),
+            &["kind"],
+        )?;
+        Ok(WhisperMetrics {
+            waiting: register(
+                &r,
+                IntGauge::with_opts(opts!(
+                    "surge_worker_waiting_sequences",
+                    "Transcriptions waiting for the engine"
+                ))?,
+            )?,
+            running: register(
+                &r,
+                IntGauge::with_opts(opts!(
+                    "surge_worker_running_sequences",
+                    "Transcriptions the engine is working on"
+                ))?,
+            )?,
+            step_seconds: register(&r, step_seconds)?,
+            batch_size: register(&r, batch_size)?,
+            queue_seconds: register(
+                &r,
+                Histogram::with_opts(histogram_opts!(
+                    "surge_worker_queue_wait_seconds",
+                    "Time from arrival to the engine starting on a request",
+                    lat
+                ))?,
+            )?,
+            audio_seconds: register(
+                &r,
+                Counter::with_opts(opts!(
+                    "surge_worker_audio_seconds_total",
+                    "Seconds of audio transcribed"
+                ))?,
+            )?,
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_worker_requests_total",
+                        "Requests by endpoint and status"
+                    ),
+                    &["endpoint", "status"],
+                )?,
+            )?,
+            cancelled: register(
+                &r,
+                IntCounter::with_opts(opts!(
+                    "surge_worker_cancelled_sequences_total",
+                    "Transcriptions dropped because the client went away"
+                ))?,
+            )?,
+            registry: r,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}

@@ -1,0 +1,4 @@
+//! The Whisper worker process: `surge worker --model NAME` for a Whisper model.
+
+pub mod metrics;
+pub mod scheduler;
