@@ -218,7 +218,7 @@ fn head_scalar(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     // Cephes expf: exp(x) = 2^n * exp(r), r = x - n ln2, |r| <= ln2/2.
@@ -236,7 +236,7 @@ mod x86 {
     const X_MIN: f32 = -87.0;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp512(x: __m512) -> __m512 {
+    pub(crate) fn exp512(x: __m512) -> __m512 {
         let x = _mm512_max_ps(x, _mm512_set1_ps(X_MIN));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
@@ -259,7 +259,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn exp256(x: __m256) -> __m256 {
+    pub(crate) fn exp256(x: __m256) -> __m256 {
         let x = _mm256_max_ps(x, _mm256_set1_ps(X_MIN));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),

@@ -36,6 +36,7 @@ mod f16;
 mod matrix;
 mod pool;
 mod scalar;
+pub mod softmax;
 mod split;
 mod tensor;
 

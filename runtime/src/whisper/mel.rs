@@ -104,18 +104,47 @@ impl MelExtractor {
     pub fn window(&self, pcm: &[f32]) -> Result<Tensor> {
         let mut x = pcm[..pcm.len().min(N_SAMPLES)].to_vec();
         x.resize(N_SAMPLES, 0.0);
+        let mel = self.log_mel(&x)?;
+        Ok(Tensor::from_vec(
+            mel,
+            (1, self.n_mels, N_FRAMES),
+            &self.device,
+        )?)
+    }
+
+    /// Log-mel of a whole recording followed by 30 s of silence, as Whisper's
+    /// `transcribe` computes it (`padding=N_SAMPLES`), so every 30 s window starting
+    /// inside the audio exists. `[n_mels, frames]` row-major, `frames = len/HOP + 3000`;
+    /// the first `len/HOP` frames are content. Normalised over the whole recording.
+    pub fn full(&self, pcm: &[f32]) -> Result<LogMel> {
+        let mut x = Vec::with_capacity(pcm.len() + N_SAMPLES);
+        x.extend_from_slice(pcm);
+        x.resize(pcm.len() + N_SAMPLES, 0.0);
+        let data = self.log_mel(&x)?;
+        Ok(LogMel {
+            frames: data.len() / self.n_mels,
+            content_frames: pcm.len() / HOP,
+            n_mels: self.n_mels,
+            data,
+        })
+    }
+
+    /// `[n_mels, len/HOP]` row-major log-mel of `x` (len ≥ N_FFT).
+    fn log_mel(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let n = x.len();
         // center=True: reflect-pad N_FFT/2 each side (torch's "reflect" excludes the edge).
         let pad = N_FFT / 2;
-        let mut padded = Vec::with_capacity(N_SAMPLES + 2 * pad);
+        let mut padded = Vec::with_capacity(n + 2 * pad);
         padded.extend((1..=pad).rev().map(|i| x[i]));
-        padded.extend_from_slice(&x);
-        padded.extend((1..=pad).map(|i| x[N_SAMPLES - 1 - i]));
-        // torch.stft gives N_SAMPLES/HOP + 1 frames; Whisper drops the last one.
-        let mut frames = vec![0f32; N_FRAMES * N_FFT];
+        padded.extend_from_slice(x);
+        padded.extend((1..=pad).map(|i| x[n - 1 - i]));
+        // torch.stft gives n/HOP + 1 frames; Whisper drops the last one.
+        let n_frames = n / HOP;
+        let mut frames = vec![0f32; n_frames * N_FFT];
         for (t, row) in frames.chunks_exact_mut(N_FFT).enumerate() {
             row.copy_from_slice(&padded[t * HOP..t * HOP + N_FFT]);
         }
-        let frames = Tensor::from_vec(frames, (N_FRAMES, N_FFT), &self.device)?;
+        let frames = Tensor::from_vec(frames, (n_frames, N_FFT), &self.device)?;
         let spec = frames.matmul(&self.basis)?; // [T, 2·bins]
         let re = spec.narrow(1, 0, self.n_bins)?;
         let im = spec.narrow(1, self.n_bins, self.n_bins)?;
@@ -127,7 +156,32 @@ impl MelExtractor {
             .affine(1.0 / 10f64.ln(), 0.0)?;
         let max = log.max_all()?.to_scalar::<f32>()?;
         let log = log.clamp(max - 8.0, f32::MAX)?.affine(0.25, 1.0)?;
-        Ok(log.t()?.contiguous()?.reshape((1, self.n_mels, N_FRAMES))?)
+        Ok(log.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+/// A recording's log-mel (see [`MelExtractor::full`]).
+pub struct LogMel {
+    pub data: Vec<f32>,
+    pub n_mels: usize,
+    pub frames: usize,
+    pub content_frames: usize,
+}
+
+impl LogMel {
+    /// The 3000-frame window starting at frame `seek`, `[n_mels, 3000]`; frames past
+    /// the end (only possible for `seek` beyond the content) are silence-padded.
+    pub fn window(&self, seek: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.n_mels * N_FRAMES];
+        let take = N_FRAMES.min(self.frames.saturating_sub(seek));
+        for (m, dst) in out.chunks_exact_mut(N_FRAMES).enumerate() {
+            let row = &self.data[m * self.frames..(m + 1) * self.frames];
+            dst[..take].copy_from_slice(&row[seek..seek + take]);
+            // Past the padded end: the value of silence (the last frame is silence).
+            let fill = row[self.frames - 1];
+            dst[take..].iter_mut().for_each(|v| *v = fill);
+        }
+        out
     }
 }
 

@@ -1,30 +1,44 @@
-//! Whisper speech-to-text on candle, loading CTranslate2 checkpoints directly.
+//! Whisper speech-to-text, loading CTranslate2 checkpoints directly.
 //!
 //! The catalog's Whisper models are CTranslate2 conversions (what faster-whisper uses),
 //! so the engine reads that format instead of requiring a second copy of the weights:
 //!
-//! - [`ct2`]: the `model.bin` container → candle tensors
-//! - [`load`]: CT2 names → candle-transformers' `Whisper` (fused projections split)
+//! - [`ct2`]: the `model.bin` container → tensors
+//! - [`layers`], [`encoder`], [`decoder`]: our forward pass — int8 linears on our own
+//!   kernels, f32 GEMM attention in the encoder, per-sequence KV caches in the decoder
 //! - [`mel`]: OpenAI-exact log-mel features with computed Slaney filters
-//! - [`decode`]: greedy, no-timestamp decoding of one ≤ 30 s window
+//! - [`rules`]: timestamp decoding rules; [`transcribe`]: windows, seeking, segments,
+//!   temperature fallback, as a per-request state machine the engine can batch
+//! - [`load`]: the same weights mapped onto candle-transformers' `Whisper`, kept as the
+//!   reference our forward is tested against
 //!
-//! [`WhisperEngine`] ties them together. Long audio (seeking across windows) and
-//! a decoder self-attention KV cache are not here yet.
+//! [`WhisperEngine`] ties them together.
 
 pub mod ct2;
 pub mod decode;
+pub mod decoder;
+pub mod encoder;
+pub mod layers;
 pub mod load;
 pub mod mel;
+pub mod rules;
+pub mod transcribe;
 pub mod transcript;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 
 use candle_core::Device;
-use candle_transformers::models::whisper::model::Whisper;
 use tokenizers::Tokenizer;
 
-use decode::{SpecialTokens, Suppress};
+use decode::SpecialTokens;
+use decoder::{CrossKv, DecodeSeq, Decoder};
+use encoder::Encoder;
 use mel::MelExtractor;
+use rules::Rules;
+use transcribe::{Task, Vocab};
 pub use transcript::{DecodeOptions, Segment, Transcript};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,168 +55,187 @@ pub type Result<T> = std::result::Result<T, WhisperError>;
 
 /// One loaded Whisper model, ready to transcribe 16 kHz mono PCM.
 pub struct WhisperEngine {
-    model: Whisper,
+    encoder: Encoder,
+    decoder: Decoder,
     tokenizer: Tokenizer,
     mel: MelExtractor,
     special: SpecialTokens,
-    suppress: Suppress,
+    rules: Rules,
+    start_of_prev: u32,
+    no_speech: Option<u32>,
+    multilingual: bool,
 }
 
 impl WhisperEngine {
     /// Loads a CT2 model directory's three files (as resolved from the model cache).
+    /// Runs on the CPU only: the int8 kernels are CPU kernels.
     pub fn load(
         model_bin: &Path,
         config_json: &Path,
         tokenizer_json: &Path,
         device: &Device,
     ) -> Result<Self> {
-        let loaded = load::load_model(model_bin, config_json, device)?;
+        if !device.is_cpu() {
+            return Err(WhisperError::Load(
+                "the Whisper engine runs on the CPU only (use --device cpu)".into(),
+            ));
+        }
+        let ct2 = ct2::Ct2Model::load(model_bin, &Device::Cpu)?;
+        if ct2.spec != "WhisperSpec" {
+            return Err(WhisperError::Load(format!(
+                "expected a WhisperSpec model, found {}",
+                ct2.spec
+            )));
+        }
+        let cfg = load::Ct2Config::load(config_json)?;
+        let count = |side: &str| {
+            (0..)
+                .take_while(|i| {
+                    ct2.vars
+                        .contains_key(&format!("{side}/layer_{i}/ffn/linear_0/weight"))
+                })
+                .count()
+        };
+        let encoder = Encoder::load(
+            &ct2,
+            count("encoder"),
+            ct2.scalar_usize("encoder/num_heads")?,
+        )?;
+        let decoder = Decoder::load(
+            &ct2,
+            count("decoder"),
+            ct2.scalar_usize("decoder/num_heads")?,
+        )?;
         let tokenizer = Tokenizer::from_file(tokenizer_json)
             .map_err(|e| WhisperError::Load(format!("{}: {e}", tokenizer_json.display())))?;
-        let cfg = &loaded.model.config;
         // English-only vocabularies have 51864 entries; multilingual ones 51865+.
-        let multilingual = cfg.vocab_size >= 51865;
+        let multilingual = decoder.vocab() >= 51865;
         let special = SpecialTokens::from_tokenizer(&tokenizer, multilingual)?;
-        let suppress = Suppress::new(cfg.vocab_size, &special, &loaded.extra, device)?;
-        let mel = MelExtractor::new(cfg.num_mel_bins, device)?;
-        Ok(Self {
-            model: loaded.model,
-            tokenizer,
-            mel,
-            special,
-            suppress,
-        })
-    }
-
-    /// Transcribes up to the first 30 s of `pcm` (16 kHz mono, −1..1).
-    pub fn transcribe_window(&mut self, pcm: &[f32]) -> Result<String> {
-        let mel = self.mel.window(pcm)?;
-        let ids = decode::greedy(&mut self.model, &mel, &self.special, &self.suppress)?;
-        decode::detokenize(&self.tokenizer, &ids)
-    }
-
-    /// Transcribes all of `pcm` (16 kHz mono). Interim: fixed 30 s windows without
-    /// timestamps, one segment per window; seeking by timestamps replaces this.
-    pub fn transcribe(&mut self, pcm: &[f32], _opts: &DecodeOptions) -> Result<Transcript> {
-        let mut segments = Vec::new();
-        let step = mel::N_SAMPLES;
-        let mut start = 0;
-        while start < pcm.len() {
-            let end = (start + step).min(pcm.len());
-            let mel = self.mel.window(&pcm[start..end])?;
-            let ids = decode::greedy(&mut self.model, &mel, &self.special, &self.suppress)?;
-            let text = decode::detokenize(&self.tokenizer, &ids)?;
-            segments.push(Segment {
-                id: segments.len(),
-                seek: start / mel::HOP,
-                start: start as f64 / mel::SAMPLE_RATE as f64,
-                end: end as f64 / mel::SAMPLE_RATE as f64,
-                text: format!(" {text}"),
-                tokens: ids,
-                temperature: 0.0,
-                avg_logprob: 0.0,
-                compression_ratio: 0.0,
-                no_speech_prob: 0.0,
-            });
-            start = end;
-        }
-        let text = segments
+        let rules = Rules::new(&special, &cfg, decoder.vocab());
+        let n_mels = ct2.get("encoder/conv1/weight")?.dims3()?.1;
+        let no_speech = ["<|nospeech|>", "<|nocaptions|>"]
             .iter()
-            .map(|s| s.text.as_str())
-            .collect::<String>()
-            .trim()
-            .to_string();
-        Ok(Transcript {
-            text,
-            segments,
-            duration: pcm.len() as f64 / mel::SAMPLE_RATE as f64,
-            language: "en".into(),
+            .find_map(|s| tokenizer.token_to_id(s));
+        Ok(Self {
+            start_of_prev: decode::id(&tokenizer, "<|startofprev|>")?,
+            no_speech,
+            mel: MelExtractor::new(n_mels, &Device::Cpu)?,
+            encoder,
+            decoder,
+            tokenizer,
+            special,
+            rules,
+            multilingual,
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::process::Command;
-    use std::time::Instant;
-
-    fn have(tool: &str) -> bool {
-        Command::new(tool).arg("--version").output().is_ok()
+    /// Whether the model knows languages other than English.
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
     }
 
-    /// Synthesises speech with espeak-ng and resamples it to 16 kHz mono with sox.
-    fn speech(text: &str, dir: &Path) -> Option<Vec<f32>> {
-        if !have("espeak-ng") || !have("sox") {
-            eprintln!("SKIP: whisper end-to-end test needs espeak-ng and sox (scripts/setup.sh)");
-            return None;
+    /// Text of `ids` (special and timestamp tokens dropped), leading space kept.
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+
+    fn vocab<'a>(&'a self, detok: &'a dyn Fn(&[u32]) -> String) -> Vocab<'a> {
+        Vocab {
+            special: &self.special,
+            rules: &self.rules,
+            detokenize: detok,
+            start_of_prev: self.start_of_prev,
+            no_speech: self.no_speech,
+            n_text_ctx: self.decoder.n_ctx(),
         }
-        let raw = dir.join("raw.wav");
-        let wav = dir.join("16k.wav");
-        let ok = Command::new("espeak-ng")
-            .arg("-w")
-            .arg(&raw)
-            .arg(text)
-            .status();
-        assert!(ok.unwrap().success(), "espeak-ng failed");
-        let ok = Command::new("sox")
-            .arg("-D")
-            .arg(&raw)
-            .args(["-r", "16000", "-c", "1"])
-            .arg(&wav)
-            .status();
-        assert!(ok.unwrap().success(), "sox failed");
-        let mut r = hound::WavReader::open(&wav).unwrap();
-        let spec = r.spec();
-        assert_eq!((spec.sample_rate, spec.channels), (16_000, 1));
-        let scale = 1.0 / (1u32 << (spec.bits_per_sample - 1)) as f32;
-        Some(match spec.sample_format {
-            hound::SampleFormat::Int => r
-                .samples::<i32>()
-                .map(|s| s.unwrap() as f32 * scale)
-                .collect(),
-            hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.unwrap()).collect(),
-        })
     }
 
-    #[test]
-    fn transcribes_espeak_sentence() {
-        let dir = tempfile::tempdir().unwrap();
-        let Some(pcm) = speech("The quick brown fox jumps over the lazy dog.", dir.path()) else {
-            return;
+    /// A new transcription of `pcm` (16 kHz mono): computes its log-mel.
+    pub fn new_task(&self, pcm: &[f32], opts: DecodeOptions) -> Result<Task> {
+        let mel = self.mel.full(pcm)?;
+        let prompt = match opts.prompt.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => self
+                .tokenizer
+                .encode(format!(" {p}"), false)
+                .map_err(|e| WhisperError::Decode(format!("prompt: {e}")))?
+                .get_ids()
+                .to_vec(),
+            _ => Vec::new(),
         };
-        let cache = surge_models::ModelCache::open_default().unwrap();
-        let entry = surge_models::catalog::find("whisper-tiny.en").unwrap();
-        let req = surge_models::PullRequest::from_catalog(entry).unwrap();
-        surge_models::pull(&cache, &req, &Default::default()).unwrap();
-        let m = cache.resolve("whisper-tiny.en").unwrap();
+        Ok(Task::new(mel, opts, prompt))
+    }
 
-        let t0 = Instant::now();
-        let mut engine = WhisperEngine::load(
-            m.path("model.bin").unwrap(),
-            m.path("config.json").unwrap(),
-            m.path("tokenizer.json").unwrap(),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let load_s = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let text = engine.transcribe_window(&pcm).unwrap();
-        let run_s = t1.elapsed().as_secs_f64();
-        let audio_s = pcm.len() as f64 / 16_000.0;
-        eprintln!(
-            "whisper: load {load_s:.2}s, {audio_s:.2}s audio in {run_s:.2}s (RTF {:.3}): {text:?}",
-            run_s / audio_s
-        );
+    /// Encodes every task that needs its next window, all windows in one batch, and
+    /// starts their decoding. Returns how many windows were encoded.
+    pub fn encode(&self, tasks: &mut [&mut Task]) -> Result<usize> {
+        let mut who = Vec::new();
+        let mut mels = Vec::new();
+        for (i, t) in tasks.iter().enumerate() {
+            if let Some(m) = t.needs_encode() {
+                who.push(i);
+                mels.push(m);
+            }
+        }
+        if mels.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<&[f32]> = mels.iter().map(Vec::as_slice).collect();
+        let audio = self.encoder.forward(&refs)?;
+        let per = audio.len() / mels.len();
+        let detok = |ids: &[u32]| self.detokenize(ids);
+        let v = self.vocab(&detok);
+        for (k, &i) in who.iter().enumerate() {
+            let cross: CrossKv = self.decoder.cross_kv(&audio[k * per..(k + 1) * per])?;
+            tasks[i].start_window(cross, self.decoder.new_cache(), &v);
+        }
+        Ok(who.len())
+    }
 
-        let lower = text.to_lowercase();
-        let words = [
-            "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog",
-        ];
-        let hits = words.iter().filter(|w| lower.contains(*w)).count();
-        assert!(
-            lower.contains("quick brown fox") || hits >= 6,
-            "transcript {text:?} matches only {hits}/9 words"
-        );
+    /// One batched decode step over every task that is decoding. Returns how many
+    /// sequences took part.
+    pub fn decode_step(&self, tasks: &mut [&mut Task]) -> Result<usize> {
+        let mut seqs = Vec::new();
+        let mut who = Vec::new();
+        for (i, t) in tasks.iter_mut().enumerate() {
+            if let Some((tokens, cache, cross, logits_for)) = t.decode_input() {
+                seqs.push(DecodeSeq {
+                    tokens,
+                    cache,
+                    cross,
+                    logits_for,
+                });
+                who.push(i);
+            }
+        }
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let rows_per: Vec<usize> = seqs.iter().map(|s| s.logits_for.len()).collect();
+        let mut logits = self.decoder.step(&mut seqs)?;
+        drop(seqs);
+        let vocab = self.decoder.vocab();
+        let detok = |ids: &[u32]| self.detokenize(ids);
+        let v = self.vocab(&detok);
+        let mut offset = 0;
+        for (&i, &n) in who.iter().zip(&rows_per) {
+            let rows = &mut logits[offset * vocab..(offset + n) * vocab];
+            offset += n;
+            tasks[i].on_logits(rows, &v);
+        }
+        Ok(who.len())
+    }
+
+    /// Transcribes all of `pcm` (16 kHz mono) on its own, window after window.
+    pub fn transcribe(&self, pcm: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
+        let mut task = self.new_task(pcm, opts.clone())?;
+        while !task.is_done() {
+            let mut one = [&mut task];
+            if self.encode(&mut one)? == 0 && self.decode_step(&mut one)? == 0 {
+                return Err(WhisperError::Decode(
+                    "transcription made no progress".into(),
+                ));
+            }
+        }
+        Ok(task.into_transcript())
     }
 }

@@ -1,0 +1,197 @@
+//! The building blocks of our Whisper forward, on plain row-major `f32` buffers.
+//!
+//! Linear layers run on our int8 kernels ([`crate::kernels`]): weights are
+//! quantized to Q8_0 once at load (as CTranslate2's int8 mode does) and activations to
+//! 8 bits per call. The convolutions and the encoder's attention products are f32 GEMMs
+//! ([`gemm_f32`]) on strided views, so no tensor is ever transposed or copied.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Tensor};
+
+use crate::kernels::{self, QuantMatrix};
+
+use super::ct2::Ct2Model;
+use super::{Result, WhisperError};
+
+/// A tensor's values as f32, row-major.
+pub fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Pre-norm LayerNorm (`eps = 1e-5`, as Whisper's).
+pub struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Norm {
+    pub fn load(ct2: &Ct2Model, name: &str) -> Result<Self> {
+        Ok(Self {
+            gamma: values(ct2.get(&format!("{name}/gamma"))?)?,
+            beta: values(ct2.get(&format!("{name}/beta"))?)?,
+        })
+    }
+
+    /// `out[r] = layernorm(x[r])` for every row of `x`.
+    pub fn forward(&self, x: &[f32], out: &mut [f32]) {
+        let d = self.gamma.len();
+        for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let mean = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for (((o, &v), &g), &b) in or.iter_mut().zip(xr).zip(&self.gamma).zip(&self.beta) {
+                *o = (v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+/// `y = x·Wᵀ + b` with W quantized to Q8_0.
+pub struct Linear {
+    w: QuantMatrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Loads CT2's `{name}/weight` (and `{name}/bias` when present).
+    pub fn load(ct2: &Ct2Model, name: &str) -> Result<Self> {
+        let w = ct2.get(&format!("{name}/weight"))?;
+        let bias = match ct2.vars.get(&format!("{name}/bias")) {
+            Some(b) => Some(values(b)?),
+            None => None,
+        };
+        Self::from_tensor(w, bias)
+    }
+
+    pub fn from_tensor(w: &Tensor, bias: Option<Vec<f32>>) -> Result<Self> {
+        let w = w.to_dtype(DType::F32)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        let w = QuantMatrix::from_qtensor(&q)
+            .map_err(|e| WhisperError::Load(e.to_string()))?
+            .ok_or_else(|| WhisperError::Load("weight cannot be repacked for Q8_0".into()))?;
+        Ok(Self { w, bias })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.w.rows()
+    }
+
+    /// `x` is `n × in`, `out` `n × out` (resized).
+    pub fn forward(&self, x: &[f32], n: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.resize(n * self.w.rows(), 0.0);
+        kernels::matmul(&self.w, x, n, out).map_err(|e| WhisperError::Decode(e.to_string()))?;
+        if let Some(b) = &self.bias {
+            for row in out.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exact (erf) GELU, as Whisper's `nn.GELU()`, in place.
+pub fn gelu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26).
+fn erf(x: f32) -> f32 {
+    let s = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let y = 1.0
+        - (((((1.061_405_4 * t - 1.453_152_1) * t) + 1.421_413_7) * t - 0.284_496_74) * t
+            + 0.254_829_6)
+            * t
+            * (-x * x).exp();
+    s * y
+}
+
+/// `a += b`.
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+/// A strided view of a matrix for [`gemm_f32`]: element (r, c) at `ptr[r*rs + c*cs]`.
+#[derive(Clone, Copy)]
+pub struct View {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// `dst (m × n, row stride dst_rs) = scale · lhs (m × k) · rhs (k × n)`, multithreaded.
+///
+/// # Safety
+/// Every element the views address must be inside live allocations, and `dst` must
+/// not overlap them.
+pub unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+) {
+    let threads = kernels::global_pool().threads();
+    let par = if threads > 1 && m * n * k > 1 << 20 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m, n, k, dst, 1, dst_rs, false, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 0.0,
+        scale, false, false, false, par,
+    );
+}
+
+/// A weight matrix `[out, in]` used as the right operand `[in, out]` of [`gemm_f32`].
+pub fn transposed(w: &[f32], inner: usize) -> View {
+    View {
+        ptr: w.as_ptr(),
+        rs: 1,
+        cs: inner as isize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_is_accurate() {
+        // Reference values of erf.
+        for (x, e) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+        ] {
+            assert!((erf(x) - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
+        }
+    }
+
+    #[test]
+    fn gemm_strided_matches_naive() {
+        // lhs 3×4, rhs given as a 5×4 weight used transposed → 3×5.
+        let a: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let w: Vec<f32> = (0..20).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut out = vec![0f32; 15];
+        let lhs = View {
+            ptr: a.as_ptr(),
+            rs: 4,
+            cs: 1,
+        };
+        unsafe { gemm_f32(3, 5, 4, out.as_mut_ptr(), 5, lhs, transposed(&w, 4), 2.0) };
+        for r in 0..3 {
+            for c in 0..5 {
+                let want: f32 = (0..4).map(|i| a[r * 4 + i] * w[c * 4 + i]).sum::<f32>() * 2.0;
+                assert!((out[r * 5 + c] - want).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Engine tests on the real tiny.en model (pulled into the cache by the project's code)
+//! and espeak-ng speech.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use super::*;
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// Synthesises speech with espeak-ng and resamples it to 16 kHz mono with sox.
+fn speech(text: &str, dir: &Path) -> Option<Vec<f32>> {
+    if !have("espeak-ng") || !have("sox") {
+        eprintln!("SKIP: whisper end-to-end test needs espeak-ng and sox (scripts/setup.sh)");
+        return None;
+    }
+    let raw = dir.join("raw.wav");
+    let wav = dir.join("16k.wav");
+    let ok = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&raw)
+        .arg(text)
+        .status();
+    assert!(ok.unwrap().success(), "espeak-ng failed");
+    let ok = Command::new("sox")
+        .arg("-D")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1"])
+        .arg(&wav)
+        .status();
+    assert!(ok.unwrap().success(), "sox failed");
+    let bytes = std::fs::read(&wav).unwrap();
+    Some(
+        crate::audio::decode_to_16k_mono(&bytes, Some("x.wav"), None)
+            .unwrap()
+            .samples,
+    )
+}
+
+fn model_files() -> surge_models::ResolvedModel {
+    let cache = surge_models::ModelCache::open_default().unwrap();
+    let entry = surge_models::catalog::find("whisper-tiny.en").unwrap();
+    let req = surge_models::PullRequest::from_catalog(entry).unwrap();
+    surge_models::pull(&cache, &req, &Default::default()).unwrap();
+    cache.resolve("whisper-tiny.en").unwrap()
+}
+
+fn engine(m: &surge_models::ResolvedModel) -> WhisperEngine {
+    WhisperEngine::load(
+        m.path("model.bin").unwrap(),
+        m.path("config.json").unwrap(),
+        m.path("tokenizer.json").unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn transcribes_espeak_sentence_with_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pcm) = speech("The quick brown fox jumps over the lazy dog.", dir.path()) else {
+        return;
+    };
+    let m = model_files();
+    let t0 = Instant::now();
+    let engine = engine(&m);
+    let load_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let out = engine.transcribe(&pcm, &DecodeOptions::default()).unwrap();
+    let run_s = t1.elapsed().as_secs_f64();
+    let audio_s = pcm.len() as f64 / 16_000.0;
+    eprintln!(
+        "whisper: load {load_s:.2}s, {audio_s:.2}s audio in {run_s:.2}s (RTF {:.3}): {:?}",
+        run_s / audio_s,
+        out
+    );
+    let lower = out.text.to_lowercase();
+    let words = [
+        "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog",
+    ];
+    let hits = words.iter().filter(|w| lower.contains(*w)).count();
+    assert!(
+        lower.contains("quick brown fox") || hits >= 6,
+        "transcript {:?} matches only {hits}/9 words",
+        out.text
+    );
+    assert!(!out.segments.is_empty());
+    for s in &out.segments {
+        assert!(s.start <= s.end && s.end <= out.duration + 1e-9, "{s:?}");
+    }
+}
+
+/// Our encoder (int8 linears, own attention) against candle-transformers' f32 Whisper
+/// on the same weights and mel: the outputs must point the same way.
+#[test]
+fn encoder_matches_candle_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pcm) = speech("Testing one two three.", dir.path()) else {
+        return;
+    };
+    let m = model_files();
+    let ours = engine(&m);
+    let mel = ours.mel.full(&pcm).unwrap();
+    let window = mel.window(0);
+    let a = ours.encoder.forward(&[&window]).unwrap();
+
+    let mut reference = load::load_model(
+        m.path("model.bin").unwrap(),
+        m.path("config.json").unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let input = Tensor::from_vec(window, (1, mel.n_mels, mel::N_FRAMES), &Device::Cpu).unwrap();
+    let b = reference
+        .model
+        .encoder
+        .forward(&input, true)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = dot / (na * nb);
+    eprintln!("encoder cosine vs candle f32: {cos:.6}");
+    assert!(cos > 0.999, "cosine {cos}");
+}
