@@ -9,11 +9,12 @@
 //! aggregate tok/s and TTFT at 1/4/16 concurrent streams, peak RSS (VmHWM).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
+use surge_loadtest::server::{free_port, peak_rss_mib, stop, wait_ready};
 use surge_loadtest::sse::stream_chat;
 use surge_loadtest::stats::{median, quantile};
 
@@ -138,7 +139,7 @@ fn run_suite(s: &mut Server, args: &Args, conc: &[usize], f: &mut Figures) -> Re
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let result = (|| {
-        wait_ready(&base, &mut child)?;
+        wait_ready(&base, &mut child, Duration::from_secs(300))?;
         f.ready_s.push(spawned.elapsed().as_secs_f64());
         chat(&base, "Say hello.", 4)?; // warm-up
 
@@ -202,21 +203,10 @@ fn run_suite(s: &mut Server, args: &Args, conc: &[usize], f: &mut Figures) -> Re
                 quantile(&ttfts, 0.99),
             ));
         }
-        f.peak_rss_mb.push(peak_rss_mb(child.id()));
+        f.peak_rss_mb.push(peak_rss_mib(child.id()));
         Ok(())
     })();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
     result
 }
 
@@ -235,46 +225,6 @@ fn chat(base: &str, prompt: &str, max_tokens: u32) -> Result<Value, String> {
         .send_string(&body.to_string())
         .map_err(|e| e.to_string())?;
     resp.into_json().map_err(|e| e.to_string())
-}
-
-fn wait_ready(base: &str, child: &mut Child) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(300) {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited before ready: {status}"));
-        }
-        if let Ok(r) = ureq::get(&format!("{base}/health"))
-            .timeout(Duration::from_secs(1))
-            .call()
-        {
-            if r.status() == 200 {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err("not ready after 300 s".into())
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18_080)
 }
 
 fn rand_id() -> u128 {

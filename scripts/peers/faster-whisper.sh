@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Creates (idempotently) the Python environment for the faster-whisper peer that
+# `whisper-bench` and testdata/speech/ compare surge's Whisper worker against, and prints
+# its python path:
+#
+#   PY="$(scripts/peers/faster-whisper.sh)"
+#   "$PY" loadtest/peers/faster_whisper_peer.py --surge target/release/surge wer clip.wav
+#
+# The venv lives at ${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/faster-whisper and holds
+# faster-whisper==1.2.1 (CTranslate2 wheels) from the package index. The peer reads the same
+# CTranslate2 weights surge serves, from surge's model cache (see the peer script's --surge).
+# Progress goes to stderr; stdout is only the python path.
+set -euo pipefail
+
+FW_VERSION=1.2.1
+dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/faster-whisper"
+py="$dir/bin/python"
+stamp="$dir/.installed-faster-whisper-$FW_VERSION"
+
+if [ ! -f "$stamp" ]; then
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "faster-whisper peer: installing python3-venv" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >&2
+  fi
+  if [ ! -x "$py" ]; then
+    echo "faster-whisper peer: creating venv at $dir" >&2
+    mkdir -p "$(dirname "$dir")"
+    python3 -m venv "$dir" >&2
+  fi
+  echo "faster-whisper peer: installing faster-whisper==$FW_VERSION" >&2
+  "$py" -m pip install -q --disable-pip-version-check "faster-whisper==$FW_VERSION" >&2
+  "$py" -c 'import faster_whisper, ctranslate2' >&2
+  touch "$stamp"
+fi
+echo "$py"
