@@ -26,8 +26,10 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // symphonia logs a client's undecodable upload at ERROR level; the client
+            // already gets the reason in its 400, so keep it out of the worker's log.
             tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,symphonia=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -8,6 +8,12 @@ use surge_models::{ModelCache, ModelKind};
 
 use crate::llm_worker::{self, LlmWorkerConfig};
 use crate::server::Listen;
+use crate::whisper_worker::{self, WhisperWorkerConfig};
+
+/// Largest request body an LLM worker accepts unless told otherwise: chat JSON.
+pub const LLM_MAX_BODY_BYTES: usize = 4 << 20;
+/// Largest upload a Whisper worker accepts unless told otherwise: OpenAI's 25 MiB limit.
+pub const WHISPER_MAX_BODY_BYTES: usize = 25 << 20;
 
 /// Everything `surge worker` accepts; parsed by the binary, defaults documented there.
 #[derive(Debug, Clone)]
@@ -21,7 +27,14 @@ pub struct WorkerOptions {
     pub prefill_chunk: usize,
     pub default_max_tokens: usize,
     pub max_context: Option<usize>,
-    pub max_body_bytes: usize,
+    /// `None`: the kind's default ([`LLM_MAX_BODY_BYTES`], [`WHISPER_MAX_BODY_BYTES`]).
+    pub max_body_bytes: Option<usize>,
+    /// Whisper: longest upload accepted, in seconds of audio.
+    pub max_audio_seconds: f64,
+    /// Whisper: most windows encoded / sequences decoded together.
+    pub max_batch: usize,
+    /// Whisper: how long a lone window waits for company, in milliseconds.
+    pub batch_wait_ms: u64,
     /// Exit as soon as the parent process is gone, so a worker never outlives the gateway
     /// (or test) that started it, even when that parent was SIGKILLed.
     pub exit_with_parent: bool,
@@ -72,10 +85,24 @@ pub fn run(opts: WorkerOptions) -> i32 {
     }
 }
 
-/// candle's CPU ops use its own pool plus rayon; with two pools on two cores they fight.
-/// One candle pool of all cores and a single rayon thread measured +35% aggregate at 16
-/// streams. Set before any thread pool starts; an operator's own values win.
-fn tune_cpu_threads() {
+/// The body limit a worker of `kind` uses when the operator names none.
+pub fn default_max_body_bytes(kind: ModelKind) -> usize {
+    match kind {
+        ModelKind::Llm => LLM_MAX_BODY_BYTES,
+        ModelKind::Whisper => WHISPER_MAX_BODY_BYTES,
+    }
+}
+
+/// Thread pools for `kind`, set before any pool starts; an operator's own values win.
+///
+/// LLM: candle's CPU ops use its own pool plus rayon; with two pools on two cores they
+/// fight. One candle pool of all cores and a single rayon thread measured +35% aggregate
+/// at 16 streams (the quantized kernels run on surge's own pool).
+///
+/// Whisper: the model runs in f32, and candle's f32 GEMM parallelises over rayon with as
+/// many threads as `RAYON_NUM_THREADS` says; one rayon thread would make every matmul
+/// single-threaded, so both get every core.
+fn tune_cpu_threads(kind: ModelKind) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -83,12 +110,15 @@ fn tune_cpu_threads() {
         std::env::set_var("CANDLE_NUM_THREADS", cores.to_string());
     }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+        let rayon = match kind {
+            ModelKind::Llm => 1,
+            ModelKind::Whisper => cores,
+        };
+        std::env::set_var("RAYON_NUM_THREADS", rayon.to_string());
     }
 }
 
 fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
-    tune_cpu_threads();
     if opts.exit_with_parent {
         watch_parent();
     }
@@ -98,6 +128,11 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
     }
     .map_err(|e| e.to_string())?;
     let model = cache.resolve(&opts.model).map_err(|e| e.to_string())?;
+    // Resolving reads only manifests: no thread pool has started yet.
+    tune_cpu_threads(model.manifest.kind);
+    let max_body_bytes = opts
+        .max_body_bytes
+        .unwrap_or_else(|| default_max_body_bytes(model.manifest.kind));
     let device = parse_device(&opts.device)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         // The engine thread does the heavy work; HTTP needs little.
@@ -126,13 +161,47 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                     .defaults
                     .context_length
                     .map(|c| c as usize)),
-                max_body_bytes: opts.max_body_bytes,
+                max_body_bytes,
             };
             Ok(rt.block_on(llm_worker::run(cfg, opts.listen)))
         }
-        ModelKind::Whisper => Err(format!(
-            "model {} is a Whisper model; the Whisper worker is not implemented yet",
-            model.manifest.name
-        )),
+        ModelKind::Whisper => {
+            let file = |name: &str| {
+                model
+                    .path(name)
+                    .map(|p| p.to_path_buf())
+                    .ok_or_else(|| format!("model {} has no {name} file", model.manifest.name))
+            };
+            if opts.max_audio_seconds.is_nan() || opts.max_audio_seconds <= 0.0 {
+                return Err(format!(
+                    "--max-audio-seconds must be positive, got {}",
+                    opts.max_audio_seconds
+                ));
+            }
+            let cfg = WhisperWorkerConfig {
+                model_name: model.manifest.name.clone(),
+                aliases: model.manifest.aliases.clone(),
+                model_bin: file("model.bin")?,
+                config_json: file("config.json")?,
+                tokenizer_json: file("tokenizer.json")?,
+                device,
+                max_batch: opts.max_batch,
+                batch_wait: std::time::Duration::from_millis(opts.batch_wait_ms),
+                max_audio_seconds: opts.max_audio_seconds,
+                max_body_bytes,
+            };
+            Ok(rt.block_on(whisper_worker::run(cfg, opts.listen)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_limit_defaults_depend_on_the_kind() {
+        assert_eq!(default_max_body_bytes(ModelKind::Llm), 4 * 1024 * 1024);
+        assert_eq!(default_max_body_bytes(ModelKind::Whisper), 26_214_400);
     }
 }

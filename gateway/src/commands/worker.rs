@@ -1,5 +1,6 @@
 //! `surge worker`: the process the gateway spawns, one model each. Also usable alone:
-//! `surge worker --model smollm2-135m-instruct --listen tcp:127.0.0.1:9000`.
+//! `surge worker --model smollm2-135m-instruct --listen tcp:127.0.0.1:9000`, or
+//! `surge worker --model whisper-tiny.en …` for speech to text.
 
 use std::path::PathBuf;
 
@@ -36,9 +37,19 @@ pub struct WorkerCommand {
     /// Serve a shorter context than the model's own.
     #[arg(long)]
     max_context: Option<usize>,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_body_bytes: usize,
+    /// Largest request body accepted, in bytes [default: 4194304 (4 MiB) for LLMs,
+    /// 26214400 (25 MiB, OpenAI's upload limit) for Whisper].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Whisper: longest audio accepted, in seconds; longer uploads get a 400.
+    #[arg(long, default_value_t = 1800.0)]
+    max_audio_seconds: f64,
+    /// Whisper: most 30 s windows encoded, or sequences decoded, together in one step.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Whisper: how long a lone window waits for others to batch with, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    batch_wait_ms: u64,
     /// Exit when the parent process exits (the gateway sets this).
     #[arg(long)]
     exit_with_parent: bool,
@@ -56,6 +67,9 @@ pub fn run(cmd: WorkerCommand) -> i32 {
         default_max_tokens: cmd.default_max_tokens,
         max_context: cmd.max_context,
         max_body_bytes: cmd.max_body_bytes,
+        max_audio_seconds: cmd.max_audio_seconds,
+        max_batch: cmd.max_batch,
+        batch_wait_ms: cmd.batch_wait_ms,
         exit_with_parent: cmd.exit_with_parent,
     })
 }

@@ -81,3 +81,110 @@ pub fn read_sse(reader: &mut dyn BufRead, start: Instant) -> Vec<SseEvent> {
     }
     out
 }
+
+/// A multipart/form-data body built by hand (ureq 2 has no multipart support).
+pub struct Form {
+    body: Vec<u8>,
+}
+
+const BOUNDARY: &str = "surge-test-boundary-7MA4YWxkTrZu0gW";
+
+impl Default for Form {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Form {
+    pub fn new() -> Form {
+        Form { body: Vec::new() }
+    }
+
+    pub fn text(mut self, name: &str, value: &str) -> Form {
+        self.body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+        self
+    }
+
+    pub fn file(mut self, name: &str, filename: &str, bytes: &[u8]) -> Form {
+        self.body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                 filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        self.body.extend_from_slice(bytes);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn content_type() -> String {
+        format!("multipart/form-data; boundary={BOUNDARY}")
+    }
+
+    /// The finished body (closing boundary appended).
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body
+            .extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        self.body
+    }
+
+    /// POSTs the form to `url`.
+    pub fn post(self, url: &str) -> Reply {
+        post_bytes(url, &Form::content_type(), &self.finish())
+    }
+}
+
+/// A response of any status with its headers and body text.
+pub struct Reply {
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs `body` with `content_type`; returns the reply whatever its status.
+pub fn post_bytes(url: &str, content_type: &str, body: &[u8]) -> Reply {
+    let resp = match agent()
+        .post(url)
+        .set("Content-Type", content_type)
+        .send_bytes(body)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("POST {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or_default().to_string();
+            (n, v)
+        })
+        .collect();
+    Reply {
+        status,
+        headers,
+        text: resp.into_string().unwrap_or_default(),
+    }
+}

@@ -3,4 +3,5 @@
 
 pub mod fake_sources;
 pub mod http;
+pub mod speech;
 pub mod worker;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const LLM: &str = "smollm2-135m-instruct";
+pub const WHISPER: &str = "whisper-tiny.en";
 
 pub fn surge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_surge"))
@@ -98,6 +99,17 @@ impl Worker {
             .find(|l| l.split([' ', '{']).next() == Some(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// A labelled sample's value, e.g. `("surge_worker_requests_total",
+    /// r#"endpoint="audio_transcriptions",status="200""#)`; 0 when absent.
+    pub fn labelled_metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, text) = super::http::get(&self.url("/metrics"));
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
 }

@@ -13,7 +13,6 @@ pub mod scheduler;
 pub mod stop;
 pub mod validate;
 
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,7 +20,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::llm::{ChatTemplate, GgufFile, LlmModel, LoadOptions, Tokenizer};
-use crate::server::{self, Lifecycle, Listen};
+use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds};
 
 use metrics::WorkerMetrics;
 use routes::{AppState, Ready};
@@ -55,58 +54,22 @@ pub async fn run(cfg: LlmWorkerConfig, listen: Listen) -> i32 {
         }
     };
     let state = Arc::new(AppState {
-        model_name: cfg.model_name.clone(),
-        aliases: cfg.aliases.clone(),
+        ids: ModelIds::new(cfg.model_name.clone(), cfg.aliases.clone()),
         max_body_bytes: cfg.max_body_bytes,
         life: Lifecycle::default(),
         ready: OnceLock::new(),
-        metrics: metrics.clone(),
+        metrics,
     });
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
-    let engine_state = state.clone();
-    let engine = std::thread::Builder::new()
-        .name("surge-engine".into())
-        .spawn(move || engine_thread(cfg, engine_state, failed_tx));
-    let engine = match engine {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!("cannot start the engine thread: {e}");
-            return 1;
-        }
-    };
-
     let life = state.life.clone();
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failed_flag = failed.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = server::termination_signal() => life.set_draining(),
-            Ok(why) = failed_rx => {
-                tracing::error!("engine failed, exiting so the worker can be replaced: {why}");
-                failed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-    };
-    let served = server::serve(routes::router(state.clone()), &listen, shutdown).await;
-    // Dropping the last engine handle ends the engine loop once it is idle.
-    drop(state);
-    if let Err(e) = served {
-        tracing::error!("server error on {listen}: {e}");
-        return 1;
-    }
-    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
-    if failed.load(std::sync::atomic::Ordering::SeqCst) {
-        1
-    } else {
-        0
-    }
+    let router = routes::router(state.clone());
+    let engine_state = state;
+    server::run_worker(router, &listen, life, move |failed| {
+        engine_thread(cfg, engine_state, failed)
+    })
+    .await
 }
 
-fn engine_thread(
-    cfg: LlmWorkerConfig,
-    state: Arc<AppState>,
-    failed: tokio::sync::oneshot::Sender<String>,
-) {
+fn engine_thread(cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailure) {
     let started = Instant::now();
     let loaded = load(&cfg);
     let (model, tokenizer, template, eos) = match loaded {
@@ -154,22 +117,12 @@ fn engine_thread(
     let metrics = state.metrics.clone();
     // The engine must not keep the app state (and so the last sender) alive.
     drop(state);
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let outcome = server::catch_engine_panic(|| {
         scheduler::run(&model, &tokenizer, &eos, &sched, rx, &metrics)
-    }));
-    let failure = match outcome {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(panic) => format!(
-            "engine panicked: {}",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic")
-        ),
-    };
-    let _ = failed.send(failure);
+    });
+    if let Err(failure) = outcome {
+        let _ = failed.send(failure);
+    }
 }
 
 type Loaded = (LlmModel, Tokenizer, ChatTemplate, Vec<u32>);

@@ -6,14 +6,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::llm::{ChatTemplate, Tokenizer};
-use crate::server::{self, parse_json, ApiError, Lifecycle, Phase};
+use crate::server::{self, parse_json, ApiError, Lifecycle, ModelIds, WorkerInfo};
 
 use super::metrics::WorkerMetrics;
 use super::respond::{self, Endpoint, Reply};
@@ -29,65 +27,33 @@ pub struct Ready {
 }
 
 pub struct AppState {
-    pub model_name: String,
-    pub aliases: Vec<String>,
+    pub ids: ModelIds,
     pub max_body_bytes: usize,
     pub life: Lifecycle,
     pub ready: OnceLock<Ready>,
     pub metrics: Arc<WorkerMetrics>,
 }
 
+impl WorkerInfo for AppState {
+    fn kind(&self) -> &'static str {
+        "llm"
+    }
+    fn model_ids(&self) -> &ModelIds {
+        &self.ids
+    }
+    fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+    fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/models", get(models))
+    server::base_router::<AppState>()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
-        .fallback(not_found)
         .with_state(state)
-}
-
-async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let phase = st.life.phase();
-    let (code, status) = match phase {
-        Phase::Ready => (StatusCode::OK, "ok"),
-        Phase::Loading => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
-        Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        Phase::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
-    };
-    let body = json!({
-        "status": status,
-        "model": st.model_name,
-        "kind": "llm",
-        "load_seconds": st.life.load_seconds(),
-        "uptime_seconds": st.life.uptime_seconds(),
-        "error": st.life.failure(),
-    });
-    (code, Json(body)).into_response()
-}
-
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        st.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let data: Vec<_> = std::iter::once(&st.model_name)
-        .chain(st.aliases.iter())
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "surge"}))
-        .collect();
-    Json(json!({"object": "list", "data": data}))
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_string())
 }
 
 async fn chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
@@ -126,7 +92,7 @@ async fn generate(
         Endpoint::Chat => {
             let req: super::api::ChatCompletionRequest = parse_json(&bytes)?;
             let model = req.model.clone();
-            check_model(st, model.as_deref())?;
+            st.ids.check(model.as_deref())?;
             (
                 model,
                 validate::chat(req, &ready.tokenizer, &ready.template, &ready.limits)?,
@@ -135,7 +101,7 @@ async fn generate(
         Endpoint::Completion => {
             let req: super::api::CompletionRequest = parse_json(&bytes)?;
             let model = req.model.clone();
-            check_model(st, model.as_deref())?;
+            st.ids.check(model.as_deref())?;
             (
                 model,
                 validate::completion(req, &ready.tokenizer, &ready.limits)?,
@@ -153,20 +119,12 @@ async fn generate(
     let stream = validated.stream;
     let reply = Reply::new(
         endpoint,
-        model.as_deref().unwrap_or(&st.model_name),
+        model.as_deref().unwrap_or(&st.ids.name),
         validated,
     );
     if stream {
         Ok(respond::stream(reply, receivers))
     } else {
         Ok(Json(respond::complete(reply, receivers).await?).into_response())
-    }
-}
-
-fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        None => Ok(()),
-        Some(m) if m == st.model_name || st.aliases.iter().any(|a| a == m) => Ok(()),
-        Some(m) => Err(ApiError::ModelNotFound(m.to_string())),
     }
 }

@@ -1,16 +1,21 @@
 //! HTTP plumbing shared by every worker kind (LLM, Whisper): listening on a Unix socket
-//! or TCP, the OpenAI error shape, readiness, and SIGTERM draining.
+//! or TCP, the OpenAI error shape, readiness, the common routes (`/health`, `/metrics`,
+//! `/v1/models`, 404), the engine thread's lifecycle, and SIGTERM draining.
 
+pub mod engine;
 pub mod error;
 pub mod listen;
+pub mod routes;
 pub mod state;
 
 use std::future::Future;
 
 use axum::Router;
 
+pub use engine::{catch_engine_panic, run_worker, EngineFailure};
 pub use error::{parse_json, ApiError};
 pub use listen::Listen;
+pub use routes::{base_router, ModelIds, WorkerInfo};
 pub use state::{Lifecycle, Phase};
 
 /// Serves `router` until `shutdown` resolves, then stops accepting and waits for in-flight

@@ -19,6 +19,8 @@ pub struct WhisperMetrics {
     pub audio_seconds: Counter,
     pub requests: IntCounterVec,
     pub cancelled: IntCounter,
+    /// Arrival → response ready, by endpoint (upload read, decode, queue, transcription).
+    pub request_seconds: HistogramVec,
 }
 
 impl WhisperMetrics {
@@ -91,6 +93,17 @@ impl WhisperMetrics {
                     "surge_worker_cancelled_sequences_total",
                     "Transcriptions dropped because the client went away"
                 ))?,
+            )?,
+            request_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_worker_request_duration_seconds",
+                        "Time from a request's arrival to its response, by endpoint",
+                        vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]
+                    ),
+                    &["endpoint"],
+                )?,
             )?,
             registry: r,
         })
