@@ -267,6 +267,19 @@ pub(crate) struct OutPtr {
     pub len: usize,
 }
 
+impl OutPtr {
+    /// `buffer[lo..hi]`. (A method, so closures capture the whole `OutPtr`, which is
+    /// Sync, rather than its raw-pointer field, which is not.)
+    ///
+    /// # Safety
+    /// `lo <= hi <= len`, and no other live slice may overlap the range.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range_mut(&self, lo: usize, hi: usize) -> &mut [f32] {
+        debug_assert!(lo <= hi && hi <= self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(lo), hi - lo)
+    }
+}
+
 // SAFETY: see the type's contract; tasks write disjoint entries.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.

@@ -28,17 +28,14 @@ pub fn softmax_rows_with(level: Level, pool: &Pool, data: &mut [f32], row_len: u
     let next = AtomicUsize::new(0);
     let tasks = rows.div_ceil(ROWS_PER_TASK);
     pool.run(&|| loop {
-        // Use `out` whole: capturing only its raw-pointer field would not be Sync.
-        let out = out;
         let t = next.fetch_add(1, Ordering::Relaxed);
         if t >= tasks {
             break;
         }
         let lo = t * ROWS_PER_TASK * row_len;
         let hi = ((t + 1) * ROWS_PER_TASK).min(rows) * row_len;
-        debug_assert!(hi <= out.len);
         // SAFETY: tasks cover disjoint row ranges inside `data`, which outlives the call.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(lo), hi - lo) };
+        let chunk = unsafe { out.range_mut(lo, hi) };
         for row in chunk.chunks_exact_mut(row_len) {
             softmax_row(level, row);
         }

@@ -136,9 +136,7 @@ impl Encoder {
         // SAFETY: all views cover exactly the buffers above.
         unsafe {
             gemm_f32(
-                frames,
-                d,
-                k1,
+                (frames, d, k1),
                 h1.as_mut_ptr(),
                 d as isize,
                 lhs,
@@ -172,9 +170,7 @@ impl Encoder {
         // SAFETY: as above.
         unsafe {
             gemm_f32(
-                t_out,
-                d,
-                k2,
+                (t_out, d, k2),
                 h2.as_mut_ptr(),
                 d as isize,
                 lhs,
@@ -208,7 +204,7 @@ impl Encoder {
                 cs: stride,
             };
             // SAFETY: the asserts above bound every strided access.
-            unsafe { gemm_f32(t, t, hd, scores.as_mut_ptr(), t as isize, q, kt, scale) };
+            unsafe { gemm_f32((t, t, hd), scores.as_mut_ptr(), t as isize, q, kt, scale) };
             softmax_rows(&mut scores[..t * t], t);
             let p = View {
                 ptr: scores.as_ptr(),
@@ -221,7 +217,16 @@ impl Encoder {
                 cs: 1,
             };
             // SAFETY: as above; the destination is head h's columns of `out`.
-            unsafe { gemm_f32(t, hd, t, out[h * hd..].as_mut_ptr(), d as isize, p, v, 1.0) };
+            unsafe {
+                gemm_f32(
+                    (t, hd, t),
+                    out[h * hd..].as_mut_ptr(),
+                    d as isize,
+                    p,
+                    v,
+                    1.0,
+                )
+            };
         }
     }
 }

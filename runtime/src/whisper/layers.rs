@@ -128,9 +128,7 @@ pub struct View {
 /// Every element the views address must be inside live allocations, and `dst` must
 /// not overlap them.
 pub unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: isize,
     lhs: View,
@@ -186,7 +184,7 @@ mod tests {
             rs: 4,
             cs: 1,
         };
-        unsafe { gemm_f32(3, 5, 4, out.as_mut_ptr(), 5, lhs, transposed(&w, 4), 2.0) };
+        unsafe { gemm_f32((3, 5, 4), out.as_mut_ptr(), 5, lhs, transposed(&w, 4), 2.0) };
         for r in 0..3 {
             for c in 0..5 {
                 let want: f32 = (0..4).map(|i| a[r * 4 + i] * w[c * 4 + i]).sum::<f32>() * 2.0;
