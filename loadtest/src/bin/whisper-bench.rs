@@ -25,10 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use serde_json::{json, Value};
 use surge_loadtest::server::{free_port, peak_rss_mib, stop, wait_ready};
-use surge_loadtest::speech::{duration_s, synthesize, testdata_dir, Corpus, TempDir};
+use surge_loadtest::speech::{
+    duration_s, synthesize, testdata_dir, Corpus, PeerWer, TempDir, FORMATS,
+};
 use surge_loadtest::stats::median;
-use surge_loadtest::transcribe::transcribe_bytes;
-use surge_loadtest::wer::wer;
+use surge_loadtest::transcribe::{transcribe_bytes, transcribe_file};
+use surge_loadtest::wer::{wer, word_errors};
 
 #[derive(Parser)]
 struct Args {
@@ -68,6 +70,11 @@ struct Args {
     /// Write every figure here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of benchmarking: transcribe every corpus clip in wav, mp3, flac and ogg with
+    /// surge and compare its WER with faster-whisper's recorded WER
+    /// (testdata/speech/faster_whisper_wer.json) and issue 5's bar (peer + 0.02).
+    #[arg(long)]
+    corpus_wer: bool,
 }
 
 /// One server's figures from one round.
@@ -128,6 +135,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     let tmp = TempDir::new("whisper-bench")?;
+    if args.corpus_wer {
+        return corpus_wer(args, tmp.path());
+    }
     let clips = make_clips(args, tmp.path())?;
     eprintln!(
         "clips: passage {:.1} s, {} sentences of {:.1}–{:.1} s",
@@ -215,6 +225,103 @@ fn run(args: &Args) -> Result<(), String> {
         .collect::<Vec<_>>()
         .join("; ")),
     }
+}
+
+/// `--corpus-wer`: surge's WER on every corpus clip and format against the peer's record.
+fn corpus_wer(args: &Args, dir: &Path) -> Result<(), String> {
+    let bin = args.surge.as_ref().ok_or("--corpus-wer needs --surge")?;
+    let corpus_dir = args.corpus.clone().unwrap_or_else(testdata_dir);
+    let corpus = Corpus::load(&corpus_dir)?;
+    let peer = PeerWer::load(&corpus_dir.join("faster_whisper_wer.json"))?;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(bin)
+        .args(["worker", "--model", &args.model, "--listen"])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .args(&args.surge_arg)
+        .env("SURGE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    let result = (|| {
+        wait_ready(&base, &mut child, Duration::from_secs(300))?;
+        let fields = [("model", args.model.as_str()), ("response_format", "json")];
+        let items: Vec<(String, &str)> = corpus
+            .sentences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sentence{}", i + 1), s.as_str()))
+            .chain([("passage".to_string(), corpus.passage.as_str())])
+            .collect();
+        // format → (sentence edits, sentence words, passage edits, passage words)
+        let mut totals = vec![(0, 0, 0, 0); FORMATS.len()];
+        let mut rows = Vec::new();
+        for (stem, text) in &items {
+            let paths = synthesize(text, dir, stem, &FORMATS)?;
+            for (k, (fmt, path)) in FORMATS.iter().zip(&paths).enumerate() {
+                let t = transcribe_file(&base, path, &fields)?;
+                let (e, n) = word_errors(text, &t.text);
+                let p = peer.clip(stem, fmt);
+                eprintln!(
+                    "{stem}.{fmt}: WER {:.3} (faster-whisper {}): {}",
+                    e as f64 / n as f64,
+                    p.map(|p| format!("{:.3}", p.wer())).unwrap_or("?".into()),
+                    t.text
+                );
+                if stem == "passage" {
+                    totals[k].2 += e;
+                    totals[k].3 += n;
+                } else {
+                    totals[k].0 += e;
+                    totals[k].1 += n;
+                }
+                rows.push(
+                    json!({"clip": stem, "format": fmt, "edits": e, "ref_words": n,
+                                 "wer": e as f64 / n as f64, "text": t.text,
+                                 "peer_wer": p.map(|p| p.wer())}),
+                );
+            }
+        }
+        println!("| format | sentences WER: surge | faster-whisper | bar (+0.02) | passage WER: surge | faster-whisper | bar (+0.02) |");
+        println!("|---|---|---|---|---|---|---|");
+        let mut ok = true;
+        let mut summary = serde_json::Map::new();
+        for (k, fmt) in FORMATS.iter().enumerate() {
+            let (se, sn, pe, pn) = totals[k];
+            let (sw, pw) = (se as f64 / sn as f64, pe as f64 / pn as f64);
+            let ps = peer.sentences(fmt).map(|s| s.wer()).unwrap_or(f64::NAN);
+            let pp = peer.passage(fmt).map(|s| s.wer()).unwrap_or(f64::NAN);
+            let mark = |w: f64, bar: f64| if w <= bar + 1e-9 { "" } else { " ✗" };
+            ok &= sw <= ps + 0.02 + 1e-9 && pw <= pp + 0.02 + 1e-9;
+            println!(
+                "| {fmt} | {sw:.3}{} | {ps:.3} | {:.3} | {pw:.3}{} | {pp:.3} | {:.3} |",
+                mark(sw, ps + 0.02),
+                ps + 0.02,
+                mark(pw, pp + 0.02),
+                pp + 0.02
+            );
+            summary.insert(
+                fmt.to_string(),
+                json!({
+                    "sentences_corpus": {"edits": se, "ref_words": sn, "wer": sw, "peer_wer": ps},
+                    "passage": {"edits": pe, "ref_words": pn, "wer": pw, "peer_wer": pp},
+                }),
+            );
+        }
+        if let Some(path) = &args.json {
+            let out = json!({"model": args.model, "formats": summary, "clips": rows});
+            std::fs::write(path, serde_json::to_string_pretty(&out).unwrap() + "\n")
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err("surge's WER is above the bar (✗)".to_string())
+        }
+    })();
+    stop(&mut child);
+    result
 }
 
 fn make_clips(args: &Args, dir: &Path) -> Result<Clips, String> {
