@@ -171,9 +171,9 @@ impl WhisperEngine {
         let mut who = Vec::new();
         let mut mels = Vec::new();
         for (i, t) in tasks.iter().enumerate() {
-            if let Some(m) = t.needs_encode() {
+            if t.needs_encode() {
                 who.push(i);
-                mels.push(m);
+                mels.push(t.window_mel());
             }
         }
         if mels.is_empty() {

@@ -107,13 +107,18 @@ impl Task {
         }
     }
 
-    /// The mel window to encode next, or `None` when decoding or done.
-    pub fn needs_encode(&self) -> Option<Vec<f32>> {
-        if self.window.is_none() && self.seek < self.mel.content_frames {
-            Some(self.mel.window(self.seek))
-        } else {
-            None
-        }
+    /// Whether the next window must be encoded before decoding can go on.
+    pub fn needs_encode(&self) -> bool {
+        self.window.is_none() && self.seek < self.mel.content_frames
+    }
+
+    /// The mel window at `seek` (`[n_mels, 3000]`).
+    pub fn window_mel(&self) -> Vec<f32> {
+        self.mel.window(self.seek)
+    }
+
+    pub fn is_decoding(&self) -> bool {
+        self.window.is_some()
     }
 
     pub fn is_done(&self) -> bool {

@@ -1,14 +1,25 @@
-//! The Whisper engine thread: owns the model and runs every transcription.
+//! The Whisper engine thread: owns the model and batches every transcription.
 //!
 //! Requests arrive on a channel as [`Job`]s (decoded 16 kHz PCM + options) and are
-//! answered on their own oneshot. A job whose client went away (reply receiver dropped)
-//! is skipped. Execution time is the job's fair share of the engine time it used.
+//! answered on their own oneshot. Each request becomes a [`Task`] (a state machine over
+//! its 30 s windows); every loop iteration the engine
+//!
+//! 1. takes in new jobs (computing their log-mel), waiting up to `max_wait` for company
+//!    when the only work is a lone window to encode,
+//! 2. drops tasks whose client went away (reply receiver dropped),
+//! 3. encodes the next window of up to `max_batch` tasks that need one, in one batch,
+//! 4. runs one decode step for up to `max_batch` decoding tasks together,
+//!
+//! and answers tasks that finished. So windows of concurrent requests share encoder and
+//! decoder steps, and a short request is not stuck behind a long one. Each task's
+//! execution time is its fair share of the steps it took part in (step time ÷ members).
 
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::whisper::transcribe::Task;
 use crate::whisper::{DecodeOptions, Transcript, WhisperEngine};
 
 use super::metrics::WhisperMetrics;
@@ -73,38 +84,184 @@ impl EngineHandle {
     }
 }
 
-/// Runs until every [`EngineHandle`] is dropped. Returns Err only on an engine fault
-/// that makes the process unusable.
+/// A job the engine is working on.
+struct Active {
+    task: Task,
+    reply: oneshot::Sender<Result<Finished, String>>,
+    queue_seconds: f64,
+    execution_seconds: f64,
+}
+
+/// Runs until every [`EngineHandle`] is dropped and the last task is answered. Returns
+/// Err only on an engine fault that makes the process unusable.
 pub fn run(
     engine: &mut WhisperEngine,
-    _cfg: &SchedulerConfig,
+    cfg: &SchedulerConfig,
     rx: Receiver<Job>,
     metrics: &WhisperMetrics,
 ) -> Result<(), String> {
-    while let Ok(job) = rx.recv() {
-        metrics.waiting.set(0);
-        if job.reply.is_closed() {
-            metrics.cancelled.inc();
+    let max_batch = cfg.max_batch.max(1);
+    let mut active: Vec<Active> = Vec::new();
+    let mut open = true;
+    loop {
+        // 1. intake: block when idle; otherwise take what is there.
+        if active.is_empty() {
+            if !open {
+                return Ok(());
+            }
+            match rx.recv() {
+                Ok(job) => admit(engine, job, &mut active, metrics),
+                Err(_) => return Ok(()),
+            }
+        }
+        while let Some(job) = next_job(&rx, &mut open, None) {
+            admit(engine, job, &mut active, metrics);
+        }
+        if !cfg.max_wait.is_zero() && open {
+            let deadline = Instant::now() + cfg.max_wait;
+            while lone_encode(&active, max_batch) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match next_job(&rx, &mut open, Some(left)) {
+                    Some(job) => admit(engine, job, &mut active, metrics),
+                    None => break,
+                }
+            }
+        }
+        // 2. cancellations.
+        active.retain(|a| {
+            let gone = a.reply.is_closed();
+            if gone {
+                metrics.cancelled.inc();
+            }
+            !gone
+        });
+        metrics.running.set(active.len() as i64);
+        if active.is_empty() {
             continue;
         }
-        let started = Instant::now();
-        let queue_seconds = started.duration_since(job.arrived).as_secs_f64();
-        metrics.queue_seconds.observe(queue_seconds);
-        metrics.running.set(1);
-        let result = engine.transcribe(&job.pcm, &job.options);
-        metrics.running.set(0);
-        let execution_seconds = started.elapsed().as_secs_f64();
-        let reply = result
-            .map(|transcript| {
+        // 3. encode.
+        let encode: Vec<usize> = (0..active.len())
+            .filter(|&i| active[i].task.needs_encode())
+            .take(max_batch)
+            .collect();
+        if !encode.is_empty() {
+            step(&mut active, &encode, "encode", metrics, |tasks| {
+                engine.encode(tasks)
+            })?;
+        }
+        // 4. decode.
+        let decode: Vec<usize> = (0..active.len())
+            .filter(|&i| active[i].task.is_decoding())
+            .take(max_batch)
+            .collect();
+        if !decode.is_empty() {
+            step(&mut active, &decode, "decode", metrics, |tasks| {
+                engine.decode_step(tasks)
+            })?;
+        }
+        // Answer finished tasks.
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].task.is_done() {
+                let a = active.swap_remove(i);
+                let transcript = a.task.into_transcript();
                 metrics.audio_seconds.inc_by(transcript.duration);
-                Finished {
+                let _ = a.reply.send(Ok(Finished {
                     transcript,
-                    queue_seconds,
-                    execution_seconds,
-                }
-            })
-            .map_err(|e| e.to_string());
-        let _ = job.reply.send(reply);
+                    queue_seconds: a.queue_seconds,
+                    execution_seconds: a.execution_seconds,
+                }));
+            } else {
+                i += 1;
+            }
+        }
+        metrics.running.set(active.len() as i64);
+    }
+}
+
+/// The next job, waiting at most `wait` (`None`: not at all). Marks the channel closed
+/// when every handle is gone.
+fn next_job(rx: &Receiver<Job>, open: &mut bool, wait: Option<Duration>) -> Option<Job> {
+    if !*open {
+        return None;
+    }
+    let got = match wait {
+        None => rx
+            .try_recv()
+            .map_err(|e| matches!(e, TryRecvError::Disconnected)),
+        Some(d) => rx
+            .recv_timeout(d)
+            .map_err(|e| matches!(e, RecvTimeoutError::Disconnected)),
+    };
+    match got {
+        Ok(job) => Some(job),
+        Err(disconnected) => {
+            if disconnected {
+                *open = false;
+            }
+            None
+        }
+    }
+}
+
+/// True when the only work is fewer than `max_batch` windows to encode: worth waiting
+/// briefly for more requests to share the encoder step.
+fn lone_encode(active: &[Active], max_batch: usize) -> bool {
+    let encoding = active.iter().filter(|a| a.task.needs_encode()).count();
+    encoding > 0 && encoding < max_batch && active.iter().all(|a| !a.task.is_decoding())
+}
+
+/// Turns a job into a task (its log-mel is computed here, charged to it alone).
+fn admit(engine: &WhisperEngine, job: Job, active: &mut Vec<Active>, metrics: &WhisperMetrics) {
+    if job.reply.is_closed() {
+        metrics.cancelled.inc();
+        return;
+    }
+    let started = Instant::now();
+    let queue_seconds = started.duration_since(job.arrived).as_secs_f64();
+    metrics.queue_seconds.observe(queue_seconds);
+    match engine.new_task(&job.pcm, job.options) {
+        Ok(task) => active.push(Active {
+            task,
+            reply: job.reply,
+            queue_seconds,
+            execution_seconds: started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            let _ = job.reply.send(Err(e.to_string()));
+        }
+    }
+    metrics.running.set(active.len() as i64);
+}
+
+/// Runs one batched engine step over `members` of `active` and shares its time out.
+fn step(
+    active: &mut [Active],
+    members: &[usize],
+    kind: &str,
+    metrics: &WhisperMetrics,
+    run: impl FnOnce(&mut [&mut Task]) -> crate::whisper::Result<usize>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut tasks: Vec<&mut Task> = active
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| members.contains(i))
+        .map(|(_, a)| &mut a.task)
+        .collect();
+    let ran = run(&mut tasks).map_err(|e| format!("{kind} step: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    metrics
+        .step_seconds
+        .with_label_values(&[kind])
+        .observe(seconds);
+    metrics
+        .batch_size
+        .with_label_values(&[kind])
+        .observe(ran as f64);
+    let share = seconds / members.len().max(1) as f64;
+    for &i in members {
+        active[i].execution_seconds += share;
     }
     Ok(())
 }
