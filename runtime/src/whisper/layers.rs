@@ -89,25 +89,7 @@ impl Linear {
     }
 }
 
-/// Exact (erf) GELU, as Whisper's `nn.GELU()`, in place.
-pub fn gelu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-    }
-}
-
-/// erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26).
-fn erf(x: f32) -> f32 {
-    let s = x.signum();
-    let x = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let y = 1.0
-        - (((((1.061_405_4 * t - 1.453_152_1) * t) + 1.421_413_7) * t - 0.284_496_74) * t
-            + 0.254_829_6)
-            * t
-            * (-x * x).exp();
-    s * y
-}
+pub use crate::kernels::softmax::gelu;
 
 /// `a += b`.
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {
@@ -159,19 +141,6 @@ pub fn transposed(w: &[f32], inner: usize) -> View {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn erf_is_accurate() {
-        // Reference values of erf.
-        for (x, e) in [
-            (0.0f32, 0.0f32),
-            (0.5, 0.520_499_9),
-            (1.0, 0.842_700_8),
-            (-2.0, -0.995_322_3),
-        ] {
-            assert!((erf(x) - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
-        }
-    }
 
     #[test]
     fn gemm_strided_matches_naive() {
