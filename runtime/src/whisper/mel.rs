@@ -201,6 +201,66 @@ mod tests {
         assert!(f[79 * 201 + 200].abs() < 1e-6);
     }
 
+    /// Reference values from faster-whisper 1.2.1's numpy feature extractor (the
+    /// OpenAI algorithm) on the same formula-made signal, padded with 30 s of silence
+    /// as `transcribe` does; computed once, recorded here.
+    #[test]
+    fn log_mel_matches_reference_extractor() {
+        let x: Vec<f32> = (0..32_000)
+            .map(|n| {
+                let t = n as f64 / 16_000.0;
+                let tau = 2.0 * std::f64::consts::PI;
+                let v = 0.5 * (tau * 440.0 * t).sin()
+                    + 0.25 * (tau * (200.0 + 1500.0 * t) * t).sin()
+                    + if t < 1.0 {
+                        0.1 * (tau * 3000.0 * t).sin()
+                    } else {
+                        0.0
+                    };
+                v as f32
+            })
+            .collect();
+        let m = MelExtractor::new(80, &Device::Cpu).unwrap();
+        let mel = m.full(&x).unwrap();
+        assert_eq!((mel.frames, mel.content_frames), (3200, 200));
+        let at = |bin: usize, frame: usize| mel.data[bin * mel.frames + frame];
+        let points = [
+            (0, 0, 1.15297),
+            (5, 10, -0.15846),
+            (10, 50, 1.34874),
+            (20, 100, 0.05310),
+            (30, 150, -0.53460),
+            (40, 199, -0.30202),
+            (50, 75, 1.07900),
+            (60, 120, 1.10224),
+            (70, 30, -0.53460),
+            (79, 180, -0.53460),
+            (12, 0, 1.34675),
+            (25, 199, 0.01458),
+        ];
+        for (bin, frame, want) in points {
+            let got = at(bin, frame);
+            assert!(
+                (got - want).abs() < 2e-4,
+                "mel[{bin}][{frame}] = {got}, reference {want}"
+            );
+        }
+        // Per-bin means over the 200 content frames, a few bins from each region.
+        for (bin, want) in [
+            (0, -0.50390),
+            (9, 1.16097),
+            (11, 1.43541),
+            (54, 0.23480),
+            (79, -0.52638),
+        ] {
+            let mean = (0..200).map(|f| at(bin, f)).sum::<f32>() / 200.0;
+            assert!(
+                (mean - want).abs() < 2e-4,
+                "bin {bin} mean {mean}, reference {want}"
+            );
+        }
+    }
+
     #[test]
     fn silence_is_flat() {
         let m = MelExtractor::new(80, &Device::Cpu).unwrap();
