@@ -1,6 +1,6 @@
 //! The Whisper worker end to end: a real `surge worker` process with whisper-tiny.en,
 //! spoken to over HTTP with multipart uploads of espeak-ng speech. One worker is shared by
-//! the tests (run with a 4 MiB body limit and a 60 s audio limit so the limit cases stay
+//! the tests (run with a 4 MiB body limit and a 90 s audio limit so the limit cases stay
 //! small); the drain test starts its own.
 
 mod support;
@@ -13,6 +13,8 @@ use serde_json::Value;
 use support::http::{get, post_bytes, Form, Reply};
 use support::speech::{self, Clip};
 use support::worker::{Worker, WHISPER};
+use surge_loadtest::speech::{Corpus, PeerWer, FORMATS};
+use surge_loadtest::wer::word_errors;
 
 const FOX: &str = "The quick brown fox jumps over the lazy dog.";
 
@@ -21,7 +23,7 @@ fn worker() -> &'static Worker {
     W.get_or_init(|| {
         Worker::start(
             WHISPER,
-            &["--max-body-bytes", "4194304", "--max-audio-seconds", "60"],
+            &["--max-body-bytes", "4194304", "--max-audio-seconds", "90"],
         )
     })
 }
@@ -281,7 +283,7 @@ fn bad_input_gets_openai_errors_and_the_worker_keeps_serving() {
             .text(name, value)
     };
     let noise = support::fake_sources::noise(20_000, 1);
-    let long_silence = speech::wav(8_000, &vec![0; 8_000 * 61]);
+    let long_silence = speech::wav(8_000, &vec![0; 8_000 * 91]);
     let cases: Vec<Case> = vec![
         (
             "not audio",
@@ -539,4 +541,102 @@ fn sigterm_lets_an_in_flight_transcription_finish_then_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code.code(), Some(0));
+}
+
+/// The speech corpus of `testdata/speech/` (8 sentences and a 64 s passage, espeak-ng
+/// voices) in every format: word error rate over each format's clips no worse than
+/// faster-whisper's greedy WER on the same files (recorded in
+/// `testdata/speech/faster_whisper_wer.json`) plus 2 points; the passage comes back as
+/// ordered segments covering it. Each format's clips go in together, so they share
+/// the worker's batches.
+#[test]
+fn corpus_wer_is_within_two_points_of_faster_whisper() {
+    if !speech::speech_tools() {
+        eprintln!("SKIP: needs espeak-ng and sox (scripts/setup.sh)");
+        return;
+    }
+    let corpus = Corpus::default_corpus().unwrap();
+    let peer = PeerWer::default_record().unwrap();
+    let dir = speech::scratch("whisper-wer");
+    let mut texts: Vec<(String, &str)> = corpus
+        .sentences
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("sentence{}", i + 1), t.as_str()))
+        .collect();
+    texts.push(("passage".into(), corpus.passage.as_str()));
+    for format in FORMATS {
+        if !speech::sox_writes(format) {
+            eprintln!("SKIP {format}: sox cannot write it");
+            continue;
+        }
+        let clips: Vec<(String, &str, Clip)> = texts
+            .iter()
+            .map(|(stem, text)| {
+                let clip = speech::speak(&dir, stem, text, &[format]).remove(0);
+                (stem.clone(), *text, clip)
+            })
+            .collect();
+        let replies: Vec<Reply> = std::thread::scope(|s| {
+            let handles: Vec<_> = clips
+                .iter()
+                .map(|(_, _, clip)| {
+                    s.spawn(move || {
+                        transcribe(upload(clip).text("response_format", "verbose_json"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let (mut edits, mut words, mut peer_edits, mut peer_words) = (0, 0, 0, 0);
+        for ((stem, text, clip), reply) in clips.iter().zip(&replies) {
+            assert_ok(reply);
+            let body: Value = serde_json::from_str(&reply.text).unwrap();
+            let got = body["text"].as_str().unwrap();
+            let (e, w) = word_errors(text, got);
+            let p = peer.clip(stem, format).expect("peer figure for every clip");
+            eprintln!(
+                "{stem}.{format}: {e}/{w} errors (faster-whisper {}/{}): {got}",
+                p.edits, p.ref_words
+            );
+            (edits, words) = (edits + e, words + w);
+            (peer_edits, peer_words) = (peer_edits + p.edits, peer_words + p.ref_words);
+            if stem == "passage" {
+                check_segments_cover(&body, clip.seconds);
+            }
+        }
+        let (ours, theirs) = (
+            edits as f64 / words as f64,
+            peer_edits as f64 / peer_words as f64,
+        );
+        eprintln!("{format}: WER {ours:.3} vs faster-whisper {theirs:.3}");
+        assert!(
+            ours <= theirs + 0.02,
+            "{format}: WER {ours:.3} is worse than faster-whisper's {theirs:.3} + 0.02"
+        );
+    }
+}
+
+/// Segments are ordered, inside the clip, and cover it from start to end.
+fn check_segments_cover(body: &Value, seconds: f64) {
+    let segs = body["segments"].as_array().unwrap();
+    assert!(segs.len() >= 5, "a 64 s passage in {} segments", segs.len());
+    let mut prev_end = 0.0;
+    for s in segs {
+        let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
+        assert!(
+            start >= prev_end - 1e-6 && end >= start && end <= seconds + 1e-6,
+            "{s}"
+        );
+        assert!(
+            start - prev_end < 3.0,
+            "a gap of {:.1} s before {s}",
+            start - prev_end
+        );
+        prev_end = end;
+    }
+    assert!(
+        seconds - prev_end < 3.0,
+        "segments end at {prev_end} of {seconds} s"
+    );
 }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use surge_loadtest::speech::{duration_s, synthesize};
+
 /// One audio file ready to upload.
 #[derive(Debug, Clone)]
 pub struct Clip {
@@ -48,48 +50,18 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Length of an audio file in seconds, from sox.
-pub fn seconds(path: &Path) -> f64 {
-    let out = Command::new("sox")
-        .args(["--i", "-D"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sox --i -D {}", path.display()))
-}
-
-/// Synthesises `text` with espeak-ng (22.05 kHz mono wav) into `dir`, then converts it
-/// with sox into each extension in `exts` (`wav` gives a 16 kHz copy). Needs
+/// Synthesises `text` with espeak-ng and converts it with `sox -D` into 16 kHz mono
+/// files, one per extension in `exts` (the corpus recipe of `testdata/speech/`). Needs
 /// [`speech_tools`] and, per extension, [`sox_writes`].
 pub fn speak(dir: &Path, stem: &str, text: &str, exts: &[&str]) -> Vec<Clip> {
-    let raw = dir.join(format!("{stem}-espeak.wav"));
-    run(Command::new("espeak-ng").arg("-w").arg(&raw).arg(text));
-    exts.iter()
-        .map(|ext| {
-            let path = dir.join(format!("{stem}.{ext}"));
-            let mut sox = Command::new("sox");
-            sox.arg("-D").arg(&raw);
-            if *ext == "wav" {
-                sox.args(["-r", "16000"]);
-            }
-            run(sox.arg(&path));
-            Clip {
-                filename: format!("{stem}.{ext}"),
-                bytes: std::fs::read(&path).unwrap(),
-                seconds: seconds(&path),
-            }
+    let paths = synthesize(text, dir, stem, exts).unwrap_or_else(|e| panic!("{e}"));
+    paths
+        .iter()
+        .zip(exts)
+        .map(|(path, ext)| Clip {
+            filename: format!("{stem}.{ext}"),
+            bytes: std::fs::read(path).unwrap(),
+            seconds: duration_s(path).unwrap_or_else(|e| panic!("{e}")),
         })
         .collect()
 }
