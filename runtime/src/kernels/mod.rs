@@ -33,6 +33,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod f16;
+pub mod full_attention;
 mod matrix;
 mod pool;
 mod scalar;

@@ -46,7 +46,7 @@ fn softmax_row(level: Level, row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: the level is clamped to what the CPU supports.
-        return unsafe { x86::softmax_avx512(row) };
+        return unsafe { softmax_row_avx512(row) };
     }
     let _ = level;
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -55,6 +55,15 @@ fn softmax_row(level: Level, row: &mut [f32]) {
     }
     let inv = 1.0 / row.iter().sum::<f32>();
     row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `row = softmax(row)` with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn softmax_row_avx512(row: &mut [f32]) {
+    x86::softmax_avx512(row)
 }
 
 /// Exact (erf) GELU in place, as Whisper's `nn.GELU()`; erf to ~1.5e-7.

@@ -1,9 +1,11 @@
-//! Whisper's audio encoder on our own buffers: two convolutions (f32 GEMM over an
-//! im2col matrix), then pre-norm transformer layers whose linears run on the int8
-//! kernels and whose attention is GEMM → vectorised softmax → GEMM on strided views of
-//! the fused QKV buffer (candle's version spent most of its time in layout copies and a
-//! scalar `exp` over 6 × 1500 × 1500 scores per layer).
+//! Whisper's audio encoder on our own buffers: two convolutions as matrix products over
+//! im2col rows (conv1 f32 GEMM, conv2 int8), then pre-norm transformer layers whose
+//! linears run on the int8 kernels and whose attention is the fused AVX-512 kernel of
+//! [`crate::kernels::full_attention`] (GEMM → vectorised softmax → GEMM on strided views
+//! of the fused QKV buffer elsewhere). candle's version spent most of its time in layout
+//! copies and a scalar `exp` over 6 × 1500 × 1500 scores per layer.
 
+use crate::kernels::full_attention::{full_attention, FullShape};
 use crate::kernels::softmax::softmax_rows;
 
 use super::ct2::Ct2Model;
@@ -25,10 +27,12 @@ pub struct Encoder {
     n_ctx: usize,
     d: usize,
     n_head: usize,
+    /// conv1 stays f32: its input is the mel itself (int8 here measured no faster and
+    /// changed transcripts).
     conv1_w: Vec<f32>,
     conv1_b: Vec<f32>,
-    conv2_w: Vec<f32>,
-    conv2_b: Vec<f32>,
+    /// conv2 as a linear layer over its im2col rows (`[d, d·3]`, int8 like the others).
+    conv2: Linear,
     pos: Vec<f32>,
     layers: Vec<Layer>,
     ln_post: Norm,
@@ -59,8 +63,14 @@ impl Encoder {
             n_head,
             conv1_w: values(conv1)?,
             conv1_b: values(ct2.get("encoder/conv1/bias")?)?,
-            conv2_w: values(ct2.get("encoder/conv2/weight")?)?,
-            conv2_b: values(ct2.get("encoder/conv2/bias")?)?,
+            conv2: {
+                let w = ct2.get("encoder/conv2/weight")?;
+                let (out, c_in, k) = w.dims3()?;
+                Linear::from_tensor(
+                    &w.reshape((out, c_in * k))?,
+                    Some(values(ct2.get("encoder/conv2/bias")?)?),
+                )?
+            },
             pos: values(ct2.get("encoder/position_encodings/encodings")?)?,
             layers,
             ln_post: Norm::load(ct2, "encoder/layer_norm")?,
@@ -83,7 +93,7 @@ impl Encoder {
         let rows = mels.len() * t;
         let mut x = Vec::with_capacity(rows * d);
         for mel in mels {
-            x.extend(self.stem(mel));
+            x.extend(self.stem(mel)?);
         }
         let mut h = vec![0f32; rows * d];
         let mut qkv = Vec::new();
@@ -111,7 +121,7 @@ impl Encoder {
 
     /// conv1 (k3, pad 1) → GELU → conv2 (k3, stride 2, pad 1) → GELU → + positions,
     /// giving `[1500, d]` frames for one window.
-    fn stem(&self, mel: &[f32]) -> Vec<f32> {
+    fn stem(&self, mel: &[f32]) -> Result<Vec<f32>> {
         let (frames, d, c_in) = (self.n_frames(), self.d, self.n_mels);
         // im2col: cols[t][c·3 + j] = mel[c][t + j − 1], zero outside.
         let k1 = c_in * 3;
@@ -144,7 +154,10 @@ impl Encoder {
                 1.0,
             )
         };
-        bias_gelu(&mut h1, &self.conv1_b);
+        for row in h1.chunks_exact_mut(d) {
+            add_in_place(row, &self.conv1_b);
+        }
+        gelu(&mut h1);
         // cols2[t][c·3 + j] = h1[2t + j − 1][c]
         let (t_out, k2) = (self.n_ctx, d * 3);
         let mut cols = vec![0f32; t_out * k2];
@@ -161,26 +174,11 @@ impl Encoder {
                 }
             }
         }
-        let mut h2 = vec![0f32; t_out * d];
-        let lhs = View {
-            ptr: cols.as_ptr(),
-            rs: k2 as isize,
-            cs: 1,
-        };
-        // SAFETY: as above.
-        unsafe {
-            gemm_f32(
-                (t_out, d, k2),
-                h2.as_mut_ptr(),
-                d as isize,
-                lhs,
-                transposed(&self.conv2_w, k2),
-                1.0,
-            )
-        };
-        bias_gelu(&mut h2, &self.conv2_b);
+        let mut h2 = Vec::new();
+        self.conv2.forward(&cols, t_out, &mut h2)?;
+        gelu(&mut h2);
         add_in_place(&mut h2, &self.pos);
-        h2
+        Ok(h2)
     }
 
     /// Full (non-causal) multi-head attention for one window: `qkv` is `[T, 3d]`
@@ -188,6 +186,15 @@ impl Encoder {
     fn attention(&self, qkv: &[f32], out: &mut [f32], scores: &mut [f32]) {
         let (t, d) = (self.n_ctx, self.d);
         let hd = d / self.n_head;
+        let shape = FullShape {
+            t,
+            n_head: self.n_head,
+            head_dim: hd,
+        };
+        if full_attention(shape, qkv, out) {
+            return;
+        }
+        // Portable path: GEMM → softmax → GEMM per head.
         let scale = 1.0 / (hd as f32).sqrt();
         let stride = 3 * d as isize;
         assert!(qkv.len() >= t * 3 * d && out.len() >= t * d && scores.len() >= t * t);
@@ -229,11 +236,4 @@ impl Encoder {
             };
         }
     }
-}
-
-fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        add_in_place(row, bias);
-    }
-    gelu(x);
 }
