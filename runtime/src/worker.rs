@@ -31,8 +31,10 @@ pub struct WorkerOptions {
     pub max_body_bytes: Option<usize>,
     /// Whisper: longest upload accepted, in seconds of audio.
     pub max_audio_seconds: f64,
-    /// Whisper: most windows encoded / sequences decoded together.
+    /// Whisper: most sequences decoded together.
     pub max_batch: usize,
+    /// Whisper: most windows encoded together.
+    pub encode_batch: usize,
     /// Whisper: how long a lone window waits for company, in milliseconds.
     pub batch_wait_ms: u64,
     /// Exit as soon as the parent process is gone, so a worker never outlives the gateway
@@ -186,6 +188,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                 tokenizer_json: file("tokenizer.json")?,
                 device,
                 max_batch: opts.max_batch,
+                encode_batch: opts.encode_batch,
                 batch_wait: std::time::Duration::from_millis(opts.batch_wait_ms),
                 max_audio_seconds: opts.max_audio_seconds,
                 max_body_bytes,

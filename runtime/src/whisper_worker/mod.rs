@@ -41,8 +41,10 @@ pub struct WhisperWorkerConfig {
     pub config_json: PathBuf,
     pub tokenizer_json: PathBuf,
     pub device: Device,
-    /// Most windows encoded / sequences decoded together.
+    /// Most sequences decoded together.
     pub max_batch: usize,
+    /// Most windows encoded together.
+    pub encode_batch: usize,
     /// How long a lone window waits for company before running alone.
     pub batch_wait: Duration,
     /// Longest upload accepted, in seconds of audio.
@@ -105,6 +107,7 @@ fn engine_thread(cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: EngineF
     let multilingual = engine.is_multilingual();
     let sched = SchedulerConfig {
         max_batch: cfg.max_batch.max(1),
+        max_encode_batch: cfg.encode_batch.max(1),
         max_wait: cfg.batch_wait,
     };
     let (tx, rx) = std::sync::mpsc::channel();
