@@ -123,6 +123,46 @@ impl QuantMatrix {
         Self::from_ggml_bytes(format, rows, cols, &data).map(Some)
     }
 
+    /// Quantizes a row-major f32 `[rows, cols]` matrix to `Q8_0` (per 32 values: scale
+    /// `amax / 127`, values rounded to nearest) and repacks it. Rows are split over
+    /// the machine's cores: this is most of a Whisper model's load time.
+    pub fn quantize_q8_0(rows: usize, cols: usize, w: &[f32]) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) || w.len() != rows * cols {
+            return Err(KernelError::Shape {
+                what: "f32 weights [rows, cols multiple of 32]",
+                expected: rows * cols.next_multiple_of(BLOCK),
+                got: w.len(),
+            });
+        }
+        const BYTES: usize = 34;
+        let nb = cols / BLOCK;
+        let mut ggml = vec![0u8; rows * nb * BYTES];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rows_per = rows.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (src, dst) in w
+                .chunks(rows_per * cols)
+                .zip(ggml.chunks_mut(rows_per * nb * BYTES))
+            {
+                s.spawn(move || {
+                    for (x, b) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(BYTES)) {
+                        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let d = amax / 127.0;
+                        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                        b[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+                        for (q, &v) in b[2..].iter_mut().zip(x) {
+                            // Round to nearest (ties to even) without a libm call, so the
+                            // loop vectorises: |v·id| <= 127 is far inside 2^23.
+                            let r = (v * id + 12_582_912.0) - 12_582_912.0;
+                            *q = (r as i8) as u8;
+                        }
+                    }
+                });
+            }
+        });
+        Self::from_ggml_bytes(QuantFormat::Q8_0, rows, cols, &ggml)
+    }
+
     /// Repacks raw GGML blocks (`rows × cols / 32` blocks, row-major).
     pub fn from_ggml_bytes(
         format: QuantFormat,

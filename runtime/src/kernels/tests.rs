@@ -250,3 +250,28 @@ fn kernels_level_names_and_clamping() {
     assert_eq!(Level::parse("nope"), None);
     assert!(active_level().is_supported());
 }
+
+/// Our f32 → Q8_0 quantizer against candle's: the same blocks, up to a one-step
+/// difference where a value sits exactly between two levels (we round ties to even,
+/// ggml away from zero).
+#[test]
+fn kernels_q8_0_quantizer_matches_candle() {
+    let (rows, cols) = (37, 96);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * (1.0 + (i % 7) as f32))
+        .collect();
+    let ours = QuantMatrix::quantize_q8_0(rows, cols, &w).unwrap();
+    let t = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu).unwrap();
+    let theirs = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
+    let theirs = QuantMatrix::from_qtensor(&theirs).unwrap().unwrap();
+    let (a, b) = (ours.dequantize(), theirs.dequantize());
+    for (i, ((x, y), orig)) in a.iter().zip(&b).zip(&w).enumerate() {
+        let block = &w[i / 32 * 32..][..32];
+        let step = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        assert!((x - y).abs() <= step * 1.001, "{i}: {x} vs {y}");
+        // Half a step of rounding, plus the scale's own rounding to f16 (2^-11
+        // relative) times up to 127 steps.
+        let bound = step * (0.5 + 127.0 / 2048.0) * 1.01;
+        assert!((x - orig).abs() <= bound, "{i}: {x} vs exact {orig}");
+    }
+}

@@ -5,7 +5,6 @@
 //! 8 bits per call. The convolutions and the encoder's attention products are f32 GEMMs
 //! ([`gemm_f32`]) on strided views, so no tensor is ever transposed or copied.
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Tensor};
 
 use crate::kernels::{self, QuantMatrix};
@@ -64,11 +63,9 @@ impl Linear {
     }
 
     pub fn from_tensor(w: &Tensor, bias: Option<Vec<f32>>) -> Result<Self> {
-        let w = w.to_dtype(DType::F32)?;
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
-        let w = QuantMatrix::from_qtensor(&q)
-            .map_err(|e| WhisperError::Load(e.to_string()))?
-            .ok_or_else(|| WhisperError::Load("weight cannot be repacked for Q8_0".into()))?;
+        let (rows, cols) = w.dims2()?;
+        let w = QuantMatrix::quantize_q8_0(rows, cols, &values(w)?)
+            .map_err(|e| WhisperError::Load(e.to_string()))?;
         Ok(Self { w, bias })
     }
 
