@@ -33,7 +33,8 @@ pub struct Decoder {
     n_head: usize,
     n_ctx: usize,
     vocab: usize,
-    emb: Vec<f32>,
+    /// Token embeddings, kept in f16 (half the memory; read one row per token).
+    emb: Vec<half::f16>,
     pos: Vec<f32>,
     layers: Vec<Layer>,
     ln: Norm,
@@ -84,6 +85,7 @@ impl Decoder {
     pub fn load(ct2: &Ct2Model, n_layers: usize, n_head: usize) -> Result<Self> {
         let emb_t = ct2.get("decoder/embeddings/weight")?;
         let (vocab, d) = emb_t.dims2()?;
+        let emb = values(emb_t)?;
         let pos_t = ct2.get("decoder/position_encodings/encodings")?;
         let (n_ctx, _) = pos_t.dims2()?;
         let layers = (0..n_layers)
@@ -108,11 +110,11 @@ impl Decoder {
             n_head,
             n_ctx,
             vocab,
-            emb: values(emb_t)?,
+            emb: emb.iter().map(|&v| half::f16::from_f32(v)).collect(),
             pos: values(pos_t)?,
             layers,
             ln: Norm::load(ct2, "decoder/layer_norm")?,
-            head: Linear::from_tensor(emb_t, None)?,
+            head: Linear::from_values(vocab, d, &emb, None)?,
         })
     }
 
@@ -195,7 +197,7 @@ impl Decoder {
                 }
                 let e = &self.emb[tok * d..(tok + 1) * d];
                 let pe = &self.pos[p * d..(p + 1) * d];
-                x.extend(e.iter().zip(pe).map(|(a, b)| a + b));
+                x.extend(e.iter().zip(pe).map(|(a, b)| a.to_f32() + b));
                 at.push((si, p));
             }
         }

@@ -64,7 +64,17 @@ impl Linear {
 
     pub fn from_tensor(w: &Tensor, bias: Option<Vec<f32>>) -> Result<Self> {
         let (rows, cols) = w.dims2()?;
-        let w = QuantMatrix::quantize_q8_0(rows, cols, &values(w)?)
+        Self::from_values(rows, cols, &values(w)?, bias)
+    }
+
+    /// From row-major f32 weights `[rows, cols]`.
+    pub fn from_values(
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let w = QuantMatrix::quantize_q8_0(rows, cols, w)
             .map_err(|e| WhisperError::Load(e.to_string()))?;
         Ok(Self { w, bias })
     }
