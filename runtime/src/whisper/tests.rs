@@ -251,3 +251,58 @@ fn decoder_matches_candle_reference() {
         assert!(max_err < 1.0, "position {p}: max logit error {max_err}");
     }
 }
+
+/// Speech at 2.2× speed is too fast for tiny.en: greedy output is improbable, so the
+/// window is decoded again at higher temperatures (reusing its encoding). Sampling is
+/// seeded per request, so the same request gives the same transcript.
+#[test]
+fn improbable_output_falls_back_to_higher_temperatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = speech("x", dir.path()) else {
+        return;
+    };
+    let raw = dir.path().join("fast-raw.wav");
+    let fast = dir.path().join("fast.wav");
+    let text = "Our train was delayed by an hour, so we bought some coffee at the station.";
+    assert!(Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("sox")
+        .arg("-D")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1"])
+        .arg(&fast)
+        .args(["tempo", "2.2"])
+        .status()
+        .unwrap()
+        .success());
+    let bytes = std::fs::read(&fast).unwrap();
+    let pcm = crate::audio::decode_to_16k_mono(&bytes, Some("x.wav"), None)
+        .unwrap()
+        .samples;
+    let m = model_files();
+    let engine = engine(&m);
+    let opts = DecodeOptions {
+        seed: 7,
+        ..DecodeOptions::default()
+    };
+    let a = engine.transcribe(&pcm, &opts).unwrap();
+    eprintln!("{a:?}");
+    assert!(!a.segments.is_empty());
+    assert!(
+        a.segments.iter().all(|s| s.temperature > 0.0),
+        "expected a fallback: {a:?}"
+    );
+    assert_eq!(engine.transcribe(&pcm, &opts).unwrap(), a);
+    // An explicit temperature disables the fallback, as in OpenAI's API.
+    let fixed = DecodeOptions {
+        temperature: Some(0.0),
+        ..opts
+    };
+    let b = engine.transcribe(&pcm, &fixed).unwrap();
+    assert!(b.segments.iter().all(|s| s.temperature == 0.0), "{b:?}");
+}

@@ -6,7 +6,8 @@
 //! timestamp pairs, and move `seek` to the last complete segment's end (or past the
 //! window). A window whose output looks broken (compressible like a loop, or
 //! improbable) is decoded again at the next temperature of the fallback schedule,
-//! reusing its encoding. Silent windows (no-speech probability high and text
+//! reusing its encoding; when every temperature fails, the best attempt is kept (not a
+//! loop, then likeliest — faster-whisper's rule). Silent windows (no-speech probability high and text
 //! improbable) are skipped.
 //!
 //! The engine drives tasks: [`Task::needs_encode`] → encode → [`Task::start_window`];
@@ -64,6 +65,31 @@ struct Window {
     /// Tokens to feed on the next step: the prompt first, then the last sample.
     pending: Vec<u32>,
     logits_for: Vec<usize>,
+    /// The best failed attempt so far, kept in case every temperature fails.
+    best: Option<Attempt>,
+}
+
+/// One decoding of a window and how it scored.
+struct Attempt {
+    sampled: Vec<u32>,
+    stats: WindowStats,
+}
+
+impl Attempt {
+    /// faster-whisper's choice when every temperature fails: prefer output that is not
+    /// a loop (compression ratio under the threshold), then the likeliest.
+    fn better(a: Option<Attempt>, b: Attempt) -> Attempt {
+        let key = |x: &Attempt| {
+            (
+                x.stats.compression_ratio <= COMPRESSION_RATIO_THRESHOLD,
+                x.stats.avg_logprob,
+            )
+        };
+        match a {
+            Some(a) if key(&a) >= key(&b) => a,
+            _ => b,
+        }
+    }
 }
 
 pub struct Task {
@@ -152,6 +178,7 @@ impl Task {
             no_speech_prob: 0.0,
             pending: Vec::new(),
             logits_for: Vec::new(),
+            best: None,
         };
         restart(&mut w);
         self.window = Some(w);
@@ -231,7 +258,17 @@ impl Task {
         let silent = w.no_speech_prob > NO_SPEECH_THRESHOLD && avg_logprob < LOGPROB_THRESHOLD;
         let failed = compression > COMPRESSION_RATIO_THRESHOLD || avg_logprob < LOGPROB_THRESHOLD;
         let can_retry = self.opts.temperature.is_none() && w.temp_index + 1 < TEMPERATURES.len();
+        let attempt = Attempt {
+            sampled: std::mem::take(&mut w.sampled),
+            stats: WindowStats {
+                temperature,
+                avg_logprob,
+                compression_ratio: compression,
+                no_speech_prob: w.no_speech_prob,
+            },
+        };
         if failed && !silent && can_retry {
+            w.best = Some(Attempt::better(w.best.take(), attempt));
             w.temp_index += 1;
             restart(&mut w);
             self.window = Some(w);
@@ -240,15 +277,14 @@ impl Task {
         if silent {
             self.seek += w.frames;
         } else {
-            let stats = WindowStats {
-                temperature,
-                avg_logprob,
-                compression_ratio: compression,
-                no_speech_prob: w.no_speech_prob,
+            let chosen = if failed {
+                Attempt::better(w.best.take(), attempt)
+            } else {
+                attempt
             };
-            self.seek += self.cut_segments(&w, &stats, v);
-            self.all_tokens.extend_from_slice(&w.sampled);
-            if temperature > 0.5 {
+            self.seek += self.cut_segments(w.seek, w.frames, &chosen, v);
+            self.all_tokens.extend_from_slice(&chosen.sampled);
+            if chosen.stats.temperature > 0.5 {
                 self.prompt_from = self.all_tokens.len();
             }
         }
@@ -260,11 +296,11 @@ impl Task {
     }
 
     /// Adds the window's segments; returns how many frames to advance.
-    fn cut_segments(&mut self, w: &Window, stats: &WindowStats, v: &Vocab<'_>) -> usize {
+    fn cut_segments(&mut self, seek: usize, frames: usize, a: &Attempt, v: &Vocab<'_>) -> usize {
         let tb = v.rules.timestamp_begin;
-        let toks = &w.sampled;
+        let (toks, stats) = (&a.sampled, &a.stats);
         let is_ts = |t: u32| t >= tb;
-        let offset = w.seek as f64 * HOP as f64 / SAMPLE_RATE as f64;
+        let offset = seek as f64 * HOP as f64 / SAMPLE_RATE as f64;
         let single_ending =
             toks.len() >= 2 && !is_ts(toks[toks.len() - 2]) && is_ts(toks[toks.len() - 1])
                 || toks.len() == 1 && is_ts(toks[0]);
@@ -280,24 +316,24 @@ impl Task {
                 let slice = &toks[last..cut];
                 let start = (slice[0].saturating_sub(tb)) as f64 * TIME_PRECISION;
                 let end = (slice[slice.len() - 1].saturating_sub(tb)) as f64 * TIME_PRECISION;
-                self.push_segment(w.seek, offset + start, offset + end, slice, stats, v);
+                self.push_segment(seek, offset + start, offset + end, slice, stats, v);
                 last = cut;
             }
             if single_ending {
-                w.frames
+                frames
             } else {
                 let last_ts = toks[last - 1].saturating_sub(tb) as usize;
                 (last_ts * FRAMES_PER_TIMESTAMP).max(1)
             }
         } else {
-            let mut duration = w.frames as f64 * HOP as f64 / SAMPLE_RATE as f64;
+            let mut duration = frames as f64 * HOP as f64 / SAMPLE_RATE as f64;
             if let Some(&t) = toks.iter().rev().find(|&&t| is_ts(t)) {
                 if t != tb {
                     duration = (t - tb) as f64 * TIME_PRECISION;
                 }
             }
-            self.push_segment(w.seek, offset, offset + duration, toks, stats, v);
-            w.frames
+            self.push_segment(seek, offset, offset + duration, toks, stats, v);
+            frames
         }
     }
 
@@ -352,6 +388,7 @@ impl Task {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct WindowStats {
     temperature: f32,
     avg_logprob: f64,
