@@ -1,4 +1,5 @@
-//! surge's gateway crate: the `surge` command-line entry points, and (as later issues land)
-//! the pingora edge proxy, autoscaler, provisioners and metering.
+//! surge's gateway crate: the `surge` command-line entry points and the pingora edge
+//! gateway (`surge serve`): routing, worker pools, provisioning, metrics.
 
 pub mod commands;
+pub mod serve;

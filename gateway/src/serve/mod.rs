@@ -1,0 +1,16 @@
+//! `surge serve`: the pingora edge gateway.
+//!
+//! - [`config`]: TOML config, env and flags → [`config::GatewayConfig`]
+//! - [`registry`]: the models the cache holds, by name and alias (`/v1/models`)
+//! - [`errors`]: one error enum → HTTP status + OpenAI error body
+//! - [`metrics`]: the gateway's Prometheus registry
+//! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
+//! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
+//! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
+
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod pool;
+pub mod provision;
+pub mod registry;
