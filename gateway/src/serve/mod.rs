@@ -4,12 +4,14 @@
 //! - [`registry`]: the models the cache holds, by name and alias (`/v1/models`)
 //! - [`errors`]: one error enum → HTTP status + OpenAI error body
 //! - [`metrics`]: the gateway's Prometheus registry
+//! - [`gpus`]: CUDA devices, found through the driver at run time (none → CPU workers)
 //! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
 //! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
 
 pub mod config;
 pub mod errors;
+pub mod gpus;
 pub mod metrics;
 pub mod pool;
 pub mod provision;

@@ -20,9 +20,11 @@ use tokio::sync::oneshot;
 
 use super::config::{GatewayConfig, PoolConfig};
 use super::errors::GatewayError;
+use super::gpus::{self, Gpu};
 use super::metrics::GatewayMetrics;
 use super::provision::{Provisioner, WorkerHandle, WorkerSpec};
-use super::registry::Registry;
+use super::registry::{ModelEntry, Registry};
+use surge_models::ModelKind;
 
 /// How long a drained worker may take to finish before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -42,11 +44,16 @@ impl Pools {
         provisioner: Arc<dyn Provisioner>,
         metrics: Arc<GatewayMetrics>,
     ) -> Arc<Pools> {
+        let mut placer = Placer::new(gpus::discover());
         let pools = registry
             .entries()
             .iter()
             .map(|e| {
-                let pc = cfg.pool(&e.name, &e.aliases);
+                let mut pc = cfg.pool(&e.name, &e.aliases);
+                if pc.device == "auto" {
+                    pc.device = placer.place(e);
+                }
+                tracing::info!(model = %e.name, device = %pc.device, "pool");
                 let pool = Pool::new(&e.name, pc, provisioner.clone(), metrics.clone());
                 (e.name.clone(), pool)
             })
@@ -88,6 +95,50 @@ impl Pools {
         }
         let stops = self.all().map(|p| p.stop_all(Duration::from_secs(5)));
         futures_join_all(stops).await;
+    }
+}
+
+/// Chooses a device for pools configured with `device = "auto"`: the emptiest GPU whose
+/// unclaimed memory still fits one worker of the model (weights × [`GPU_MEMORY_FACTOR`]),
+/// otherwise the CPU. GPUs are shared between models this way; a pool's further
+/// workers go to the same device. Whisper runs on the CPU kernels only.
+struct Placer {
+    gpus: Vec<(Gpu, u64)>,
+}
+
+/// Weights plus KV cache and activations, as a multiple of the weights' size.
+const GPU_MEMORY_FACTOR: u64 = 3;
+
+impl Placer {
+    fn new(gpus: Vec<Gpu>) -> Self {
+        let gpus = gpus
+            .into_iter()
+            .map(|g| {
+                // Leave a tenth for the driver and fragmentation.
+                let budget = g.total_memory / 10 * 9;
+                (g, budget)
+            })
+            .collect();
+        Self { gpus }
+    }
+
+    fn place(&mut self, e: &ModelEntry) -> String {
+        if e.kind != ModelKind::Llm {
+            return "cpu".into();
+        }
+        let need = e.size.saturating_mul(GPU_MEMORY_FACTOR);
+        match self
+            .gpus
+            .iter_mut()
+            .filter(|(_, free)| *free >= need)
+            .max_by_key(|(_, free)| *free)
+        {
+            Some((g, free)) => {
+                *free -= need;
+                g.device_arg()
+            }
+            None => "cpu".into(),
+        }
     }
 }
 
@@ -171,7 +222,7 @@ impl Pool {
         metrics: Arc<GatewayMetrics>,
     ) -> Arc<Pool> {
         let device = match cfg.device.as_str() {
-            // GPU discovery comes with the cluster/GPU work; until then auto means CPU.
+            // Placed by `Pools::new`; a pool built alone has no GPU list.
             "auto" => "cpu".to_string(),
             d => d.to_string(),
         };
@@ -587,6 +638,27 @@ mod tests {
         f(&mut cfg);
         let metrics = Arc::new(GatewayMetrics::new().unwrap());
         Pool::new("m", cfg, fake.clone(), metrics)
+    }
+
+    #[test]
+    fn auto_placement_fits_gpus_by_memory() {
+        let gpu = |i, gib: u64| Gpu {
+            ordinal: i,
+            name: "test".into(),
+            total_memory: gib << 30,
+        };
+        let model = |kind, mib: u64| ModelEntry {
+            name: "m".into(),
+            kind,
+            aliases: vec![],
+            size: mib << 20,
+        };
+        let mut p = Placer::new(vec![gpu(0, 1), gpu(1, 2)]);
+        assert_eq!(p.place(&model(ModelKind::Whisper, 75)), "cpu");
+        assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cuda:1"); // 1.2 GiB: only GPU 1 fits
+        assert_eq!(p.place(&model(ModelKind::Llm, 200)), "cuda:0"); // now the emptier one
+        assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cpu"); // nothing left fits
+        assert_eq!(Placer::new(vec![]).place(&model(ModelKind::Llm, 1)), "cpu");
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@ pub struct ModelEntry {
     pub name: String,
     pub kind: ModelKind,
     pub aliases: Vec<String>,
+    /// Bytes of weights on disk (for placing workers on GPUs by memory).
+    pub size: u64,
 }
 
 impl ModelEntry {
@@ -56,6 +58,7 @@ impl Registry {
                 name: m.name.clone(),
                 kind: m.kind,
                 aliases: m.aliases.clone(),
+                size: m.total_size(),
             });
             r.by_id.insert(m.name.clone(), i);
             for a in &m.aliases {
