@@ -1,5 +1,6 @@
 //! `surge serve`: the pingora edge gateway.
 //!
+//! - [`auth`]: API keys, per-key request-rate and concurrency limits
 //! - [`config`]: TOML config, env and flags → [`config::GatewayConfig`]
 //! - [`registry`]: the models the cache holds, by name and alias (`/v1/models`)
 //! - [`errors`]: one error enum → HTTP status + OpenAI error body
@@ -9,6 +10,7 @@
 //! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
 
+pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod gpus;

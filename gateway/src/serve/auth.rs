@@ -1,0 +1,212 @@
+//! API keys and their limits: `Authorization: Bearer KEY` checked against the config's
+//! keys (no keys configured → open gateway), a requests-per-second limit per key
+//! (`governor`'s GCRA) and a concurrent-request limit per key. Refusals carry what a
+//! client needs to back off: `Retry-After` and the `x-ratelimit-*` headers.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::config::ApiKey;
+use super::errors::GatewayError;
+
+/// The configured keys.
+pub struct Keys {
+    by_key: HashMap<String, Arc<Tenant>>,
+}
+
+/// One key's identity and limit state.
+pub struct Tenant {
+    pub name: String,
+    rate: Option<(DefaultDirectRateLimiter, u32)>,
+    max_concurrent: Option<u32>,
+    in_flight: AtomicU32,
+}
+
+/// A request admitted under a key; dropping it frees its concurrency slot.
+pub struct Admission {
+    tenant: Option<Arc<Tenant>>,
+    /// `x-ratelimit-*` headers to send with the response.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Admission {
+    /// The tenant for metrics and metering (`anonymous` without keys).
+    pub fn tenant(&self) -> &str {
+        self.tenant
+            .as_ref()
+            .map_or("anonymous", |t| t.name.as_str())
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tenant {
+            if t.max_concurrent.is_some() {
+                t.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Why a request was refused, with the headers to send.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Keys {
+    pub fn new(keys: &[ApiKey]) -> Self {
+        let by_key = keys
+            .iter()
+            .map(|k| {
+                let name = k
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| k.key.chars().take(8).collect());
+                let rate = k
+                    .requests_per_second
+                    .and_then(NonZeroU32::new)
+                    .map(|r| (RateLimiter::direct(Quota::per_second(r)), r.get()));
+                let t = Tenant {
+                    name,
+                    rate,
+                    max_concurrent: k.max_concurrent,
+                    in_flight: AtomicU32::new(0),
+                };
+                (k.key.clone(), Arc::new(t))
+            })
+            .collect();
+        Keys { by_key }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.by_key.is_empty()
+    }
+
+    /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
+    pub fn admit(&self, authorization: Option<&str>) -> Result<Admission, Refusal> {
+        if !self.enabled() {
+            return Ok(Admission {
+                tenant: None,
+                headers: Vec::new(),
+            });
+        }
+        let key = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(tenant) = key.and_then(|k| self.by_key.get(k)) else {
+            return Err(Refusal {
+                error: GatewayError::Unauthorized,
+                headers: Vec::new(),
+            });
+        };
+        let mut headers = Vec::new();
+        if let Some((limiter, per_second)) = &tenant.rate {
+            headers.push(("x-ratelimit-limit-requests", per_second.to_string()));
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                headers.push(("x-ratelimit-remaining-requests", "0".into()));
+                headers.push(("x-ratelimit-reset-requests", format_secs(wait)));
+                return Err(Refusal {
+                    error: GatewayError::RateLimited { retry_after: wait },
+                    headers,
+                });
+            }
+        }
+        if let Some(max) = tenant.max_concurrent {
+            let now = tenant.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            headers.push(("x-ratelimit-limit-concurrent", max.to_string()));
+            if now > max {
+                tenant.in_flight.fetch_sub(1, Ordering::SeqCst);
+                headers.push(("x-ratelimit-remaining-concurrent", "0".into()));
+                return Err(Refusal {
+                    error: GatewayError::RateLimited {
+                        retry_after: Duration::from_secs(1),
+                    },
+                    headers,
+                });
+            }
+            headers.push(("x-ratelimit-remaining-concurrent", (max - now).to_string()));
+        }
+        Ok(Admission {
+            tenant: Some(tenant.clone()),
+            headers,
+        })
+    }
+}
+
+fn format_secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new(&[
+            ApiKey {
+                key: "sk-a".into(),
+                name: Some("alice".into()),
+                requests_per_second: Some(2),
+                max_concurrent: None,
+            },
+            ApiKey {
+                key: "sk-b".into(),
+                name: None,
+                requests_per_second: None,
+                max_concurrent: Some(1),
+            },
+        ])
+    }
+
+    #[test]
+    fn no_keys_means_open() {
+        let k = Keys::new(&[]);
+        assert_eq!(k.admit(None).unwrap().tenant(), "anonymous");
+    }
+
+    #[test]
+    fn missing_or_wrong_key_is_401() {
+        let k = keys();
+        for h in [None, Some("Bearer nope"), Some("sk-a")] {
+            assert_eq!(k.admit(h).err().unwrap().error.status(), 401, "{h:?}");
+        }
+        assert_eq!(k.admit(Some("Bearer sk-a")).unwrap().tenant(), "alice");
+    }
+
+    #[test]
+    fn rate_limit_is_429_with_retry_after_and_headers() {
+        let k = keys();
+        // The quota allows a burst of 2, then one every 0.5 s.
+        let _a = k.admit(Some("Bearer sk-a")).unwrap();
+        let _b = k.admit(Some("Bearer sk-a")).unwrap();
+        let r = k.admit(Some("Bearer sk-a")).err().unwrap();
+        assert_eq!(r.error.status(), 429);
+        assert_eq!(r.error.retry_after(), Some(1));
+        assert!(r
+            .headers
+            .iter()
+            .any(|(h, v)| *h == "x-ratelimit-remaining-requests" && v == "0"));
+    }
+
+    #[test]
+    fn concurrency_limit_frees_on_drop() {
+        let k = keys();
+        let first = k.admit(Some("Bearer sk-b")).unwrap();
+        assert_eq!(first.tenant(), "sk-b");
+        assert_eq!(
+            k.admit(Some("Bearer sk-b")).err().unwrap().error.status(),
+            429
+        );
+        drop(first);
+        assert!(k.admit(Some("Bearer sk-b")).is_ok());
+    }
+}
