@@ -17,7 +17,7 @@
 //! threads calling `transcribe`; see that script).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -234,17 +234,7 @@ fn corpus_wer(args: &Args, dir: &Path) -> Result<(), String> {
     let corpus_dir = args.corpus.clone().unwrap_or_else(testdata_dir);
     let corpus = Corpus::load(&corpus_dir)?;
     let peer = PeerWer::load(&corpus_dir.join("faster_whisper_wer.json"))?;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(bin)
-        .args(["worker", "--model", &args.model, "--listen"])
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .args(&args.surge_arg)
-        .env("SURGE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    let (mut child, base) = spawn_surge(bin, args)?;
     let result = (|| {
         wait_ready(&base, &mut child, Duration::from_secs(300))?;
         let fields = [("model", args.model.as_str()), ("response_format", "json")];
@@ -336,6 +326,22 @@ fn corpus_wer(args: &Args, dir: &Path) -> Result<(), String> {
     result
 }
 
+/// Starts `surge worker` on the benchmark's model (with `--surge-arg`s) on a free local
+/// port; returns the process and its base URL. The caller waits for it to be ready.
+fn spawn_surge(bin: &Path, args: &Args) -> Result<(Child, String), String> {
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["worker", "--model", &args.model, "--listen"])
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .args(&args.surge_arg)
+        .env("SURGE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
 fn make_clips(args: &Args, dir: &Path) -> Result<Clips, String> {
     let corpus = Corpus::load(&args.corpus.clone().unwrap_or_else(testdata_dir))?;
     let passage = synthesize(&corpus.passage, dir, "passage", &["wav"])?.remove(0);
@@ -357,18 +363,8 @@ fn make_clips(args: &Args, dir: &Path) -> Result<Clips, String> {
 }
 
 fn surge_round(bin: &Path, args: &Args, clips: &Clips, conc: &[usize]) -> Result<Round, String> {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let spawned = Instant::now();
-    let mut child = Command::new(bin)
-        .args(["worker", "--model", &args.model, "--listen"])
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .args(&args.surge_arg)
-        .env("SURGE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    let (mut child, base) = spawn_surge(bin, args)?;
     let result = (|| {
         wait_ready(&base, &mut child, Duration::from_secs(300))?;
         let mut r = Round {

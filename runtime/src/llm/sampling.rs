@@ -191,8 +191,8 @@ impl Sampler {
 }
 
 /// Index of the largest value; the lowest index wins ties so greedy decoding
-/// is reproducible.
-fn argmax(xs: &[f32]) -> u32 {
+/// is reproducible. Whisper's greedy decoding uses it too.
+pub(crate) fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
         if x > xs[best] {

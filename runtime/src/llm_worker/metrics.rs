@@ -1,10 +1,9 @@
 //! The worker's Prometheus metrics (`GET /metrics`): what the gateway and dashboards need
 //! to see inside one worker — batch occupancy, KV use, token throughput, step time.
 
-use prometheus::{
-    histogram_opts, opts, Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+
+use crate::server::metrics::{counter, gauge, histogram, render, requests_by_status};
 
 pub struct WorkerMetrics {
     registry: Registry,
@@ -83,16 +82,7 @@ impl WorkerMetrics {
                 "Time from arrival to the first generated token",
                 lat,
             )?,
-            requests: register(
-                &r,
-                IntCounterVec::new(
-                    opts!(
-                        "surge_worker_requests_total",
-                        "Requests by endpoint and status"
-                    ),
-                    &["endpoint", "status"],
-                )?,
-            )?,
+            requests: requests_by_status(&r)?,
             cancelled: counter(
                 &r,
                 "surge_worker_cancelled_sequences_total",
@@ -103,36 +93,6 @@ impl WorkerMetrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        render(&self.registry)
     }
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
-    c: C,
-) -> prometheus::Result<C> {
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-    register(r, IntGauge::with_opts(opts!(name, help))?)
-}
-
-fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
-    register(r, IntCounter::with_opts(opts!(name, help))?)
-}
-
-fn histogram(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    register(
-        r,
-        Histogram::with_opts(histogram_opts!(name, help, buckets))?,
-    )
 }

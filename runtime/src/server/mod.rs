@@ -1,10 +1,12 @@
 //! HTTP plumbing shared by every worker kind (LLM, Whisper): listening on a Unix socket
 //! or TCP, the OpenAI error shape, readiness, the common routes (`/health`, `/metrics`,
-//! `/v1/models`, 404), the engine thread's lifecycle, and SIGTERM draining.
+//! `/v1/models`, 404), Prometheus helpers, the engine thread's lifecycle, and SIGTERM
+//! draining.
 
 pub mod engine;
 pub mod error;
 pub mod listen;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 

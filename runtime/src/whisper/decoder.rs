@@ -12,20 +12,16 @@
 use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
 
 use super::ct2::Ct2Model;
-use super::layers::{add_in_place, gelu, values, Linear, Norm};
+use super::layers::{values, Linear, Mlp, Norm, SelfAttention};
 use super::{Result, WhisperError};
 
 struct Layer {
-    attn_ln: Norm,
-    qkv: Linear,
-    out: Linear,
+    attn: SelfAttention,
     cross_ln: Norm,
     cross_q: Linear,
     cross_kv: Linear,
     cross_out: Linear,
-    mlp_ln: Norm,
-    fc1: Linear,
-    fc2: Linear,
+    mlp: Mlp,
 }
 
 pub struct Decoder {
@@ -50,6 +46,16 @@ pub struct SelfCache {
 }
 
 impl SelfCache {
+    /// Layer `l`'s K/V as the attention kernel reads them, its first `len` positions.
+    fn layer_kv(&self, l: usize, head_stride: usize, len: usize) -> DecodeKv<'_> {
+        DecodeKv {
+            k: &self.k[l],
+            v: &self.v[l],
+            head_stride,
+            len,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -69,6 +75,18 @@ pub struct CrossKv {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     frames: usize,
+}
+
+impl CrossKv {
+    /// Layer `l`'s K/V as the attention kernel reads them: every frame of the window.
+    fn layer_kv(&self, l: usize, head_dim: usize) -> DecodeKv<'_> {
+        DecodeKv {
+            k: &self.k[l],
+            v: &self.v[l],
+            head_stride: self.frames * head_dim,
+            len: self.frames,
+        }
+    }
 }
 
 /// One sequence's part of a decode step.
@@ -92,16 +110,12 @@ impl Decoder {
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
                 Ok(Layer {
-                    attn_ln: Norm::load(ct2, &format!("{p}/self_attention/layer_norm"))?,
-                    qkv: Linear::load(ct2, &format!("{p}/self_attention/linear_0"))?,
-                    out: Linear::load(ct2, &format!("{p}/self_attention/linear_1"))?,
+                    attn: SelfAttention::load(ct2, &p)?,
                     cross_ln: Norm::load(ct2, &format!("{p}/attention/layer_norm"))?,
                     cross_q: Linear::load(ct2, &format!("{p}/attention/linear_0"))?,
                     cross_kv: Linear::load(ct2, &format!("{p}/attention/linear_1"))?,
                     cross_out: Linear::load(ct2, &format!("{p}/attention/linear_2"))?,
-                    mlp_ln: Norm::load(ct2, &format!("{p}/ffn/layer_norm"))?,
-                    fc1: Linear::load(ct2, &format!("{p}/ffn/linear_0"))?,
-                    fc2: Linear::load(ct2, &format!("{p}/ffn/linear_1"))?,
+                    mlp: Mlp::load(ct2, &p)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -212,8 +226,7 @@ impl Decoder {
         let mut att = vec![0f32; rows * d];
         let (mut tmp, mut ff) = (Vec::new(), Vec::new());
         for (l, layer) in self.layers.iter().enumerate() {
-            layer.attn_ln.forward(&x, &mut h);
-            layer.qkv.forward(&h, rows, &mut qkv)?;
+            layer.attn.project(&x, rows, &mut h, &mut qkv)?;
             for (r, &(si, p)) in at.iter().enumerate() {
                 let row = &qkv[r * 3 * d..(r + 1) * 3 * d];
                 q[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
@@ -221,42 +234,26 @@ impl Decoder {
                 self.scatter_heads(&row[d..2 * d], &mut cache.k[l], self.n_ctx, p);
                 self.scatter_heads(&row[2 * d..], &mut cache.v[l], self.n_ctx, p);
             }
+            // Each row sees its own sequence's cache up to and including its position.
             let kvs: Vec<DecodeKv<'_>> = at
                 .iter()
-                .map(|&(si, p)| DecodeKv {
-                    k: &seqs[si].cache.k[l],
-                    v: &seqs[si].cache.v[l],
-                    head_stride: self.n_ctx * hd,
-                    len: p + 1,
-                })
+                .map(|&(si, p)| seqs[si].cache.layer_kv(l, self.n_ctx * hd, p + 1))
                 .collect();
             decode_attention(shape, &q, &kvs, &mut att).map_err(kernel_err)?;
-            layer.out.forward(&att, rows, &mut tmp)?;
-            add_in_place(&mut x, &tmp);
+            layer.attn.out.forward_add(&att, rows, &mut x, &mut tmp)?;
 
             layer.cross_ln.forward(&x, &mut h);
             layer.cross_q.forward(&h, rows, &mut tmp)?;
             let kvs: Vec<DecodeKv<'_>> = at
                 .iter()
-                .map(|&(si, _)| {
-                    let c = seqs[si].cross;
-                    DecodeKv {
-                        k: &c.k[l],
-                        v: &c.v[l],
-                        head_stride: c.frames * hd,
-                        len: c.frames,
-                    }
-                })
+                .map(|&(si, _)| seqs[si].cross.layer_kv(l, hd))
                 .collect();
             decode_attention(shape, &tmp, &kvs, &mut att).map_err(kernel_err)?;
-            layer.cross_out.forward(&att, rows, &mut tmp)?;
-            add_in_place(&mut x, &tmp);
+            layer.cross_out.forward_add(&att, rows, &mut x, &mut tmp)?;
 
-            layer.mlp_ln.forward(&x, &mut h);
-            layer.fc1.forward(&h, rows, &mut ff)?;
-            gelu(&mut ff);
-            layer.fc2.forward(&ff, rows, &mut tmp)?;
-            add_in_place(&mut x, &tmp);
+            layer
+                .mlp
+                .forward_residual(&mut x, rows, &mut h, &mut ff, &mut tmp)?;
         }
         let mut wanted = Vec::new();
         let mut base = 0;

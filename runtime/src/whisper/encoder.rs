@@ -9,16 +9,14 @@ use crate::kernels::full_attention::{full_attention, FullShape};
 use crate::kernels::softmax::softmax_rows;
 
 use super::ct2::Ct2Model;
-use super::layers::{add_in_place, gelu, gemm_f32, transposed, values, Linear, Norm, View};
+use super::layers::{
+    add_in_place, gelu, gemm_f32, transposed, values, Linear, Mlp, Norm, SelfAttention, View,
+};
 use super::Result;
 
 struct Layer {
-    attn_ln: Norm,
-    qkv: Linear,
-    out: Linear,
-    mlp_ln: Norm,
-    fc1: Linear,
-    fc2: Linear,
+    attn: SelfAttention,
+    mlp: Mlp,
 }
 
 pub struct Encoder {
@@ -47,12 +45,8 @@ impl Encoder {
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
                 Ok(Layer {
-                    attn_ln: Norm::load(ct2, &format!("{p}/self_attention/layer_norm"))?,
-                    qkv: Linear::load(ct2, &format!("{p}/self_attention/linear_0"))?,
-                    out: Linear::load(ct2, &format!("{p}/self_attention/linear_1"))?,
-                    mlp_ln: Norm::load(ct2, &format!("{p}/ffn/layer_norm"))?,
-                    fc1: Linear::load(ct2, &format!("{p}/ffn/linear_0"))?,
-                    fc2: Linear::load(ct2, &format!("{p}/ffn/linear_1"))?,
+                    attn: SelfAttention::load(ct2, &p)?,
+                    mlp: Mlp::load(ct2, &p)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -102,18 +96,14 @@ impl Encoder {
         let mut ff = Vec::new();
         let mut scores = vec![0f32; t * t];
         for layer in &self.layers {
-            layer.attn_ln.forward(&x, &mut h);
-            layer.qkv.forward(&h, rows, &mut qkv)?;
+            layer.attn.project(&x, rows, &mut h, &mut qkv)?;
             for w in 0..mels.len() {
                 self.attention(&qkv[w * t * 3 * d..], &mut att[w * t * d..], &mut scores);
             }
-            layer.out.forward(&att, rows, &mut tmp)?;
-            add_in_place(&mut x, &tmp);
-            layer.mlp_ln.forward(&x, &mut h);
-            layer.fc1.forward(&h, rows, &mut ff)?;
-            gelu(&mut ff);
-            layer.fc2.forward(&ff, rows, &mut tmp)?;
-            add_in_place(&mut x, &tmp);
+            layer.attn.out.forward_add(&att, rows, &mut x, &mut tmp)?;
+            layer
+                .mlp
+                .forward_residual(&mut x, rows, &mut h, &mut ff, &mut tmp)?;
         }
         self.ln_post.forward(&x, &mut h);
         Ok(h)

@@ -94,6 +94,79 @@ impl Linear {
         }
         Ok(())
     }
+
+    /// The residual update `residual += x·Wᵀ + b` (`x` is `n × in`); `tmp` is scratch.
+    pub fn forward_add(
+        &self,
+        x: &[f32],
+        n: usize,
+        residual: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.forward(x, n, tmp)?;
+        add_in_place(residual, tmp);
+        Ok(())
+    }
+}
+
+/// The self-attention projections every Whisper layer (encoder and decoder) starts with,
+/// CT2's `{layer}/self_attention/…`: the pre-norm, the fused Q | K | V input projection
+/// and the output projection. The attention between them differs (full in the encoder,
+/// cached and causal in the decoder) and stays with the caller.
+pub struct SelfAttention {
+    pub ln: Norm,
+    pub qkv: Linear,
+    pub out: Linear,
+}
+
+impl SelfAttention {
+    pub fn load(ct2: &Ct2Model, layer: &str) -> Result<Self> {
+        Ok(Self {
+            ln: Norm::load(ct2, &format!("{layer}/self_attention/layer_norm"))?,
+            qkv: Linear::load(ct2, &format!("{layer}/self_attention/linear_0"))?,
+            out: Linear::load(ct2, &format!("{layer}/self_attention/linear_1"))?,
+        })
+    }
+
+    /// `qkv = layernorm(x)·W_qkvᵀ + b` for `rows` rows; `h` (`rows × d`) is scratch.
+    pub fn project(&self, x: &[f32], rows: usize, h: &mut [f32], qkv: &mut Vec<f32>) -> Result<()> {
+        self.ln.forward(x, h);
+        self.qkv.forward(h, rows, qkv)
+    }
+}
+
+/// A Whisper layer's pre-norm feed-forward block, CT2's `{layer}/ffn/…`:
+/// `x += fc2(gelu(fc1(layernorm(x))))`.
+pub struct Mlp {
+    ln: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    pub fn load(ct2: &Ct2Model, layer: &str) -> Result<Self> {
+        Ok(Self {
+            ln: Norm::load(ct2, &format!("{layer}/ffn/layer_norm"))?,
+            fc1: Linear::load(ct2, &format!("{layer}/ffn/linear_0"))?,
+            fc2: Linear::load(ct2, &format!("{layer}/ffn/linear_1"))?,
+        })
+    }
+
+    /// Adds the block's output to the residual stream `x` (`rows × d`). `h` (`rows × d`),
+    /// `ff` and `tmp` are scratch buffers the caller keeps across layers.
+    pub fn forward_residual(
+        &self,
+        x: &mut [f32],
+        rows: usize,
+        h: &mut [f32],
+        ff: &mut Vec<f32>,
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.ln.forward(x, h);
+        self.fc1.forward(h, rows, ff)?;
+        gelu(ff);
+        self.fc2.forward_add(ff, rows, x, tmp)
+    }
 }
 
 pub use crate::kernels::softmax::gelu;

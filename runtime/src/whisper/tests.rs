@@ -13,8 +13,9 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
-/// Synthesises speech with espeak-ng and resamples it to 16 kHz mono with sox.
-fn speech(text: &str, dir: &Path) -> Option<Vec<f32>> {
+/// Synthesises speech with espeak-ng and resamples it to 16 kHz mono with sox, applying
+/// the sox `effects` after (e.g. `&["tempo", "2.2"]`); `None` (a skip) without the tools.
+fn speech(text: &str, dir: &Path, effects: &[&str]) -> Option<Vec<f32>> {
     if !have("espeak-ng") || !have("sox") {
         eprintln!("SKIP: whisper end-to-end test needs espeak-ng and sox (scripts/setup.sh)");
         return None;
@@ -32,6 +33,7 @@ fn speech(text: &str, dir: &Path) -> Option<Vec<f32>> {
         .arg(&raw)
         .args(["-r", "16000", "-c", "1"])
         .arg(&wav)
+        .args(effects)
         .status();
     assert!(ok.unwrap().success(), "sox failed");
     let bytes = std::fs::read(&wav).unwrap();
@@ -63,7 +65,11 @@ fn engine(m: &surge_models::ResolvedModel) -> WhisperEngine {
 #[test]
 fn transcribes_espeak_sentence_with_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(pcm) = speech("The quick brown fox jumps over the lazy dog.", dir.path()) else {
+    let Some(pcm) = speech(
+        "The quick brown fox jumps over the lazy dog.",
+        dir.path(),
+        &[],
+    ) else {
         return;
     };
     let m = model_files();
@@ -95,27 +101,54 @@ fn transcribes_espeak_sentence_with_segments() {
     }
 }
 
-/// Our encoder (int8 linears, own attention) against candle-transformers' f32 Whisper
-/// on the same weights and mel: the outputs must point the same way.
-#[test]
-fn encoder_matches_candle_reference() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(pcm) = speech("Testing one two three.", dir.path()) else {
-        return;
-    };
+/// What the candle-reference tests compare: our engine and candle-transformers' f32
+/// Whisper on the same weights, with the first mel window of spoken `text` as our buffer
+/// (`[n_mels, 3000]`) and as the reference's input tensor.
+struct Reference {
+    ours: WhisperEngine,
+    reference: load::LoadedModel,
+    window: Vec<f32>,
+    input: Tensor,
+}
+
+/// `None` (a skip) without espeak-ng and sox.
+fn reference_setup(text: &str, dir: &Path) -> Option<Reference> {
+    let pcm = speech(text, dir, &[])?;
     let m = model_files();
     let ours = engine(&m);
     let mel = ours.mel.full(&pcm).unwrap();
     let window = mel.window(0);
-    let a = ours.encoder.forward(&[&window]).unwrap();
-
-    let mut reference = load::load_model(
+    let reference = load::load_model(
         m.path("model.bin").unwrap(),
         m.path("config.json").unwrap(),
         &Device::Cpu,
     )
     .unwrap();
-    let input = Tensor::from_vec(window, (1, mel.n_mels, mel::N_FRAMES), &Device::Cpu).unwrap();
+    let input =
+        Tensor::from_vec(window.clone(), (1, mel.n_mels, mel::N_FRAMES), &Device::Cpu).unwrap();
+    Some(Reference {
+        ours,
+        reference,
+        window,
+        input,
+    })
+}
+
+/// Our encoder (int8 linears, own attention) against candle-transformers' f32 Whisper
+/// on the same weights and mel: the outputs must point the same way.
+#[test]
+fn encoder_matches_candle_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(Reference {
+        ours,
+        mut reference,
+        window,
+        input,
+    }) = reference_setup("Testing one two three.", dir.path())
+    else {
+        return;
+    };
+    let a = ours.encoder.forward(&[&window]).unwrap();
     let b = reference
         .model
         .encoder
@@ -148,7 +181,7 @@ fn batched_tasks_match_solo_transcripts() {
     for (i, t) in texts.iter().enumerate() {
         let sub = dir.path().join(i.to_string());
         std::fs::create_dir_all(&sub).unwrap();
-        let Some(pcm) = speech(t, &sub) else {
+        let Some(pcm) = speech(t, &sub, &[]) else {
             return;
         };
         clips.push(pcm);
@@ -182,20 +215,15 @@ fn batched_tasks_match_solo_transcripts() {
 #[test]
 fn decoder_matches_candle_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(pcm) = speech("Our train was delayed by an hour.", dir.path()) else {
+    let Some(Reference {
+        ours,
+        mut reference,
+        input,
+        ..
+    }) = reference_setup("Our train was delayed by an hour.", dir.path())
+    else {
         return;
     };
-    let m = model_files();
-    let ours = engine(&m);
-    let mel = ours.mel.full(&pcm).unwrap();
-    let window = mel.window(0);
-    let mut reference = load::load_model(
-        m.path("model.bin").unwrap(),
-        m.path("config.json").unwrap(),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let input = Tensor::from_vec(window, (1, mel.n_mels, mel::N_FRAMES), &Device::Cpu).unwrap();
     let audio = reference.model.encoder.forward(&input, true).unwrap();
     let tokens: Vec<u32> = vec![50257, 50363, 674, 4512, 373, 11038, 416, 281, 1711, 13];
     let t = Tensor::new(tokens.as_slice(), &Device::Cpu)
@@ -258,32 +286,10 @@ fn decoder_matches_candle_reference() {
 #[test]
 fn improbable_output_falls_back_to_higher_temperatures() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_) = speech("x", dir.path()) else {
+    let text = "Our train was delayed by an hour, so we bought some coffee at the station.";
+    let Some(pcm) = speech(text, dir.path(), &["tempo", "2.2"]) else {
         return;
     };
-    let raw = dir.path().join("fast-raw.wav");
-    let fast = dir.path().join("fast.wav");
-    let text = "Our train was delayed by an hour, so we bought some coffee at the station.";
-    assert!(Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg("-D")
-        .arg(&raw)
-        .args(["-r", "16000", "-c", "1"])
-        .arg(&fast)
-        .args(["tempo", "2.2"])
-        .status()
-        .unwrap()
-        .success());
-    let bytes = std::fs::read(&fast).unwrap();
-    let pcm = crate::audio::decode_to_16k_mono(&bytes, Some("x.wav"), None)
-        .unwrap()
-        .samples;
     let m = model_files();
     let engine = engine(&m);
     let opts = DecodeOptions {

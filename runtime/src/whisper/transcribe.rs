@@ -19,6 +19,8 @@ use std::io::Write;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::llm::sampling::argmax;
+
 use super::decode::SpecialTokens;
 use super::decoder::{CrossKv, SelfCache};
 use super::mel::{LogMel, HOP, N_FRAMES, SAMPLE_RATE};
@@ -410,16 +412,6 @@ fn restart(w: &mut Window) {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn log_softmax(xs: &[f32]) -> Vec<f32> {

@@ -2,9 +2,11 @@
 //! seconds transcribed, requests by status.
 
 use prometheus::{
-    histogram_opts, opts, Counter, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Registry, TextEncoder,
+    histogram_opts, opts, Counter, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Registry,
 };
+
+use crate::server::metrics::{counter, gauge, histogram, register, render, requests_by_status};
 
 pub struct WhisperMetrics {
     registry: Registry,
@@ -46,29 +48,23 @@ impl WhisperMetrics {
             &["kind"],
         )?;
         Ok(WhisperMetrics {
-            waiting: register(
+            waiting: gauge(
                 &r,
-                IntGauge::with_opts(opts!(
-                    "surge_worker_waiting_sequences",
-                    "Transcriptions waiting for the engine"
-                ))?,
+                "surge_worker_waiting_sequences",
+                "Transcriptions waiting for the engine",
             )?,
-            running: register(
+            running: gauge(
                 &r,
-                IntGauge::with_opts(opts!(
-                    "surge_worker_running_sequences",
-                    "Transcriptions the engine is working on"
-                ))?,
+                "surge_worker_running_sequences",
+                "Transcriptions the engine is working on",
             )?,
             step_seconds: register(&r, step_seconds)?,
             batch_size: register(&r, batch_size)?,
-            queue_seconds: register(
+            queue_seconds: histogram(
                 &r,
-                Histogram::with_opts(histogram_opts!(
-                    "surge_worker_queue_wait_seconds",
-                    "Time from arrival to the engine starting on a request",
-                    lat
-                ))?,
+                "surge_worker_queue_wait_seconds",
+                "Time from arrival to the engine starting on a request",
+                lat,
             )?,
             audio_seconds: register(
                 &r,
@@ -77,22 +73,11 @@ impl WhisperMetrics {
                     "Seconds of audio transcribed"
                 ))?,
             )?,
-            requests: register(
+            requests: requests_by_status(&r)?,
+            cancelled: counter(
                 &r,
-                IntCounterVec::new(
-                    opts!(
-                        "surge_worker_requests_total",
-                        "Requests by endpoint and status"
-                    ),
-                    &["endpoint", "status"],
-                )?,
-            )?,
-            cancelled: register(
-                &r,
-                IntCounter::with_opts(opts!(
-                    "surge_worker_cancelled_sequences_total",
-                    "Transcriptions dropped because the client went away"
-                ))?,
+                "surge_worker_cancelled_sequences_total",
+                "Transcriptions dropped because the client went away",
             )?,
             request_seconds: register(
                 &r,
@@ -110,16 +95,6 @@ impl WhisperMetrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        render(&self.registry)
     }
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
-    c: C,
-) -> prometheus::Result<C> {
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
 }
