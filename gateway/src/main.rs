@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use surge_gateway::commands::models::ModelsCommand;
+use surge_gateway::commands::serve::ServeCommand;
 use surge_gateway::commands::worker::WorkerCommand;
 
 #[derive(Parser)]
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the OpenAI-compatible gateway: starts workers on demand, scales them to zero.
+    Serve(ServeCommand),
     /// Manage the shared model cache.
     Models(ModelsCommand),
     /// Serve one cached model (the process the gateway spawns).
@@ -35,6 +38,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Serve(cmd) => surge_gateway::commands::serve::run(cmd),
         Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
         Command::Worker(cmd) => surge_gateway::commands::worker::run(cmd),
     };

@@ -1,4 +1,5 @@
 //! One module per `surge` subcommand; each exposes its clap arguments and a `run`.
 
 pub mod models;
+pub mod serve;
 pub mod worker;

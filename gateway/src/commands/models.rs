@@ -160,9 +160,7 @@ fn install_ctrl_c(cancel: &Cancel) {
 fn pull_cmd(cache: &ModelCache, args: PullArgs, cancel: &Cancel) -> Result<(), ModelsError> {
     let mut requests = Vec::new();
     if args.all_defaults {
-        for e in catalog::defaults() {
-            requests.push(PullRequest::from_catalog(e)?);
-        }
+        requests = default_requests()?;
     }
     for m in &args.models {
         let mut req = PullRequest::parse(m)?;
@@ -198,6 +196,29 @@ fn pull_cmd(cache: &ModelCache, args: PullArgs, cancel: &Cancel) -> Result<(), M
     };
     for req in &requests {
         report(pull(cache, req, &opts)?);
+    }
+    Ok(())
+}
+
+/// The catalog's default models as pull requests (`pull --all-defaults`).
+fn default_requests() -> Result<Vec<PullRequest>, ModelsError> {
+    catalog::defaults().map(PullRequest::from_catalog).collect()
+}
+
+/// Pulls every default model of the catalog that is not cached yet, reporting each one
+/// (what `surge models pull --all-defaults` does; `surge serve` calls it at start).
+pub fn pull_defaults(
+    cache: &ModelCache,
+    cancel: &Cancel,
+    progress: ProgressMode,
+) -> Result<(), ModelsError> {
+    let opts = PullOptions {
+        cancel: cancel.clone(),
+        progress,
+        force: false,
+    };
+    for req in default_requests()? {
+        report(pull(cache, &req, &opts)?);
     }
     Ok(())
 }

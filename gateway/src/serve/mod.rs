@@ -9,6 +9,7 @@
 //! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
 //! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
+//! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
 
 pub mod auth;
 pub mod config;
@@ -17,4 +18,9 @@ pub mod gpus;
 pub mod metrics;
 pub mod pool;
 pub mod provision;
+pub mod proxy;
 pub mod registry;
+pub mod server;
+
+pub use config::GatewayConfig;
+pub use server::run;

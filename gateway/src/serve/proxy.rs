@@ -1,0 +1,856 @@
+//! The pingora `ProxyHttp` phases of `surge serve`.
+//!
+//! - `request_filter`: local endpoints (`/health`, `/ready`, `/metrics`, `/v1/models`)
+//!   are answered here; for the OpenAI inference routes the request body is read (with
+//!   pingora's retry buffering, so it is still forwarded afterwards) to find `model`,
+//!   which picks the pool.
+//! - `upstream_peer`: a [`Lease`] on a worker slot from the model's pool (waits in the
+//!   admission queue during a cold start), and the worker's Unix socket as the peer.
+//! - `response_body_filter`: SSE passes through chunk by chunk; the worker's trailing
+//!   usage chunk is dropped unless the client asked for `stream_options.include_usage`.
+//! - `logging`: metrics, and the lease is released.
+//!
+//! Limitation: pingora's retry buffer holds 64 KiB, so bodies up to 64 KiB are read
+//! whole; for larger ones only the first chunk read from the socket (≤ 64 KiB) is seen
+//! before routing. A larger JSON body must then have its top-level `model` in that
+//! prefix; a larger multipart upload must send the `model` field before `file` (OpenAI's
+//! clients do), else it goes to the only Whisper model when exactly one is served, else
+//! 400. Reading the whole body and forwarding it as a pingora subrequest with a preset
+//! body removes this limit (follow-up work).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use serde_json::{json, Value};
+use surge_models::ModelKind;
+
+use super::config::GatewayConfig;
+use super::errors::GatewayError;
+use super::metrics::GatewayMetrics;
+use super::pool::{Lease, Pool, Pools};
+use super::registry::Registry;
+
+/// What pingora can buffer for a retry (its `BODY_BUF_LIMIT`).
+const RETRY_BUFFER: usize = 64 * 1024;
+/// Non-streaming responses up to this size are parsed for their `usage`.
+const MAX_USAGE_SCAN: usize = 1 << 20;
+
+/// The inference routes the gateway forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Chat,
+    Completions,
+    Transcriptions,
+}
+
+impl Route {
+    fn from_path(path: &str) -> Option<Route> {
+        match path {
+            "/v1/chat/completions" => Some(Route::Chat),
+            "/v1/completions" => Some(Route::Completions),
+            "/v1/audio/transcriptions" => Some(Route::Transcriptions),
+            _ => None,
+        }
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Chat => "chat_completions",
+            Route::Completions => "completions",
+            Route::Transcriptions => "audio_transcriptions",
+        }
+    }
+
+    fn kind(self) -> ModelKind {
+        match self {
+            Route::Chat | Route::Completions => ModelKind::Llm,
+            Route::Transcriptions => ModelKind::Whisper,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Route::Chat => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
+            Route::Transcriptions => "/v1/audio/transcriptions",
+        }
+    }
+}
+
+/// The gateway's `ProxyHttp` service.
+pub struct Gateway {
+    pub registry: Arc<Registry>,
+    pub pools: Arc<Pools>,
+    pub metrics: Arc<GatewayMetrics>,
+    pub cfg: Arc<GatewayConfig>,
+    /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new inference requests get 503.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    /// Metrics label of the route (`None` for local endpoints, which are not counted).
+    route: Option<Route>,
+    /// Canonical model name once resolved.
+    model: Option<String>,
+    pool: Option<Arc<Pool>>,
+    lease: Option<Lease>,
+    /// The error the gateway answers with (from `upstream_peer`).
+    error: Option<GatewayError>,
+    /// Connect attempts to workers (one retry on another worker).
+    attempts: u32,
+    include_usage: bool,
+    /// The response is an SSE stream.
+    sse: bool,
+    /// SSE bytes not yet ending in a complete event.
+    pending: Vec<u8>,
+    /// A non-streaming JSON response, kept (up to a limit) to read its `usage`.
+    body: Vec<u8>,
+    first_chunk: Option<Instant>,
+    last_chunk: Option<Instant>,
+}
+
+impl Ctx {
+    fn model_label(&self) -> &str {
+        self.model.as_deref().unwrap_or("-")
+    }
+}
+
+/// Writes a complete JSON response.
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<u64>,
+    content_type: &str,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header("Content-Type", content_type)?;
+    h.insert_header("Content-Length", body.len().to_string())?;
+    if let Some(s) = retry_after {
+        h.insert_header("Retry-After", s.to_string())?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+impl Gateway {
+    /// Answers with a gateway error (OpenAI body, status, `Retry-After`) and counts it.
+    async fn reject(&self, session: &mut Session, e: &GatewayError) -> Result<()> {
+        self.metrics
+            .rejections
+            .with_label_values(&[e.reason()])
+            .inc();
+        write_json(
+            session,
+            e.status(),
+            e.body(),
+            e.retry_after(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// Answers a local endpoint; `None` when the path is not one.
+    async fn local(&self, session: &mut Session, path: &str) -> Option<Result<()>> {
+        let get = session.req_header().method == http::Method::GET;
+        let (status, body, ctype) = match path {
+            "/health" => (200, json!({"status": "ok"}).to_string(), "application/json"),
+            "/ready" => {
+                if self.draining.load(Ordering::Relaxed) {
+                    (
+                        503,
+                        json!({"status": "draining"}).to_string(),
+                        "application/json",
+                    )
+                } else {
+                    (
+                        200,
+                        json!({"status": "ready"}).to_string(),
+                        "application/json",
+                    )
+                }
+            }
+            "/metrics" => (
+                200,
+                self.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            "/v1/models" => (
+                200,
+                self.registry.list_json().to_string(),
+                "application/json",
+            ),
+            p if p.starts_with("/v1/models/") => {
+                let id = &p["/v1/models/".len()..];
+                match self.registry.model_json(id) {
+                    Some(v) if get => (200, v.to_string(), "application/json"),
+                    Some(_) => return None,
+                    None if get => {
+                        let e = GatewayError::ModelNotFound(id.to_string());
+                        return Some(self.reject(session, &e).await);
+                    }
+                    None => return None,
+                }
+            }
+            _ => return None,
+        };
+        if !get {
+            return None;
+        }
+        Some(write_json(session, status, body.into_bytes(), None, ctype).await)
+    }
+
+    /// Reads the request body (all of it up to 64 KiB, else the first chunk) and finds
+    /// the model; sets `ctx.model`, `ctx.pool` and `ctx.include_usage`.
+    async fn route_request(
+        &self,
+        session: &mut Session,
+        route: Route,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<(), GatewayError> {
+        let audio = route == Route::Transcriptions;
+        let limit = if audio {
+            self.cfg.max_audio_bytes
+        } else {
+            self.cfg.max_body_bytes
+        };
+        let req = session.req_header();
+        let length = header_str(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        if length.is_some_and(|n| n > limit) {
+            return Err(GatewayError::PayloadTooLarge(limit));
+        }
+        let content_type = header_str(req, "content-type")
+            .unwrap_or_default()
+            .to_string();
+        let expect_continue = header_str(req, "expect")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+        let multipart = content_type
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data");
+
+        session.enable_retry_buffering();
+        if expect_continue {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|e| GatewayError::Upstream(format!("writing 100 Continue: {e}")))?;
+        }
+        // A body that fits the retry buffer is read whole; a larger one only up to its
+        // first chunk (≤ 64 KiB), so the retry buffer still holds everything read.
+        let whole = length.is_some_and(|n| n <= RETRY_BUFFER);
+        let mut buf = Vec::new();
+        loop {
+            let chunk =
+                session
+                    .read_request_body()
+                    .await
+                    .map_err(|e| GatewayError::BadRequest {
+                        message: format!("could not read the request body: {e}"),
+                        param: None,
+                    })?;
+            let Some(chunk) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            if buf.len() > limit {
+                return Err(GatewayError::PayloadTooLarge(limit));
+            }
+            if !whole && length.is_some() {
+                break;
+            }
+        }
+        if session.retry_buffer_truncated() {
+            // A chunked body without Content-Length grew past what can be buffered.
+            return Err(GatewayError::BadRequest {
+                message: format!(
+                    "request bodies over {} KiB must be sent with a Content-Length header",
+                    RETRY_BUFFER / 1024
+                ),
+                param: None,
+            });
+        }
+        let complete = session.is_body_done();
+
+        let model_id = if multipart {
+            match multipart_field(&buf, &content_type, "model") {
+                Some(m) => m,
+                None => {
+                    // Only a prefix was read when the body was large.
+                    let whispers: Vec<_> = self
+                        .registry
+                        .entries()
+                        .iter()
+                        .filter(|e| e.kind == ModelKind::Whisper)
+                        .collect();
+                    if !complete && audio && whispers.len() == 1 {
+                        whispers[0].name.clone()
+                    } else if complete {
+                        return Err(missing_model());
+                    } else {
+                        return Err(GatewayError::BadRequest {
+                            message: "could not find the 'model' form field in the first 64 KiB \
+                                      of the upload; send the 'model' field before 'file'"
+                                .into(),
+                            param: Some("model".into()),
+                        });
+                    }
+                }
+            }
+        } else if complete {
+            let v: Value = serde_json::from_slice(&buf).map_err(|e| GatewayError::BadRequest {
+                message: format!("the request body is not valid JSON: {e}"),
+                param: None,
+            })?;
+            if !v.is_object() {
+                return Err(GatewayError::BadRequest {
+                    message: "the request body must be a JSON object".into(),
+                    param: None,
+                });
+            }
+            ctx.include_usage = v
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match v.get("model") {
+                Some(Value::String(m)) => m.clone(),
+                Some(_) => {
+                    return Err(GatewayError::BadRequest {
+                        message: "'model' must be a string".into(),
+                        param: Some("model".into()),
+                    })
+                }
+                None => return Err(missing_model()),
+            }
+        } else {
+            let scan = scan_json_prefix(&buf);
+            ctx.include_usage = scan.include_usage;
+            scan.model.ok_or_else(|| GatewayError::BadRequest {
+                message: format!(
+                    "request bodies over {} KiB must name the top-level 'model' within their \
+                     first {} KiB",
+                    RETRY_BUFFER / 1024,
+                    RETRY_BUFFER / 1024
+                ),
+                param: Some("model".into()),
+            })?
+        };
+
+        let entry = self
+            .registry
+            .resolve(&model_id)
+            .ok_or_else(|| GatewayError::ModelNotFound(model_id.clone()))?;
+        if entry.kind != route.kind() {
+            return Err(GatewayError::WrongKind {
+                model: model_id,
+                kind: entry.kind_name(),
+                route: route.path().to_string(),
+            });
+        }
+        let pool = self
+            .pools
+            .get(&entry.name)
+            .ok_or_else(|| GatewayError::ModelNotFound(model_id.clone()))?;
+        ctx.model = Some(entry.name.clone());
+        ctx.pool = Some(pool);
+        Ok(())
+    }
+
+    /// Reads `usage` from a worker response (the SSE usage chunk or a JSON body) into
+    /// the token / audio metrics.
+    fn count_usage(&self, model: &str, v: &Value) {
+        let Some(u) = v.get("usage") else { return };
+        for (field, kind) in [
+            ("prompt_tokens", "prompt"),
+            ("completion_tokens", "completion"),
+        ] {
+            if let Some(n) = u.get(field).and_then(Value::as_u64) {
+                self.metrics
+                    .tokens
+                    .with_label_values(&[model, kind])
+                    .inc_by(n);
+            }
+        }
+        if let Some(s) = u.get("seconds").and_then(Value::as_f64) {
+            self.metrics
+                .audio_seconds
+                .with_label_values(&[model])
+                .inc_by(s);
+        }
+    }
+}
+
+fn missing_model() -> GatewayError {
+    GatewayError::BadRequest {
+        message: "you must provide a model parameter".into(),
+        param: Some("model".into()),
+    }
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            route: None,
+            model: None,
+            pool: None,
+            lease: None,
+            error: None,
+            attempts: 0,
+            include_usage: false,
+            sse: false,
+            pending: Vec::new(),
+            body: Vec::new(),
+            first_chunk: None,
+            last_chunk: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        if let Some(route) = Route::from_path(&path) {
+            ctx.route = Some(route);
+            if method != http::Method::POST {
+                let e = GatewayError::RouteNotFound {
+                    method: method.to_string(),
+                    path,
+                };
+                self.reject(session, &e).await?;
+                return Ok(true);
+            }
+            if self.draining.load(Ordering::Relaxed) {
+                session.set_keepalive(None);
+                self.reject(session, &GatewayError::ShuttingDown).await?;
+                return Ok(true);
+            }
+            if let Err(e) = self.route_request(session, route, ctx).await {
+                // The body may be unread: do not reuse the connection.
+                session.set_keepalive(None);
+                self.reject(session, &e).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if let Some(r) = self.local(session, &path).await {
+            r?;
+            return Ok(true);
+        }
+        let e = GatewayError::RouteNotFound {
+            method: method.to_string(),
+            path,
+        };
+        self.reject(session, &e).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        // A retry after a failed connect: give the broken worker's slot back first.
+        ctx.lease = None;
+        let Some(pool) = ctx.pool.clone() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no pool for request",
+            ));
+        };
+        match pool.acquire().await {
+            Ok(lease) => {
+                let path = lease.socket().to_string_lossy().into_owned();
+                ctx.lease = Some(lease);
+                let mut peer = HttpPeer::new_uds(&path, false, String::new())?;
+                peer.options.connection_timeout = Some(Duration::from_secs(5));
+                Ok(Box::new(peer))
+            }
+            Err(e) => {
+                let status = e.status();
+                ctx.error = Some(e);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "no worker slot for the request",
+                ))
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // The gateway answered `Expect: 100-continue` itself and already holds the body.
+        upstream.remove_header("expect");
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = &ctx.lease {
+            lease.mark_failed();
+        }
+        // One more try, on another worker (the pool skips failed ones).
+        e.set_retry(ctx.attempts < 2);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // Requests are POSTs, but a worker's pooled keep-alive connection that turns out
+        // closed before it answered is safe to retry when the body is still buffered.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let ctype = upstream
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ctx.sse = ctype.starts_with("text/event-stream");
+        if ctx.sse && !ctx.include_usage {
+            // Events are removed, so any length the worker sent no longer holds.
+            upstream.remove_header("content-length");
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        let model = ctx.model.clone().unwrap_or_default();
+        if body.as_ref().is_some_and(|b| !b.is_empty()) && ctx.sse {
+            if ctx.first_chunk.is_none() {
+                ctx.first_chunk = Some(now);
+                self.metrics
+                    .ttft_seconds
+                    .with_label_values(&[&model])
+                    .observe(now.duration_since(ctx.start).as_secs_f64());
+            } else if let Some(last) = ctx.last_chunk {
+                self.metrics
+                    .inter_token_seconds
+                    .with_label_values(&[&model])
+                    .observe(now.duration_since(last).as_secs_f64());
+            }
+            ctx.last_chunk = Some(now);
+        }
+        if ctx.sse {
+            let chunk = body.take().unwrap_or_default();
+            ctx.pending.extend_from_slice(&chunk);
+            let mut out = Vec::with_capacity(ctx.pending.len());
+            let mut consumed = 0;
+            while let Some(end) = find_event_end(&ctx.pending[consumed..]) {
+                let event = &ctx.pending[consumed..consumed + end];
+                consumed += end;
+                if let Some(usage) = usage_event(event) {
+                    self.count_usage(&model, &usage);
+                    if !ctx.include_usage {
+                        continue;
+                    }
+                }
+                out.extend_from_slice(event);
+            }
+            ctx.pending.drain(..consumed);
+            if end_of_stream {
+                out.append(&mut ctx.pending);
+            }
+            *body = (!out.is_empty()).then(|| Bytes::from(out));
+        } else if let Some(b) = body.as_ref() {
+            if ctx.body.len() + b.len() <= MAX_USAGE_SCAN {
+                ctx.body.extend_from_slice(b);
+            }
+            if end_of_stream {
+                if let Ok(v) = serde_json::from_slice::<Value>(&ctx.body) {
+                    self.count_usage(&model, &v);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let gateway_error = match ctx.error.take() {
+            Some(g) => Some(g),
+            None if session.response_written().is_none() => {
+                // The worker could not be reached or broke before it answered.
+                if matches!(e.esource(), ErrorSource::Upstream) {
+                    if let Some(lease) = &ctx.lease {
+                        lease.mark_failed();
+                    }
+                    Some(GatewayError::Upstream(format!(
+                        "the worker for model '{}' failed: {}",
+                        ctx.model_label(),
+                        e.etype().as_str()
+                    )))
+                } else if matches!(e.esource(), ErrorSource::Downstream) {
+                    None // the client is gone or sent garbage
+                } else {
+                    Some(GatewayError::Upstream(format!(
+                        "internal error: {}",
+                        e.etype().as_str()
+                    )))
+                }
+            }
+            None => None,
+        };
+        let code = match gateway_error {
+            Some(g) => {
+                let _ = self.reject(session, &g).await;
+                g.status()
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // Releases the worker slot.
+        ctx.lease = None;
+        let Some(route) = ctx.route else { return };
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let model = ctx.model_label().to_string();
+        self.metrics
+            .requests
+            .with_label_values(&[&model, route.label(), &status.to_string()])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&model, route.label()])
+            .observe(ctx.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The length of the first complete SSE event in `buf` (through its blank line).
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The JSON of an SSE event that is the worker's usage chunk (`choices` empty, `usage`
+/// set), else `None`.
+fn usage_event(event: &[u8]) -> Option<Value> {
+    if !event.windows(7).any(|w| w == b"\"usage\"") {
+        return None;
+    }
+    let text = std::str::from_utf8(event).ok()?;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    let v: Value = serde_json::from_str(&data).ok()?;
+    let empty_choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty());
+    let has_usage = v.get("usage").is_some_and(|u| !u.is_null());
+    (empty_choices && has_usage).then_some(v)
+}
+
+/// A `multipart/form-data` text field's value from (a prefix of) the body.
+pub fn multipart_field(body: &[u8], content_type: &str, name: &str) -> Option<String> {
+    let boundary = content_type.split(';').find_map(|p| {
+        let p = p.trim();
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+    })?;
+    let delim = format!("--{boundary}");
+    let mut rest = body;
+    while let Some(i) = find(rest, delim.as_bytes()) {
+        rest = &rest[i + delim.len()..];
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
+        let wanted = format!("name=\"{}\"", name.to_ascii_lowercase());
+        if head.contains("content-disposition") && head.contains(&wanted) {
+            let value = &rest[head_end + 4..];
+            let end = find(value, format!("\r\n{delim}").as_bytes())?;
+            return Some(String::from_utf8_lossy(&value[..end]).trim().to_string());
+        }
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What a scan of a JSON body's prefix found.
+#[derive(Debug, Default, PartialEq)]
+pub struct PrefixScan {
+    pub model: Option<String>,
+    pub include_usage: bool,
+}
+
+/// Finds the top-level `"model": "…"` and `stream_options.include_usage: true` in a
+/// prefix of a JSON object (a minimal tokenizer: strings, escapes, nesting).
+pub fn scan_json_prefix(buf: &[u8]) -> PrefixScan {
+    let mut out = PrefixScan::default();
+    let mut depth = 0usize;
+    let mut i = 0;
+    // The last object key read at each depth, and the key path.
+    let mut keys: Vec<Option<String>> = Vec::new();
+    let mut expect_value = false;
+    while i < buf.len() {
+        match buf[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                keys.truncate(depth - 1);
+                keys.push(None);
+                expect_value = false;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                keys.truncate(depth);
+                i += 1;
+            }
+            b':' => {
+                expect_value = true;
+                i += 1;
+            }
+            b',' => {
+                expect_value = false;
+                i += 1;
+            }
+            b'"' => {
+                let Some((s, len)) = json_string(&buf[i..]) else {
+                    return out;
+                };
+                i += len;
+                if expect_value {
+                    if depth == 1 && keys.last() == Some(&Some("model".into())) {
+                        out.model.get_or_insert(s);
+                    }
+                    expect_value = false;
+                } else if let Some(k) = keys.last_mut() {
+                    *k = Some(s);
+                }
+            }
+            b't' if expect_value => {
+                if depth == 2
+                    && keys.first() == Some(&Some("stream_options".into()))
+                    && keys.get(1) == Some(&Some("include_usage".into()))
+                    && buf[i..].starts_with(b"true")
+                {
+                    out.include_usage = true;
+                }
+                expect_value = false;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// A JSON string at the start of `buf`: its value and its length in bytes.
+fn json_string(buf: &[u8]) -> Option<(String, usize)> {
+    let mut i = 1;
+    while i < buf.len() {
+        match buf[i] {
+            b'\\' => i += 2,
+            b'"' => {
+                let s: String = serde_json::from_slice(&buf[..=i]).ok()?;
+                return Some((s, i + 1));
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_chunk_is_recognised() {
+        let usage = b"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n";
+        assert!(usage_event(usage).is_some());
+        let delta = b"data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
+        assert!(usage_event(delta).is_none());
+        assert!(usage_event(b"data: [DONE]\n\n").is_none());
+        assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(find_event_end(b"data: a\n"), None);
+    }
+
+    #[test]
+    fn multipart_model_field() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--XyZ--\r\n";
+        assert_eq!(
+            multipart_field(body, ct, "model").as_deref(),
+            Some("whisper-1")
+        );
+        assert_eq!(multipart_field(body, ct, "language"), None);
+        // A prefix that ends inside the file part has no model.
+        assert_eq!(multipart_field(&body[..40], ct, "model"), None);
+    }
+
+    #[test]
+    fn json_prefix_scan() {
+        let s = scan_json_prefix(
+            br#"{"messages":[{"role":"user","content":"say \"model\": \"x\""}],"stream_options":{"include_usage":true},"model":"smollm2","extra":"#,
+        );
+        assert_eq!(s.model.as_deref(), Some("smollm2"));
+        assert!(s.include_usage);
+        let s = scan_json_prefix(br#"{"messages":[{"model":"inner"}],"#);
+        assert_eq!(s, PrefixScan::default());
+    }
+}

@@ -1,0 +1,175 @@
+//! Bootstrapping `surge serve`: the model cache and registry, the worker pools, and a
+//! pingora server with the proxy service; SIGTERM/SIGINT drain the gateway ourselves
+//! (pingora's own graceful shutdown always sleeps its whole grace period).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use surge_models::{Cancel, ModelCache, ProgressMode};
+
+use super::config::GatewayConfig;
+use super::metrics::GatewayMetrics;
+use super::pool::Pools;
+use super::provision::LocalProvisioner;
+use super::proxy::Gateway;
+use super::registry::Registry;
+
+/// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(cfg: GatewayConfig) -> i32 {
+    match serve(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn serve(cfg: GatewayConfig) -> Result<(), String> {
+    cfg.validate()?;
+    let root = cfg.home.clone().unwrap_or_else(ModelCache::default_root);
+    let cache = ModelCache::open(&root).map_err(|e| e.to_string())?;
+    if cfg.pull_defaults {
+        crate::commands::models::pull_defaults(&cache, &Cancel::default(), ProgressMode::Auto)
+            .map_err(|e| format!("pulling the default models: {e}"))?;
+    }
+    let registry = Registry::from_cache(&cache).map_err(|e| e.to_string())?;
+    if registry.entries().is_empty() {
+        tracing::warn!(
+            "the model cache at {} holds no complete model; every request will get 404",
+            root.display()
+        );
+    }
+    for e in registry.entries() {
+        tracing::info!(model = %e.name, kind = e.kind_name(), aliases = ?e.aliases, "serving");
+    }
+
+    // Fail early, with a clear message, when the address is taken.
+    drop(TcpListener::bind(cfg.listen).map_err(|e| format!("listening on {}: {e}", cfg.listen))?);
+
+    let (socket_dir, own_socket_dir) = match &cfg.socket_dir {
+        Some(d) => (d.clone(), false),
+        None => (fresh_socket_dir()?, true),
+    };
+    std::fs::create_dir_all(&socket_dir)
+        .map_err(|e| format!("creating {}: {e}", socket_dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding the surge executable: {e}"))?;
+    let provisioner = Arc::new(LocalProvisioner::new(
+        exe,
+        cfg.home.clone(),
+        socket_dir.clone(),
+    ));
+    let metrics = Arc::new(GatewayMetrics::new().map_err(|e| e.to_string())?);
+    let pools = Pools::new(&cfg, &registry, provisioner, metrics.clone());
+    let draining = Arc::new(AtomicBool::new(false));
+    let cfg = Arc::new(cfg);
+
+    let conf = ServerConf {
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let gateway = Gateway {
+        registry: Arc::new(registry),
+        pools: pools.clone(),
+        metrics,
+        cfg: cfg.clone(),
+        draining: draining.clone(),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    proxy.add_tcp(&cfg.listen.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "worker pools",
+        Housekeeping {
+            pools: pools.clone(),
+        },
+    ));
+    tracing::info!(listen = %cfg.listen, sockets = %socket_dir.display(), "surge serve ready");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain {
+            pools,
+            draining,
+            grace: cfg.drain_grace,
+        }),
+    });
+    if own_socket_dir {
+        let _ = std::fs::remove_dir_all(&socket_dir);
+    }
+    tracing::info!("surge serve stopped");
+    Ok(())
+}
+
+/// A new private directory for worker sockets (short, under the system temp dir:
+/// Unix socket paths are limited to ~108 bytes).
+fn fresh_socket_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    for n in 0..100u32 {
+        let d = base.join(format!("surge-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&d) {
+            Ok(()) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+                }
+                return Ok(d);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("creating {}: {e}", d.display())),
+        }
+    }
+    Err(format!("no free socket directory under {}", base.display()))
+}
+
+/// Runs the pools' housekeeping inside a pingora runtime until shutdown.
+struct Housekeeping {
+    pools: Arc<Pools>,
+}
+
+#[async_trait]
+impl BackgroundService for Housekeeping {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.pools.start_background();
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, then drains: `/ready` turns 503, new inference requests
+/// get 503, in-flight ones finish (at most `grace`), workers stop; then pingora stops at
+/// once.
+struct Drain {
+    pools: Arc<Pools>,
+    draining: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(grace = ?self.grace, "{which}: draining");
+        self.draining.store(true, Ordering::SeqCst);
+        self.pools.shutdown(self.grace).await;
+        ShutdownSignal::FastShutdown
+    }
+}

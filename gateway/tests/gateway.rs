@@ -1,0 +1,346 @@
+//! End to end through the real `surge serve`: one gateway (with the default models in the
+//! shared test cache) shared by every test; workers cold-start on the first request.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::http::{self, Form};
+use support::speech;
+use support::worker::{ensure_model, free_port, surge, LLM, WHISPER};
+
+struct Gateway {
+    _child: Child,
+    base: String,
+    port: u16,
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// The shared gateway; it exits with the test process (`--exit-with-parent`).
+fn gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| {
+        ensure_model(LLM);
+        ensure_model(WHISPER);
+        let port = free_port();
+        let child = surge()
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-pull",
+                "--exit-with-parent",
+            ])
+            .env("SURGE_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn surge serve");
+        let gw = Gateway {
+            _child: child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = ureq::get(&gw.url("/health"))
+                .timeout(Duration::from_secs(2))
+                .call()
+            {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "gateway not up after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gw
+    })
+}
+
+fn chat(model: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 8,
+        "temperature": 0,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, code: Option<&str>) {
+    assert_eq!(status, want_status, "{body}");
+    let e = &body["error"];
+    assert!(e["message"].is_string(), "{body}");
+    assert!(e["type"].is_string(), "{body}");
+    if let Some(c) = code {
+        assert_eq!(e["code"], c, "{body}");
+    }
+}
+
+#[test]
+fn models_lists_names_and_aliases() {
+    let gw = gateway();
+    let (status, text) = http::get(&gw.url("/v1/models"));
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in [LLM, "smollm2", WHISPER, "whisper-1"] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let (status, text) = http::get(&gw.url("/v1/models/smollm2"));
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["root"].as_str()),
+        (Some("smollm2"), Some(LLM))
+    );
+    let (status, text) = http::get(&gw.url("/v1/models/gpt-4"));
+    assert_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        404,
+        Some("model_not_found"),
+    );
+    assert_eq!(http::get(&gw.url("/health")).0, 200);
+    assert_eq!(http::get(&gw.url("/ready")).0, 200);
+}
+
+#[test]
+fn chat_completion_cold_starts_a_worker() {
+    let gw = gateway();
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat("smollm2", json!({})));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.is_empty(), "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+}
+
+fn stream(gw: &Gateway, path: &str, body: Value) -> Vec<String> {
+    let (status, mut reader) = http::open_stream(&gw.url(path), &body);
+    assert_eq!(status, 200);
+    http::read_sse(&mut *reader, Instant::now())
+        .into_iter()
+        .map(|e| e.data)
+        .collect()
+}
+
+fn is_usage_chunk(data: &str) -> bool {
+    serde_json::from_str::<Value>(data).is_ok_and(|v| {
+        v["choices"].as_array().is_some_and(|c| c.is_empty()) && !v["usage"].is_null()
+    })
+}
+
+#[test]
+fn streams_pass_through_and_the_usage_chunk_only_when_asked() {
+    let gw = gateway();
+    let events = stream(
+        gw,
+        "/v1/chat/completions",
+        chat("smollm2", json!({"stream": true})),
+    );
+    assert!(events.len() >= 4, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(!events.iter().any(|e| is_usage_chunk(e)), "{events:?}");
+    let content: String = events[..events.len() - 1]
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert!(!content.is_empty(), "{events:?}");
+
+    let events = stream(
+        gw,
+        "/v1/chat/completions",
+        chat(
+            LLM,
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: Vec<_> = events.iter().filter(|e| is_usage_chunk(e)).collect();
+    assert_eq!(usage.len(), 1, "{events:?}");
+    // The usage chunk is the last one before [DONE].
+    assert!(is_usage_chunk(&events[events.len() - 2]), "{events:?}");
+}
+
+#[test]
+fn completions_work() {
+    let gw = gateway();
+    let body = json!({"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5});
+    let (status, v) = http::post(&gw.url("/v1/completions"), &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["choices"][0]["text"].is_string(), "{v}");
+    let mut body = body;
+    body["stream"] = json!(true);
+    let events = stream(gw, "/v1/completions", body);
+    assert!(events.len() >= 3, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(!events.iter().any(|e| is_usage_chunk(e)), "{events:?}");
+}
+
+#[test]
+fn gateway_errors_are_openai_shaped() {
+    let gw = gateway();
+    let chat_url = gw.url("/v1/chat/completions");
+    let (s, v) = http::post(&chat_url, &chat("gpt-4", json!({})));
+    assert_error(s, &v, 404, Some("model_not_found"));
+    assert_eq!(v["error"]["param"], "model");
+    let (s, text) = http::get(&gw.url("/v1/nothing"));
+    assert_error(s, &serde_json::from_str(&text).unwrap(), 404, None);
+    // Wrong method on an inference route: 404 like OpenAI's "Invalid URL".
+    let (s, text) = http::get(&chat_url);
+    assert_error(s, &serde_json::from_str(&text).unwrap(), 404, None);
+    let (s, v) = http::post_raw(&chat_url, b"{\"model\": \"smollm2\", ");
+    assert_error(s, &v, 400, None);
+    let (s, v) = http::post(&chat_url, &json!({"messages": []}));
+    assert_error(s, &v, 400, None);
+    assert_eq!(v["error"]["param"], "model");
+    let (s, v) = http::post(&chat_url, &chat("whisper-1", json!({})));
+    assert_error(s, &v, 400, None);
+    assert_eq!(v["error"]["param"], "model");
+    let r = Form::new()
+        .text("model", "smollm2")
+        .file("file", "a.wav", &speech::wav(16_000, &[0; 1600]))
+        .post(&gw.url("/v1/audio/transcriptions"));
+    assert_error(r.status, &r.json(), 400, None);
+    // Over the JSON body limit (4 MiB by default): refused on Content-Length alone,
+    // before the client sends the body (as curl does with `Expect: 100-continue`).
+    let head = raw_head(
+        gw,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            (4 << 20) + 1
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("invalid_request_error"), "{head}");
+}
+
+/// Sends raw request bytes and reads the response until the connection closes.
+fn raw_head(gw: &Gateway, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn transcriptions_route_by_the_model_field() {
+    let gw = gateway();
+    let url = gw.url("/v1/audio/transcriptions");
+    // 3 s of a quiet tone: a 96 KB upload, larger than what is buffered for routing.
+    let samples: Vec<i16> = (0..48_000)
+        .map(|i| ((i as f32 * 0.05).sin() * 300.0) as i16)
+        .collect();
+    let audio = speech::wav(16_000, &samples);
+    let r = Form::new()
+        .text("model", "whisper-1")
+        .file("file", "tone.wav", &audio)
+        .post(&url);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["text"].is_string(), "{}", r.text);
+    // `model` after a large file: the only Whisper model serves it.
+    let r = Form::new()
+        .file("file", "tone.wav", &audio)
+        .text("model", "whisper-1")
+        .post(&url);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A small upload is read whole, so the field is found wherever it is.
+    let small = speech::wav(16_000, &samples[..8_000]);
+    let r = Form::new()
+        .file("file", "tone.wav", &small)
+        .text("model", WHISPER)
+        .post(&url);
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[test]
+fn expect_100_continue_is_answered() {
+    let gw = gateway();
+    let body = chat("smollm2", json!({"max_tokens": 2})).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    line.clear();
+    reader.read_line(&mut line).unwrap(); // blank line after the 100
+    s.write_all(body.as_bytes()).unwrap();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(rest.contains("chat.completion"), "{rest}");
+}
+
+#[test]
+fn metrics_show_requests_and_cold_starts() {
+    let gw = gateway();
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat(LLM, json!({})));
+    assert_eq!(status, 200, "{v}");
+    let (status, text) = http::get(&gw.url("/metrics"));
+    assert_eq!(status, 200);
+    let sample = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        sample(&format!(
+            "surge_requests_total{{model=\"{LLM}\",route=\"chat_completions\",status=\"200\"}}"
+        )) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&format!(
+            "surge_cold_start_duration_seconds_count{{model=\"{LLM}\"}}"
+        )) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&format!(
+            "surge_tokens_total{{kind=\"completion\",model=\"{LLM}\"}}"
+        )) >= 1.0,
+        "{text}"
+    );
+}
