@@ -29,45 +29,49 @@ impl Gateway {
 /// The shared gateway; it exits with the test process (`--exit-with-parent`).
 fn gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
-    GW.get_or_init(|| {
-        ensure_model(LLM);
-        ensure_model(WHISPER);
-        let port = free_port();
-        let child = surge()
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-pull",
-                "--exit-with-parent",
-            ])
-            .env("SURGE_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn surge serve");
-        let gw = Gateway {
-            _child: child,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-        };
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = ureq::get(&gw.url("/health"))
-                .timeout(Duration::from_secs(2))
-                .call()
-            {
-                if r.status() == 200 {
-                    break;
-                }
+    GW.get_or_init(|| start_gateway(&[]))
+}
+
+/// Starts `surge serve` on a fresh port with `extra` arguments and waits for /health.
+fn start_gateway(extra: &[&str]) -> Gateway {
+    ensure_model(LLM);
+    ensure_model(WHISPER);
+    let port = free_port();
+    let child = surge()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-pull",
+            "--exit-with-parent",
+        ])
+        .args(extra)
+        .env("SURGE_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn surge serve");
+    let gw = Gateway {
+        _child: child,
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+    };
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = ureq::get(&gw.url("/health"))
+            .timeout(Duration::from_secs(2))
+            .call()
+        {
+            if r.status() == 200 {
+                break;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "gateway not up after 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        gw
-    })
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gateway not up after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gw
 }
 
 fn chat(model: &str, extra: Value) -> Value {
@@ -343,4 +347,48 @@ fn metrics_show_requests_and_cold_starts() {
         )) >= 1.0,
         "{text}"
     );
+}
+
+/// API keys from the config file: no or a wrong key → 401; a key over its
+/// requests-per-second → 429 with `Retry-After` and `x-ratelimit-*` headers. (An unknown
+/// model keeps these requests from starting workers: keys are checked before routing.)
+#[test]
+fn api_keys_and_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("surge.toml");
+    std::fs::write(
+        &cfg,
+        "[[keys]]\nkey = \"sk-test\"\nname = \"tester\"\nrequests_per_second = 1\n",
+    )
+    .unwrap();
+    let gw = start_gateway(&["--config", cfg.to_str().unwrap()]);
+    let body = json!({"model": "no-such-model", "messages": []}).to_string();
+    let post = |key: Option<&str>| {
+        let mut req =
+            ureq::post(&gw.url("/v1/chat/completions")).set("Content-Type", "application/json");
+        if let Some(k) = key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        match req.send_string(&body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    for key in [None, Some("sk-wrong")] {
+        let r = post(key);
+        let status = r.status();
+        let v: Value = r.into_json().unwrap();
+        assert_error(status, &v, 401, Some("invalid_api_key"));
+    }
+    // The first request is admitted (and gets the router's 404), the next is over quota.
+    let r = post(Some("sk-test"));
+    assert_eq!(r.status(), 404);
+    let r = post(Some("sk-test"));
+    assert_eq!(r.status(), 429);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    let v: Value = r.into_json().unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
 }

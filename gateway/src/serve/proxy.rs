@@ -31,6 +31,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde_json::{json, Value};
 use surge_models::ModelKind;
 
+use super::auth::{Admission, Keys};
 use super::config::GatewayConfig;
 use super::errors::GatewayError;
 use super::metrics::GatewayMetrics;
@@ -93,6 +94,8 @@ pub struct Gateway {
     pub cfg: Arc<GatewayConfig>,
     /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new inference requests get 503.
     pub draining: Arc<AtomicBool>,
+    /// API keys and their limits (none configured: open).
+    pub keys: Arc<Keys>,
 }
 
 /// Per-request state.
@@ -117,6 +120,8 @@ pub struct Ctx {
     body: Vec<u8>,
     first_chunk: Option<Instant>,
     last_chunk: Option<Instant>,
+    /// The API key's rate/concurrency admission; dropped (slot freed) with the request.
+    admission: Option<Admission>,
 }
 
 impl Ctx {
@@ -133,11 +138,26 @@ async fn write_json(
     retry_after: Option<u64>,
     content_type: &str,
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4))?;
+    write_response(session, status, body, retry_after, content_type, &[]).await
+}
+
+/// [`write_json`] with extra headers (the `x-ratelimit-*` family).
+async fn write_response(
+    session: &mut Session,
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<u64>,
+    content_type: &str,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     h.insert_header("Content-Type", content_type)?;
     h.insert_header("Content-Length", body.len().to_string())?;
     if let Some(s) = retry_after {
         h.insert_header("Retry-After", s.to_string())?;
+    }
+    for (name, value) in extra {
+        h.insert_header(*name, value.as_str())?;
     }
     session.write_response_header(Box::new(h), false).await?;
     session
@@ -419,6 +439,7 @@ impl ProxyHttp for Gateway {
             body: Vec::new(),
             first_chunk: None,
             last_chunk: None,
+            admission: None,
         }
     }
 
@@ -439,6 +460,32 @@ impl ProxyHttp for Gateway {
                 session.set_keepalive(None);
                 self.reject(session, &GatewayError::ShuttingDown).await?;
                 return Ok(true);
+            }
+            let auth = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match self.keys.admit(auth) {
+                Ok(a) => ctx.admission = Some(a),
+                Err(refusal) => {
+                    session.set_keepalive(None);
+                    let e = &refusal.error;
+                    self.metrics
+                        .rejections
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    write_response(
+                        session,
+                        e.status(),
+                        e.body(),
+                        e.retry_after(),
+                        "application/json",
+                        &refusal.headers,
+                    )
+                    .await?;
+                    return Ok(true);
+                }
             }
             if let Err(e) = self.route_request(session, route, ctx).await {
                 // The body may be unread: do not reuse the connection.
@@ -546,6 +593,11 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         ctx.sse = ctype.starts_with("text/event-stream");
+        if let Some(a) = &ctx.admission {
+            for (name, value) in &a.headers {
+                upstream.insert_header(*name, value.as_str())?;
+            }
+        }
         if ctx.sse && !ctx.include_usage {
             // Events are removed, so any length the worker sent no longer holds.
             upstream.remove_header("content-length");

@@ -14,6 +14,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 use surge_models::{Cancel, ModelCache, ProgressMode};
 
+use super::auth::Keys;
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
 use super::pool::Pools;
@@ -88,6 +89,7 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         metrics,
         cfg: cfg.clone(),
         draining: draining.clone(),
+        keys: Arc::new(Keys::new(&cfg.keys)),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&cfg.listen.to_string());
