@@ -238,6 +238,21 @@ mod secs {
 mod tests {
     use super::*;
 
+    /// The example in the README parses and means what it says.
+    #[test]
+    fn readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let cfg = GatewayConfig::from_toml_str(&readme[start..end]).unwrap();
+        assert_eq!(cfg.keys.len(), 1);
+        assert_eq!(cfg.pool("smollm2-135m-instruct", &[]).max_workers, 2);
+        assert_eq!(cfg.drain_grace, Duration::from_secs(30));
+    }
+
     #[test]
     fn empty_file_is_the_defaults() {
         let c = GatewayConfig::from_toml_str("").unwrap();
