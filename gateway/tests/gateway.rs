@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use support::speech;
 use support::worker::{ensure_model, free_port, surge, LLM, WHISPER};
 
 struct Gateway {
-    _child: Child,
+    child: Child,
     base: String,
     port: u16,
 }
@@ -51,7 +51,7 @@ fn start_gateway(extra: &[&str]) -> Gateway {
         .spawn()
         .expect("spawn surge serve");
     let gw = Gateway {
-        _child: child,
+        child,
         base: format!("http://127.0.0.1:{port}"),
         port,
     };
@@ -391,4 +391,258 @@ fn api_keys_and_rate_limits() {
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
     let v: Value = r.into_json().unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
+}
+
+/// The gateway's child processes (its workers), from /proc.
+fn worker_pids(gw: &Gateway) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let tasks = format!("/proc/{}/task", gw.child.id());
+    for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // State is the field after the parenthesised command name.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+fn kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// Waits (at most `limit`) until `f` holds.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Opens a streaming chat whose body reads time out after `read_timeout` (a hang fails
+/// the test instead of blocking it).
+fn open_chat_stream(gw: &Gateway, body: &Value, read_timeout: Duration) -> Box<dyn BufRead> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(read_timeout)
+        .build();
+    let resp = agent
+        .post(&gw.url("/v1/chat/completions"))
+        .send_string(&body.to_string())
+        .unwrap_or_else(|e| panic!("streaming chat: {e}"));
+    assert_eq!(resp.status(), 200);
+    Box::new(BufReader::new(resp.into_reader()))
+}
+
+/// The next `n` SSE data payloads (fewer if the stream ends).
+fn next_events(reader: &mut dyn BufRead, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(d) = line.trim_end().strip_prefix("data:") {
+            out.push(d.trim_start().to_string());
+        }
+    }
+    out
+}
+
+/// A burst far over capacity (1 worker × 4 slots + 8 queued) gets 200s and 429s with
+/// `Retry-After`, never a 5xx.
+#[test]
+fn burst_over_capacity_gets_200_or_429() {
+    let gw = start_gateway(&[
+        "--max-workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--queue-size",
+        "8",
+        // Long enough that a slow CI machine does not turn waiting requests into 503s.
+        "--queue-timeout",
+        "300",
+    ]);
+    let url = gw.url("/v1/chat/completions");
+    let body = chat("smollm2", json!({"max_tokens": 4})).to_string();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(30));
+    let threads: Vec<_> = (0..30)
+        .map(|_| {
+            let (url, body, barrier) = (url.clone(), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let resp = match http::agent()
+                    .post(&url)
+                    .set("Content-Type", "application/json")
+                    .send_string(&body)
+                {
+                    Ok(r) => r,
+                    Err(ureq::Error::Status(_, r)) => r,
+                    Err(e) => panic!("POST {url}: {e}"),
+                };
+                let status = resp.status();
+                let retry_after = resp.header("retry-after").map(String::from);
+                let text = resp.into_string().unwrap_or_default();
+                (status, retry_after, text)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let limited = results.iter().filter(|r| r.0 == 429).count();
+    for (status, retry_after, text) in &results {
+        assert!(matches!(status, 200 | 429), "{status}: {text}");
+        if *status == 429 {
+            assert!(retry_after.is_some(), "429 without Retry-After: {text}");
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_error(*status, &v, 429, None);
+        }
+    }
+    assert!(ok >= 4, "{ok} succeeded, {limited} limited");
+    assert!(limited >= 1, "{ok} succeeded, {limited} limited");
+}
+
+/// A worker SIGKILLed mid-stream: the client gets an error event and `[DONE]` (no
+/// hang), and the next request is served by a replacement worker.
+#[test]
+fn worker_killed_mid_stream_ends_the_stream_cleanly() {
+    let gw = start_gateway(&["--max-workers", "1"]);
+    let body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
+        "max_tokens": 2000,
+        "temperature": 0,
+        "stream": true,
+    });
+    let mut reader = open_chat_stream(&gw, &body, Duration::from_secs(60));
+    let first = next_events(&mut *reader, 3);
+    assert_eq!(first.len(), 3, "{first:?}");
+    let pids = worker_pids(&gw);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    kill(pids[0], "-KILL");
+    let rest = http::read_sse(&mut *reader, Instant::now());
+    let rest: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(rest.last(), Some(&"[DONE]"), "{rest:?}");
+    assert!(rest.len() >= 2, "{rest:?}");
+    let error: Value = serde_json::from_str(rest[rest.len() - 2]).unwrap();
+    assert!(error["error"]["message"].is_string(), "{rest:?}");
+    assert!(wait_until(Duration::from_secs(10), || !alive(pids[0])));
+
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat("smollm2", json!({})));
+    assert_eq!(status, 200, "{v}");
+    let now = worker_pids(&gw);
+    assert!(
+        now.len() == 1 && now[0] != pids[0],
+        "{now:?} (killed {pids:?})"
+    );
+}
+
+/// An upload over 1 MiB (40 s of 16 kHz audio: speech, then silence) with `model`
+/// before `file` streams through the gateway to the worker.
+#[test]
+fn large_audio_upload_is_transcribed() {
+    if !speech::speech_tools() {
+        eprintln!("SKIP: espeak-ng or sox missing");
+        return;
+    }
+    let gw = gateway();
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let dir = speech::scratch("gateway-large-upload");
+    let clip = speech::speak(&dir, "fox", text, &["wav"]).remove(0);
+    let mut samples = speech::pcm16(&clip.bytes);
+    samples.resize(16_000 * 40, 0);
+    let audio = speech::wav(16_000, &samples);
+    assert!(audio.len() > 1 << 20, "{} bytes", audio.len());
+    let r = Form::new()
+        .text("model", "whisper-1")
+        .file("file", "fox.wav", &audio)
+        .post(&gw.url("/v1/audio/transcriptions"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = r.json()["text"].as_str().unwrap_or_default().to_string();
+    assert!(speech::word_overlap(text, &got) >= 0.6, "{got:?}");
+}
+
+/// SIGTERM with a stream in flight: the stream finishes with `[DONE]`, new requests get
+/// 503 (or a refused connection once the gateway is gone), the gateway exits 0 within
+/// the grace period and its workers are gone.
+#[test]
+fn sigterm_drains_in_flight_streams_then_exits() {
+    let mut gw = start_gateway(&[]);
+    let body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from 1 to 100, separated by spaces."}],
+        "max_tokens": 48,
+        "temperature": 0,
+        "stream": true,
+    });
+    let mut reader = open_chat_stream(&gw, &body, Duration::from_secs(60));
+    let first = next_events(&mut *reader, 2);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let pids = worker_pids(&gw);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let gateway_pid = gw.child.id();
+    kill(gateway_pid, "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let refused = match http::agent()
+        .post(&gw.url("/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .send_string(&chat("smollm2", json!({})).to_string())
+    {
+        Ok(r) => panic!("admitted while draining: {}", r.status()),
+        Err(ureq::Error::Status(s, r)) => {
+            let v: Value = r.into_json().unwrap();
+            assert_error(s, &v, 503, None);
+            true
+        }
+        Err(ureq::Error::Transport(_)) => false, // already gone
+    };
+
+    let rest = http::read_sse(&mut *reader, Instant::now());
+    let rest: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(rest.last(), Some(&"[DONE]"), "{rest:?}");
+    assert!(!rest.iter().any(|e| e.contains("\"error\"")), "{rest:?}");
+    assert!(refused || !alive(gateway_pid));
+
+    // The default grace is 30 s; the stream is done, so the exit is prompt.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gateway still running 30 s after the stream ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        wait_until(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))),
+        "workers {pids:?} outlived the gateway"
+    );
 }

@@ -8,6 +8,9 @@
 //!   admission queue during a cold start), and the worker's Unix socket as the peer.
 //! - `response_body_filter`: SSE passes through chunk by chunk; the worker's trailing
 //!   usage chunk is dropped unless the client asked for `stream_options.include_usage`.
+//! - `fail_to_proxy`: gateway errors in the OpenAI shape; a worker that fails after an
+//!   SSE response began (crash mid-stream) ends the stream with an error event and
+//!   `data: [DONE]` rather than a cut connection.
 //! - `logging`: metrics, and the lease is released.
 //!
 //! Limitation: pingora's retry buffer holds 64 KiB, so bodies up to 64 KiB are read
@@ -686,7 +689,35 @@ impl ProxyHttp for Gateway {
                     )))
                 }
             }
-            None => None,
+            None => {
+                // The worker broke after the response began (it crashed mid-stream): an
+                // SSE client gets an error event and `[DONE]` instead of a cut stream.
+                if matches!(e.esource(), ErrorSource::Upstream) {
+                    if let Some(lease) = &ctx.lease {
+                        lease.mark_failed();
+                    }
+                    if ctx.sse {
+                        let g = GatewayError::Upstream(format!(
+                            "the worker for model '{}' failed mid-stream: {}",
+                            ctx.model_label(),
+                            e.etype().as_str()
+                        ));
+                        self.metrics
+                            .rejections
+                            .with_label_values(&[g.reason()])
+                            .inc();
+                        // A partial event the worker left unfinished is dropped.
+                        ctx.pending.clear();
+                        let mut end = b"data: ".to_vec();
+                        end.extend_from_slice(&g.body());
+                        end.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+                        let _ = session
+                            .write_response_body(Some(Bytes::from(end)), true)
+                            .await;
+                    }
+                }
+                None
+            }
         };
         let code = match gateway_error {
             Some(g) => {
@@ -699,6 +730,12 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // The gateway's own refusals (429/503 from the pool) are answers, not proxy
+        // failures; they are counted in `surge_rejections_total`.
+        matches!(e.etype(), ErrorType::HTTPStatus(_))
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -88,6 +88,25 @@ pub fn wav(rate: u32, samples: &[i16]) -> Vec<u8> {
     out
 }
 
+/// The 16-bit PCM samples of a WAV file (its `data` chunk; other chunks skipped).
+pub fn pcm16(wav: &[u8]) -> Vec<i16> {
+    assert!(wav.len() >= 12 && &wav[..4] == b"RIFF" && &wav[8..12] == b"WAVE");
+    let mut i = 12;
+    while i + 8 <= wav.len() {
+        let id = &wav[i..i + 4];
+        let len = u32::from_le_bytes(wav[i + 4..i + 8].try_into().unwrap()) as usize;
+        let body = &wav[i + 8..(i + 8 + len).min(wav.len())];
+        if id == b"data" {
+            return body
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+        }
+        i += 8 + len + (len & 1);
+    }
+    panic!("no data chunk in the WAV");
+}
+
 /// Share of `expected`'s words (lower-cased, punctuation stripped) found in `got`.
 pub fn word_overlap(expected: &str, got: &str) -> f64 {
     let words = |s: &str| -> Vec<String> {
