@@ -8,10 +8,13 @@
 //! - [`gpus`]: CUDA devices, found through the driver at run time (none → CPU workers)
 //! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
 //! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
+//! - [`body`], [`sse`]: reading `model` from request bodies; SSE events and usage chunks
+//! - [`routing`]: route and model of an inference request (reads the body prefix)
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
 //! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod errors;
 pub mod gpus;
@@ -20,7 +23,9 @@ pub mod pool;
 pub mod provision;
 pub mod proxy;
 pub mod registry;
+pub mod routing;
 pub mod server;
+pub mod sse;
 
 pub use config::GatewayConfig;
 pub use server::run;

@@ -32,7 +32,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde_json::{json, Value};
-use surge_models::ModelKind;
 
 use super::auth::{Admission, Keys};
 use super::config::GatewayConfig;
@@ -40,54 +39,11 @@ use super::errors::GatewayError;
 use super::metrics::GatewayMetrics;
 use super::pool::{Lease, Pool, Pools};
 use super::registry::Registry;
+use super::routing::Route;
+use super::sse::{find_event_end, usage_event};
 
-/// What pingora can buffer for a retry (its `BODY_BUF_LIMIT`).
-const RETRY_BUFFER: usize = 64 * 1024;
 /// Non-streaming responses up to this size are parsed for their `usage`.
 const MAX_USAGE_SCAN: usize = 1 << 20;
-
-/// The inference routes the gateway forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Chat,
-    Completions,
-    Transcriptions,
-}
-
-impl Route {
-    fn from_path(path: &str) -> Option<Route> {
-        match path {
-            "/v1/chat/completions" => Some(Route::Chat),
-            "/v1/completions" => Some(Route::Completions),
-            "/v1/audio/transcriptions" => Some(Route::Transcriptions),
-            _ => None,
-        }
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Chat => "chat_completions",
-            Route::Completions => "completions",
-            Route::Transcriptions => "audio_transcriptions",
-        }
-    }
-
-    fn kind(self) -> ModelKind {
-        match self {
-            Route::Chat | Route::Completions => ModelKind::Llm,
-            Route::Transcriptions => ModelKind::Whisper,
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Route::Chat => "/v1/chat/completions",
-            Route::Completions => "/v1/completions",
-            Route::Transcriptions => "/v1/audio/transcriptions",
-        }
-    }
-}
 
 /// The gateway's `ProxyHttp` service.
 pub struct Gateway {
@@ -103,28 +59,28 @@ pub struct Gateway {
 
 /// Per-request state.
 pub struct Ctx {
-    start: Instant,
+    pub(super) start: Instant,
     /// Metrics label of the route (`None` for local endpoints, which are not counted).
-    route: Option<Route>,
+    pub(super) route: Option<Route>,
     /// Canonical model name once resolved.
-    model: Option<String>,
-    pool: Option<Arc<Pool>>,
-    lease: Option<Lease>,
+    pub(super) model: Option<String>,
+    pub(super) pool: Option<Arc<Pool>>,
+    pub(super) lease: Option<Lease>,
     /// The error the gateway answers with (from `upstream_peer`).
-    error: Option<GatewayError>,
+    pub(super) error: Option<GatewayError>,
     /// Connect attempts to workers (one retry on another worker).
-    attempts: u32,
-    include_usage: bool,
+    pub(super) attempts: u32,
+    pub(super) include_usage: bool,
     /// The response is an SSE stream.
-    sse: bool,
+    pub(super) sse: bool,
     /// SSE bytes not yet ending in a complete event.
-    pending: Vec<u8>,
+    pub(super) pending: Vec<u8>,
     /// A non-streaming JSON response, kept (up to a limit) to read its `usage`.
-    body: Vec<u8>,
-    first_chunk: Option<Instant>,
-    last_chunk: Option<Instant>,
+    pub(super) body: Vec<u8>,
+    pub(super) first_chunk: Option<Instant>,
+    pub(super) last_chunk: Option<Instant>,
     /// The API key's rate/concurrency admission; dropped (slot freed) with the request.
-    admission: Option<Admission>,
+    pub(super) admission: Option<Admission>,
 }
 
 impl Ctx {
@@ -235,159 +191,6 @@ impl Gateway {
         Some(write_json(session, status, body.into_bytes(), None, ctype).await)
     }
 
-    /// Reads the request body (all of it up to 64 KiB, else the first chunk) and finds
-    /// the model; sets `ctx.model`, `ctx.pool` and `ctx.include_usage`.
-    async fn route_request(
-        &self,
-        session: &mut Session,
-        route: Route,
-        ctx: &mut Ctx,
-    ) -> std::result::Result<(), GatewayError> {
-        let audio = route == Route::Transcriptions;
-        let limit = if audio {
-            self.cfg.max_audio_bytes
-        } else {
-            self.cfg.max_body_bytes
-        };
-        let req = session.req_header();
-        let length = header_str(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
-        if length.is_some_and(|n| n > limit) {
-            return Err(GatewayError::PayloadTooLarge(limit));
-        }
-        let content_type = header_str(req, "content-type")
-            .unwrap_or_default()
-            .to_string();
-        let expect_continue = header_str(req, "expect")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
-        let multipart = content_type
-            .to_ascii_lowercase()
-            .starts_with("multipart/form-data");
-
-        session.enable_retry_buffering();
-        if expect_continue {
-            session
-                .write_continue_response()
-                .await
-                .map_err(|e| GatewayError::Upstream(format!("writing 100 Continue: {e}")))?;
-        }
-        // A body that fits the retry buffer is read whole; a larger one only up to its
-        // first chunk (≤ 64 KiB), so the retry buffer still holds everything read.
-        let whole = length.is_some_and(|n| n <= RETRY_BUFFER);
-        let mut buf = Vec::new();
-        loop {
-            let chunk =
-                session
-                    .read_request_body()
-                    .await
-                    .map_err(|e| GatewayError::BadRequest {
-                        message: format!("could not read the request body: {e}"),
-                        param: None,
-                    })?;
-            let Some(chunk) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            if buf.len() > limit {
-                return Err(GatewayError::PayloadTooLarge(limit));
-            }
-            if !whole && length.is_some() {
-                break;
-            }
-        }
-        if session.retry_buffer_truncated() {
-            // A chunked body without Content-Length grew past what can be buffered.
-            return Err(GatewayError::BadRequest {
-                message: format!(
-                    "request bodies over {} KiB must be sent with a Content-Length header",
-                    RETRY_BUFFER / 1024
-                ),
-                param: None,
-            });
-        }
-        let complete = session.is_body_done();
-
-        let model_id = if multipart {
-            match multipart_field(&buf, &content_type, "model") {
-                Some(m) => m,
-                None => {
-                    // Only a prefix was read when the body was large.
-                    let whispers: Vec<_> = self
-                        .registry
-                        .entries()
-                        .iter()
-                        .filter(|e| e.kind == ModelKind::Whisper)
-                        .collect();
-                    if !complete && audio && whispers.len() == 1 {
-                        whispers[0].name.clone()
-                    } else if complete {
-                        return Err(missing_model());
-                    } else {
-                        return Err(GatewayError::BadRequest {
-                            message: "could not find the 'model' form field in the first 64 KiB \
-                                      of the upload; send the 'model' field before 'file'"
-                                .into(),
-                            param: Some("model".into()),
-                        });
-                    }
-                }
-            }
-        } else if complete {
-            let v: Value = serde_json::from_slice(&buf).map_err(|e| GatewayError::BadRequest {
-                message: format!("the request body is not valid JSON: {e}"),
-                param: None,
-            })?;
-            if !v.is_object() {
-                return Err(GatewayError::BadRequest {
-                    message: "the request body must be a JSON object".into(),
-                    param: None,
-                });
-            }
-            ctx.include_usage = v
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            match v.get("model") {
-                Some(Value::String(m)) => m.clone(),
-                Some(_) => {
-                    return Err(GatewayError::BadRequest {
-                        message: "'model' must be a string".into(),
-                        param: Some("model".into()),
-                    })
-                }
-                None => return Err(missing_model()),
-            }
-        } else {
-            let scan = scan_json_prefix(&buf);
-            ctx.include_usage = scan.include_usage;
-            scan.model.ok_or_else(|| GatewayError::BadRequest {
-                message: format!(
-                    "request bodies over {} KiB must name the top-level 'model' within their \
-                     first {} KiB",
-                    RETRY_BUFFER / 1024,
-                    RETRY_BUFFER / 1024
-                ),
-                param: Some("model".into()),
-            })?
-        };
-
-        let entry = self
-            .registry
-            .resolve(&model_id)
-            .ok_or_else(|| GatewayError::ModelNotFound(model_id.clone()))?;
-        if entry.kind != route.kind() {
-            return Err(GatewayError::WrongKind {
-                model: model_id,
-                kind: entry.kind_name(),
-                route: route.path().to_string(),
-            });
-        }
-        let pool = self
-            .pools
-            .get(&entry.name)
-            .ok_or_else(|| GatewayError::ModelNotFound(model_id.clone()))?;
-        ctx.model = Some(entry.name.clone());
-        ctx.pool = Some(pool);
-        Ok(())
-    }
-
     /// Reads `usage` from a worker response (the SSE usage chunk or a JSON body) into
     /// the token / audio metrics.
     fn count_usage(&self, model: &str, v: &Value) {
@@ -410,17 +213,6 @@ impl Gateway {
                 .inc_by(s);
         }
     }
-}
-
-fn missing_model() -> GatewayError {
-    GatewayError::BadRequest {
-        message: "you must provide a model parameter".into(),
-        param: Some("model".into()),
-    }
-}
-
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[async_trait]
@@ -755,191 +547,5 @@ impl ProxyHttp for Gateway {
             .request_seconds
             .with_label_values(&[&model, route.label()])
             .observe(ctx.start.elapsed().as_secs_f64());
-    }
-}
-
-/// The length of the first complete SSE event in `buf` (through its blank line).
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The JSON of an SSE event that is the worker's usage chunk (`choices` empty, `usage`
-/// set), else `None`.
-fn usage_event(event: &[u8]) -> Option<Value> {
-    if !event.windows(7).any(|w| w == b"\"usage\"") {
-        return None;
-    }
-    let text = std::str::from_utf8(event).ok()?;
-    let mut data = String::new();
-    for line in text.lines() {
-        if let Some(d) = line.strip_prefix("data:") {
-            data.push_str(d.strip_prefix(' ').unwrap_or(d));
-        }
-    }
-    let v: Value = serde_json::from_str(&data).ok()?;
-    let empty_choices = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.is_empty());
-    let has_usage = v.get("usage").is_some_and(|u| !u.is_null());
-    (empty_choices && has_usage).then_some(v)
-}
-
-/// A `multipart/form-data` text field's value from (a prefix of) the body.
-pub fn multipart_field(body: &[u8], content_type: &str, name: &str) -> Option<String> {
-    let boundary = content_type.split(';').find_map(|p| {
-        let p = p.trim();
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_string())
-    })?;
-    let delim = format!("--{boundary}");
-    let mut rest = body;
-    while let Some(i) = find(rest, delim.as_bytes()) {
-        rest = &rest[i + delim.len()..];
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
-        let wanted = format!("name=\"{}\"", name.to_ascii_lowercase());
-        if head.contains("content-disposition") && head.contains(&wanted) {
-            let value = &rest[head_end + 4..];
-            let end = find(value, format!("\r\n{delim}").as_bytes())?;
-            return Some(String::from_utf8_lossy(&value[..end]).trim().to_string());
-        }
-    }
-    None
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// What a scan of a JSON body's prefix found.
-#[derive(Debug, Default, PartialEq)]
-pub struct PrefixScan {
-    pub model: Option<String>,
-    pub include_usage: bool,
-}
-
-/// Finds the top-level `"model": "…"` and `stream_options.include_usage: true` in a
-/// prefix of a JSON object (a minimal tokenizer: strings, escapes, nesting).
-pub fn scan_json_prefix(buf: &[u8]) -> PrefixScan {
-    let mut out = PrefixScan::default();
-    let mut depth = 0usize;
-    let mut i = 0;
-    // The last object key read at each depth, and the key path.
-    let mut keys: Vec<Option<String>> = Vec::new();
-    let mut expect_value = false;
-    while i < buf.len() {
-        match buf[i] {
-            b'{' | b'[' => {
-                depth += 1;
-                keys.truncate(depth - 1);
-                keys.push(None);
-                expect_value = false;
-                i += 1;
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                keys.truncate(depth);
-                i += 1;
-            }
-            b':' => {
-                expect_value = true;
-                i += 1;
-            }
-            b',' => {
-                expect_value = false;
-                i += 1;
-            }
-            b'"' => {
-                let Some((s, len)) = json_string(&buf[i..]) else {
-                    return out;
-                };
-                i += len;
-                if expect_value {
-                    if depth == 1 && keys.last() == Some(&Some("model".into())) {
-                        out.model.get_or_insert(s);
-                    }
-                    expect_value = false;
-                } else if let Some(k) = keys.last_mut() {
-                    *k = Some(s);
-                }
-            }
-            b't' if expect_value => {
-                if depth == 2
-                    && keys.first() == Some(&Some("stream_options".into()))
-                    && keys.get(1) == Some(&Some("include_usage".into()))
-                    && buf[i..].starts_with(b"true")
-                {
-                    out.include_usage = true;
-                }
-                expect_value = false;
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    out
-}
-
-/// A JSON string at the start of `buf`: its value and its length in bytes.
-fn json_string(buf: &[u8]) -> Option<(String, usize)> {
-    let mut i = 1;
-    while i < buf.len() {
-        match buf[i] {
-            b'\\' => i += 2,
-            b'"' => {
-                let s: String = serde_json::from_slice(&buf[..=i]).ok()?;
-                return Some((s, i + 1));
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_chunk_is_recognised() {
-        let usage = b"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n";
-        assert!(usage_event(usage).is_some());
-        let delta = b"data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
-        assert!(usage_event(delta).is_none());
-        assert!(usage_event(b"data: [DONE]\n\n").is_none());
-        assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some(9));
-        assert_eq!(find_event_end(b"data: a\n"), None);
-    }
-
-    #[test]
-    fn multipart_model_field() {
-        let ct = "multipart/form-data; boundary=XyZ";
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--XyZ--\r\n";
-        assert_eq!(
-            multipart_field(body, ct, "model").as_deref(),
-            Some("whisper-1")
-        );
-        assert_eq!(multipart_field(body, ct, "language"), None);
-        // A prefix that ends inside the file part has no model.
-        assert_eq!(multipart_field(&body[..40], ct, "model"), None);
-    }
-
-    #[test]
-    fn json_prefix_scan() {
-        let s = scan_json_prefix(
-            br#"{"messages":[{"role":"user","content":"say \"model\": \"x\""}],"stream_options":{"include_usage":true},"model":"smollm2","extra":"#,
-        );
-        assert_eq!(s.model.as_deref(), Some("smollm2"));
-        assert!(s.include_usage);
-        let s = scan_json_prefix(br#"{"messages":[{"model":"inner"}],"#);
-        assert_eq!(s, PrefixScan::default());
     }
 }
