@@ -561,6 +561,34 @@ fn worker_killed_mid_stream_ends_the_stream_cleanly() {
     );
 }
 
+/// A worker SIGKILLed before it answered a non-streaming request: the gateway sends
+/// the request once more, to the replacement worker, and the client gets its 200.
+#[test]
+fn request_is_retried_when_its_worker_dies_before_answering() {
+    let gw = start_gateway(&["--max-workers", "1"]);
+    // Warm the pool so the kill below hits a worker that is mid-request.
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat("smollm2", json!({})));
+    assert_eq!(status, 200, "{v}");
+    let pids = worker_pids(&gw);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let url = gw.url("/v1/chat/completions");
+    let body = chat(
+        "smollm2",
+        json!({"max_tokens": 400, "messages": [{"role": "user", "content": "Count from 1 to 1000."}]}),
+    );
+    let client = std::thread::spawn(move || http::post(&url, &body));
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pids[0], "-KILL");
+    let (status, v) = client.join().unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    let now = worker_pids(&gw);
+    assert!(
+        now.len() == 1 && now[0] != pids[0],
+        "{now:?} (killed {pids:?})"
+    );
+}
+
 /// An upload over 1 MiB (40 s of 16 kHz audio: speech, then silence) with `model`
 /// before `file` streams through the gateway to the worker.
 #[test]

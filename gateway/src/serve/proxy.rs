@@ -362,15 +362,28 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        // Requests are POSTs, but a worker's pooled keep-alive connection that turns out
-        // closed before it answered is safe to retry when the body is still buffered.
         let mut e = e.more_context(format!("Peer: {peer}"));
         if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
             e.set_retry(false);
+            return e;
+        }
+        // The worker's connection broke before it answered and the body is still
+        // buffered: a worker that died mid-request. Send the request once more, to
+        // another worker (or the replacement the pool starts).
+        let worker_died = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if worker_died && ctx.attempts < 2 {
+            if let Some(lease) = &ctx.lease {
+                lease.mark_failed();
+            }
+            e.set_retry(true);
         } else {
+            // A pooled keep-alive connection found closed is safe to retry as well.
             e.retry.decide_reuse(client_reused);
         }
         e
