@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::http::{self, Form};
 use support::speech;
-use support::worker::{ensure_model, free_port, surge, LLM, WHISPER};
+use support::worker::{ensure_model, free_port, surge, wait_exit, LLM, WHISPER};
 
 struct Gateway {
     child: Child,
@@ -657,17 +657,11 @@ fn sigterm_drains_in_flight_streams_then_exits() {
     assert!(refused || !alive(gateway_pid));
 
     // The default grace is 30 s; the stream is done, so the exit is prompt.
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "gateway still running 30 s after the stream ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(
+        &mut gw.child,
+        Duration::from_secs(30),
+        "gateway still running 30 s after the stream ended",
+    );
     assert!(status.success(), "{status}");
     assert!(
         wait_until(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::http::{get, open_stream, post, post_raw, read_sse};
-use support::worker::{Worker, LLM};
+use support::worker::{wait_exit, Worker, LLM};
 
 fn worker() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
@@ -446,17 +446,11 @@ fn an_engine_failure_fails_requests_with_500_and_exits_nonzero() {
     );
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["type"], "server_error");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(c) = w.child.try_wait().unwrap() {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the failed worker did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(
+        &mut w.child,
+        Duration::from_secs(30),
+        "the failed worker did not exit",
+    );
     assert_eq!(code.code(), Some(1));
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::{get, post_bytes, Form, Reply};
 use support::speech::{self, Clip};
-use support::worker::{Worker, WHISPER};
+use support::worker::{wait_exit, Worker, WHISPER};
 use surge_loadtest::speech::{Corpus, PeerWer, FORMATS};
 use surge_loadtest::wer::word_errors;
 
@@ -529,17 +529,11 @@ fn sigterm_lets_an_in_flight_transcription_finish_then_exits_zero() {
     assert_ok(&reply);
     let got = reply.json()["text"].as_str().unwrap().to_string();
     assert!(speech::word_overlap(text, &got) >= 0.5, "{got:?}");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(c) = w.child.try_wait().unwrap() {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the worker did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(
+        &mut w.child,
+        Duration::from_secs(30),
+        "the worker did not exit after draining",
+    );
     assert_eq!(code.code(), Some(0));
 }
 

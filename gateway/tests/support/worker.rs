@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 pub const LLM: &str = "smollm2-135m-instruct";
 pub const WHISPER: &str = "whisper-tiny.en";
 
+/// Waits up to `within` for `child` to exit; panics naming `what` otherwise.
+pub fn wait_exit(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn surge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_surge"))
 }
