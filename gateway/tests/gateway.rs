@@ -668,3 +668,57 @@ fn sigterm_drains_in_flight_streams_then_exits() {
         "workers {pids:?} outlived the gateway"
     );
 }
+
+/// The worker's own metric `name` (its /metrics over its Unix socket, found from the
+/// worker's command line), or `None` when unreadable.
+fn worker_metric(pid: u32, name: &str) -> Option<f64> {
+    use std::os::unix::net::UnixStream;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let socket = args
+        .iter()
+        .find_map(|a| a.strip_prefix("unix:"))?
+        .to_string();
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A client that goes away mid-stream cancels its sequence in the worker (the gateway
+/// closes the upstream connection; the worker frees the sequence's KV cache).
+#[test]
+fn client_disconnect_cancels_the_worker_sequence() {
+    let gw = start_gateway(&["--max-workers", "1"]);
+    let body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
+        "max_tokens": 2000,
+        "temperature": 0,
+        "stream": true,
+    });
+    let mut reader = open_chat_stream(&gw, &body, Duration::from_secs(60));
+    assert_eq!(next_events(&mut *reader, 3).len(), 3);
+    let pids = worker_pids(&gw);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let cancelled = "surge_worker_cancelled_sequences_total";
+    let before = worker_metric(pids[0], cancelled).expect("worker metrics");
+    drop(reader);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            worker_metric(pids[0], cancelled).is_some_and(|v| v > before)
+        }),
+        "the worker never cancelled the sequence"
+    );
+    // The slot is free again: the next request is served at once.
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat("smollm2", json!({})));
+    assert_eq!(status, 200, "{v}");
+}
