@@ -6,6 +6,9 @@
 //! - `whisper-bench` (`src/bin/whisper-bench.rs`) benchmarks surge's Whisper worker against
 //!   faster-whisper (`peers/faster_whisper_peer.py`) on load time, real-time factor,
 //!   concurrent throughput, peak memory and WER, in one run.
+//! - `gateway-bench` (`src/bin/gateway-bench.rs`) measures `surge serve`: the latency and
+//!   requests/s it costs over a direct worker (alternating in one run), and cold starts
+//!   from zero workers to the first token (LLM) or the full response (Whisper).
 //! - [`wer`] and [`speech`] are for transcription tests too: word error rate with the
 //!   normalisation of `testdata/speech/`, clip synthesis, and faster-whisper's recorded WER
 //!   on those clips (the bar a transcript must clear).

@@ -32,6 +32,24 @@ pub fn wait_ready(base: &str, child: &mut Child, timeout: Duration) -> Result<()
     Err(format!("not ready after {} s", timeout.as_secs()))
 }
 
+/// The 1-minute load average (`/proc/loadavg`); 0 if unknown.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Warns on stderr when the 1-minute load average is above 0.5: on a small shared machine
+/// another busy process collapses benchmark figures. Returns the load average.
+pub fn warn_if_busy() -> f64 {
+    let load1 = load_average();
+    if load1 > 0.5 {
+        eprintln!("warning: load average {load1:.2}: figures from a busy machine mean little");
+    }
+    load1
+}
+
 /// Peak resident memory (VmHWM) of a live process, in MiB; 0 if unknown.
 pub fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

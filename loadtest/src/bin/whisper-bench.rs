@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use surge_loadtest::server::{free_port, peak_rss_mib, stop, wait_ready};
+use surge_loadtest::server::{free_port, peak_rss_mib, stop, wait_ready, warn_if_busy};
 use surge_loadtest::speech::{
     duration_s, synthesize, testdata_dir, Corpus, PeerWer, Score, TempDir, FORMATS,
 };
@@ -126,14 +126,7 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load1: f64 = load
-        .split_whitespace()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0.0);
-    if load1 > 0.5 {
-        eprintln!("warning: load average {load1:.2}: figures from a busy machine mean little");
-    }
+    warn_if_busy();
 
     let tmp = TempDir::new("whisper-bench")?;
     if args.corpus_wer {
