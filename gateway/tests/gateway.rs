@@ -526,11 +526,9 @@ fn burst_over_capacity_gets_200_or_429() {
     assert!(limited >= 1, "{ok} succeeded, {limited} limited");
 }
 
-/// A worker SIGKILLed mid-stream: the client gets an error event and `[DONE]` (no
-/// hang), and the next request is served by a replacement worker.
-#[test]
-fn worker_killed_mid_stream_ends_the_stream_cleanly() {
-    let gw = start_gateway(&["--max-workers", "1"]);
+/// Opens a long streaming chat on a one-worker gateway and reads its first events;
+/// returns the open stream and the pid of the one worker serving it.
+fn long_stream_on_one_worker(gw: &Gateway) -> (Box<dyn BufRead>, Vec<u32>) {
     let body = json!({
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
@@ -538,11 +536,20 @@ fn worker_killed_mid_stream_ends_the_stream_cleanly() {
         "temperature": 0,
         "stream": true,
     });
-    let mut reader = open_chat_stream(&gw, &body, Duration::from_secs(60));
+    let mut reader = open_chat_stream(gw, &body, Duration::from_secs(60));
     let first = next_events(&mut *reader, 3);
     assert_eq!(first.len(), 3, "{first:?}");
-    let pids = worker_pids(&gw);
+    let pids = worker_pids(gw);
     assert_eq!(pids.len(), 1, "{pids:?}");
+    (reader, pids)
+}
+
+/// A worker SIGKILLed mid-stream: the client gets an error event and `[DONE]` (no
+/// hang), and the next request is served by a replacement worker.
+#[test]
+fn worker_killed_mid_stream_ends_the_stream_cleanly() {
+    let gw = start_gateway(&["--max-workers", "1"]);
+    let (mut reader, pids) = long_stream_on_one_worker(&gw);
     kill(pids[0], "-KILL");
     let rest = http::read_sse(&mut *reader, Instant::now());
     let rest: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
@@ -698,17 +705,7 @@ fn worker_metric(pid: u32, name: &str) -> Option<f64> {
 #[test]
 fn client_disconnect_cancels_the_worker_sequence() {
     let gw = start_gateway(&["--max-workers", "1"]);
-    let body = json!({
-        "model": "smollm2",
-        "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
-        "max_tokens": 2000,
-        "temperature": 0,
-        "stream": true,
-    });
-    let mut reader = open_chat_stream(&gw, &body, Duration::from_secs(60));
-    assert_eq!(next_events(&mut *reader, 3).len(), 3);
-    let pids = worker_pids(&gw);
-    assert_eq!(pids.len(), 1, "{pids:?}");
+    let (reader, pids) = long_stream_on_one_worker(&gw);
     let cancelled = "surge_worker_cancelled_sequences_total";
     let before = worker_metric(pids[0], cancelled).expect("worker metrics");
     drop(reader);
