@@ -1,5 +1,6 @@
 //! `surge serve`: the pingora edge gateway.
 //!
+//! - [`autoscale`]: the per-pool scaling decision (stable/panic windows, idle), pure logic
 //! - [`auth`]: API keys, per-key request-rate and concurrency limits
 //! - [`config`]: TOML config, env and flags → [`config::GatewayConfig`]
 //! - [`registry`]: the models the cache holds, by name and alias (`/v1/models`)
@@ -14,6 +15,7 @@
 //! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
 
 pub mod auth;
+pub mod autoscale;
 pub mod body;
 pub mod config;
 pub mod errors;
