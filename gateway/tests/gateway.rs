@@ -5,14 +5,14 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::http::{self, Form};
 use support::speech;
-use support::worker::{ensure_model, free_port, surge, wait_exit, LLM, WHISPER};
+use support::worker::{ensure_model, free_port, kill, surge, wait_exit, LLM, WHISPER};
 
 struct Gateway {
     child: Child,
@@ -418,15 +418,6 @@ fn alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {signal} {pid}");
 }
 
 /// Waits (at most `limit`) until `f` holds.

@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::http::{get, open_stream, post, post_raw, read_sse};
-use support::worker::{wait_exit, Worker, LLM};
+use support::worker::{kill, wait_exit, Worker, LLM};
 
 fn worker() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
@@ -422,12 +421,7 @@ fn sigterm_drains_in_flight_streams_and_exits_zero() {
         line.clear();
         reader.read_line(&mut line).unwrap();
     }
-    let pid = w.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill(w.child.id(), "-TERM");
     let events = read_sse(&mut reader, start);
     assert_eq!(events.last().unwrap().data, "[DONE]", "the stream was cut");
     assert!(events

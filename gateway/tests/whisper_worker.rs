@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::{get, post_bytes, Form, Reply};
 use support::speech::{self, Clip};
-use support::worker::{wait_exit, Worker, WHISPER};
+use support::worker::{kill, wait_exit, Worker, WHISPER};
 use surge_loadtest::speech::{Corpus, PeerWer, FORMATS};
 use surge_loadtest::wer::word_errors;
 
@@ -518,12 +517,7 @@ fn sigterm_lets_an_in_flight_transcription_finish_then_exits_zero() {
             assert!(start.elapsed() < Duration::from_secs(60), "never started");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let pid = w.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        kill(w.child.id(), "-TERM");
         request.join().unwrap()
     });
     assert_ok(&reply);

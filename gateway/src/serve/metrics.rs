@@ -1,9 +1,9 @@
 //! The gateway's Prometheus metrics (`GET /metrics`), named by Prometheus conventions.
 
 use prometheus::{
-    histogram_opts, opts, CounterVec, Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
-    TextEncoder,
+    histogram_opts, opts, CounterVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
 };
+use surge_runtime::server::metrics::{register, render};
 
 pub struct GatewayMetrics {
     registry: Registry,
@@ -35,113 +35,135 @@ impl GatewayMetrics {
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let fine = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-        let m = GatewayMetrics {
-            requests: IntCounterVec::new(
-                opts!(
-                    "surge_requests_total",
-                    "Requests by model, route and status"
-                ),
-                &["model", "route", "status"],
+        Ok(GatewayMetrics {
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_requests_total",
+                        "Requests by model, route and status"
+                    ),
+                    &["model", "route", "status"],
+                )?,
             )?,
-            request_seconds: HistogramVec::new(
-                histogram_opts!(
-                    "surge_request_duration_seconds",
-                    "Time from arrival to the last byte",
-                    lat.clone()
-                ),
-                &["model", "route"],
+            request_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_request_duration_seconds",
+                        "Time from arrival to the last byte",
+                        lat.clone()
+                    ),
+                    &["model", "route"],
+                )?,
             )?,
-            ttft_seconds: HistogramVec::new(
-                histogram_opts!(
-                    "surge_time_to_first_token_seconds",
-                    "Time from arrival to the first streamed token",
-                    lat.clone()
-                ),
-                &["model"],
+            ttft_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_time_to_first_token_seconds",
+                        "Time from arrival to the first streamed token",
+                        lat.clone()
+                    ),
+                    &["model"],
+                )?,
             )?,
-            inter_token_seconds: HistogramVec::new(
-                histogram_opts!(
-                    "surge_inter_token_latency_seconds",
-                    "Time between streamed chunks",
-                    fine
-                ),
-                &["model"],
+            inter_token_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_inter_token_latency_seconds",
+                        "Time between streamed chunks",
+                        fine
+                    ),
+                    &["model"],
+                )?,
             )?,
-            queue_wait_seconds: HistogramVec::new(
-                histogram_opts!(
-                    "surge_queue_wait_seconds",
-                    "Time a request waited for a worker slot",
-                    lat.clone()
-                ),
-                &["model"],
+            queue_wait_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_queue_wait_seconds",
+                        "Time a request waited for a worker slot",
+                        lat.clone()
+                    ),
+                    &["model"],
+                )?,
             )?,
-            queue_depth: IntGaugeVec::new(
-                opts!("surge_queue_depth", "Requests waiting for a worker"),
-                &["model"],
+            queue_depth: register(
+                &r,
+                IntGaugeVec::new(
+                    opts!("surge_queue_depth", "Requests waiting for a worker"),
+                    &["model"],
+                )?,
             )?,
-            in_flight: IntGaugeVec::new(
-                opts!(
-                    "surge_in_flight_requests",
-                    "Requests being served by workers"
-                ),
-                &["model"],
+            in_flight: register(
+                &r,
+                IntGaugeVec::new(
+                    opts!(
+                        "surge_in_flight_requests",
+                        "Requests being served by workers"
+                    ),
+                    &["model"],
+                )?,
             )?,
-            workers: IntGaugeVec::new(
-                opts!("surge_workers", "Workers by model and state"),
-                &["model", "state"],
+            workers: register(
+                &r,
+                IntGaugeVec::new(
+                    opts!("surge_workers", "Workers by model and state"),
+                    &["model", "state"],
+                )?,
             )?,
-            cold_start_seconds: HistogramVec::new(
-                histogram_opts!(
-                    "surge_cold_start_duration_seconds",
-                    "Worker spawn to ready",
-                    lat
-                ),
-                &["model"],
+            cold_start_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_cold_start_duration_seconds",
+                        "Worker spawn to ready",
+                        lat
+                    ),
+                    &["model"],
+                )?,
             )?,
-            worker_seconds: CounterVec::new(
-                opts!(
-                    "surge_worker_seconds_total",
-                    "Seconds workers were alive (the cost of keeping them)"
-                ),
-                &["model"],
+            worker_seconds: register(
+                &r,
+                CounterVec::new(
+                    opts!(
+                        "surge_worker_seconds_total",
+                        "Seconds workers were alive (the cost of keeping them)"
+                    ),
+                    &["model"],
+                )?,
             )?,
-            tokens: IntCounterVec::new(
-                opts!("surge_tokens_total", "Tokens by model and kind"),
-                &["model", "kind"],
+            tokens: register(
+                &r,
+                IntCounterVec::new(
+                    opts!("surge_tokens_total", "Tokens by model and kind"),
+                    &["model", "kind"],
+                )?,
             )?,
-            audio_seconds: CounterVec::new(
-                opts!("surge_audio_seconds_total", "Seconds of audio transcribed"),
-                &["model"],
+            audio_seconds: register(
+                &r,
+                CounterVec::new(
+                    opts!("surge_audio_seconds_total", "Seconds of audio transcribed"),
+                    &["model"],
+                )?,
             )?,
-            rejections: IntCounterVec::new(
-                opts!(
-                    "surge_rejections_total",
-                    "Requests the gateway refused, by reason"
-                ),
-                &["reason"],
+            rejections: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_rejections_total",
+                        "Requests the gateway refused, by reason"
+                    ),
+                    &["reason"],
+                )?,
             )?,
             registry: r,
-        };
-        let r = &m.registry;
-        r.register(Box::new(m.requests.clone()))?;
-        r.register(Box::new(m.request_seconds.clone()))?;
-        r.register(Box::new(m.ttft_seconds.clone()))?;
-        r.register(Box::new(m.inter_token_seconds.clone()))?;
-        r.register(Box::new(m.queue_wait_seconds.clone()))?;
-        r.register(Box::new(m.queue_depth.clone()))?;
-        r.register(Box::new(m.in_flight.clone()))?;
-        r.register(Box::new(m.workers.clone()))?;
-        r.register(Box::new(m.cold_start_seconds.clone()))?;
-        r.register(Box::new(m.worker_seconds.clone()))?;
-        r.register(Box::new(m.tokens.clone()))?;
-        r.register(Box::new(m.audio_seconds.clone()))?;
-        r.register(Box::new(m.rejections.clone()))?;
-        Ok(m)
+        })
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        render(&self.registry)
     }
 }

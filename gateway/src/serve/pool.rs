@@ -93,8 +93,9 @@ impl Pools {
         while self.all().any(|p| p.in_flight() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let stops = self.all().map(|p| p.stop_all(Duration::from_secs(5)));
-        futures_join_all(stops).await;
+        for p in self.all() {
+            p.stop_all(Duration::from_secs(5)).await;
+        }
     }
 }
 
@@ -139,13 +140,6 @@ impl Placer {
             }
             None => "cpu".into(),
         }
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: impl Iterator<Item = F>) {
-    let handles: Vec<_> = fs.collect();
-    for f in handles {
-        f.await;
     }
 }
 

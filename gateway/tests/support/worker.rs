@@ -20,6 +20,16 @@ pub fn wait_exit(child: &mut Child, within: Duration, what: &str) -> std::proces
     }
 }
 
+/// Sends `signal` (`-TERM`, `-KILL`, …) to `pid` with kill(1).
+pub fn kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
 pub fn surge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_surge"))
 }

@@ -99,19 +99,6 @@ impl MelExtractor {
         })
     }
 
-    /// Log-mel of one window: `pcm` (16 kHz mono, ≤ 30 s; longer is cut) is padded with
-    /// silence to 30 s like Whisper's `pad_or_trim`, giving `[1, n_mels, 3000]`.
-    pub fn window(&self, pcm: &[f32]) -> Result<Tensor> {
-        let mut x = pcm[..pcm.len().min(N_SAMPLES)].to_vec();
-        x.resize(N_SAMPLES, 0.0);
-        let mel = self.log_mel(&x)?;
-        Ok(Tensor::from_vec(
-            mel,
-            (1, self.n_mels, N_FRAMES),
-            &self.device,
-        )?)
-    }
-
     /// Log-mel of a whole recording followed by 30 s of silence, as Whisper's
     /// `transcribe` computes it (`padding=N_SAMPLES`), so every 30 s window starting
     /// inside the audio exists. `[n_mels, frames]` row-major, `frames = len/HOP + 3000`;
@@ -264,9 +251,9 @@ mod tests {
     #[test]
     fn silence_is_flat() {
         let m = MelExtractor::new(80, &Device::Cpu).unwrap();
-        let t = m.window(&[0.0; 1600]).unwrap();
-        assert_eq!(t.dims(), [1, 80, N_FRAMES]);
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mel = m.full(&[0.0; 1600]).unwrap();
+        let v = mel.window(0);
+        assert_eq!(v.len(), 80 * N_FRAMES);
         assert!(v.iter().all(|&x| (x - v[0]).abs() < 1e-6));
     }
 }
