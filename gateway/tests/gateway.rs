@@ -263,7 +263,8 @@ fn raw_head(gw: &Gateway, request: &str) -> String {
 fn transcriptions_route_by_the_model_field() {
     let gw = gateway();
     let url = gw.url("/v1/audio/transcriptions");
-    // 3 s of a quiet tone: a 96 KB upload, larger than what is buffered for routing.
+    // 3 s of a quiet tone: a 96 KB upload, larger than pingora's 64 KiB retry buffer,
+    // so it is forwarded as a subrequest with the body preset.
     let samples: Vec<i16> = (0..48_000)
         .map(|i| ((i as f32 * 0.05).sin() * 300.0) as i16)
         .collect();
@@ -274,12 +275,17 @@ fn transcriptions_route_by_the_model_field() {
         .post(&url);
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json()["text"].is_string(), "{}", r.text);
-    // `model` after a large file: the only Whisper model serves it.
+    // `model` after a large file is found as well: the whole body is read first.
     let r = Form::new()
         .file("file", "tone.wav", &audio)
         .text("model", "whisper-1")
         .post(&url);
     assert_eq!(r.status, 200, "{}", r.text);
+    let r = Form::new()
+        .file("file", "tone.wav", &audio)
+        .text("model", "no-such-whisper")
+        .post(&url);
+    assert_error(r.status, &r.json(), 404, Some("model_not_found"));
     // A small upload is read whole, so the field is found wherever it is.
     let small = speech::wav(16_000, &samples[..8_000]);
     let r = Form::new()
@@ -287,6 +293,111 @@ fn transcriptions_route_by_the_model_field() {
         .text("model", WHISPER)
         .post(&url);
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// JSON bodies over the 64 KiB retry buffer with `model` (and `stream_options`) at the
+/// end: routed, streamed and metered like small ones.
+#[test]
+fn large_json_bodies_are_routed_by_their_last_keys() {
+    let gw = gateway();
+    let pad = "x".repeat(100_000);
+    let body = |stream: bool| {
+        let mut text = chat(LLM, json!({"user": pad, "stream": stream})).to_string();
+        // Move `model` and `stream_options` to the end of the text.
+        text = text.replace(&format!("\"model\":\"{LLM}\","), "");
+        text.pop();
+        text.push_str(&format!(
+            ",\"stream_options\":{{\"include_usage\":true}},\"model\":\"{LLM}\"}}"
+        ));
+        assert!(text.len() > 100_000 && text.ends_with(&format!("\"{LLM}\"}}")));
+        text
+    };
+    let r = http::agent()
+        .post(&gw.url("/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .send_string(&body(false))
+        .expect("large chat");
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+
+    let r = http::agent()
+        .post(&gw.url("/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .send_string(&body(true))
+        .expect("large streaming chat");
+    assert_eq!(r.status(), 200);
+    let mut reader = BufReader::new(r.into_reader());
+    let events: Vec<String> = http::read_sse(&mut reader, Instant::now())
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(is_usage_chunk(&events[events.len() - 2]), "{events:?}");
+}
+
+/// A streaming request that waits for a busy one-slot worker gets `: waiting`
+/// heartbeats; when the queue timeout passes first it gets an error event and
+/// `[DONE]`, and when the slot frees it gets the stream.
+#[test]
+fn waiting_streams_get_heartbeats() {
+    let gw = start_gateway(&[
+        "--max-workers",
+        "1",
+        "--concurrency",
+        "1",
+        "--sse-heartbeat",
+        "0.1",
+        "--queue-timeout",
+        "2",
+    ]);
+    let (busy, _) = long_stream_on_one_worker(&gw);
+    let short = chat(LLM, json!({"stream": true, "max_tokens": 4}));
+    let lines = |reader: &mut dyn BufRead| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if !line.trim().is_empty() {
+                out.push(line.trim_end().to_string());
+            }
+            line.clear();
+        }
+        out
+    };
+
+    // The queue timeout passes while the long stream holds the slot.
+    let mut waiting = open_chat_stream(&gw, &short, Duration::from_secs(30));
+    let got = lines(&mut *waiting);
+    let beats = got.iter().filter(|l| l.starts_with(": waiting")).count();
+    assert!(beats >= 3, "{got:?}");
+    let error = got
+        .iter()
+        .find(|l| l.starts_with("data: {"))
+        .expect("error event");
+    let v: Value = serde_json::from_str(&error["data: ".len()..]).unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("data: [DONE]"),
+        "{got:?}"
+    );
+
+    // This time the slot frees: the long stream's client goes away.
+    let mut waiting = open_chat_stream(&gw, &short, Duration::from_secs(60));
+    let mut first = String::new();
+    waiting.read_line(&mut first).unwrap();
+    assert!(first.starts_with(": waiting"), "{first:?}");
+    drop(busy);
+    let got = lines(&mut *waiting);
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("data: [DONE]"),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|l| l.contains("chat.completion.chunk")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -524,6 +635,8 @@ fn long_stream_on_one_worker(gw: &Gateway) -> (Box<dyn BufRead>, Vec<u32>) {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
         "max_tokens": 2000,
+        // The stream must outlast what the tests do meanwhile.
+        "ignore_eos": true,
         "temperature": 0,
         "stream": true,
     });
@@ -588,7 +701,7 @@ fn request_is_retried_when_its_worker_dies_before_answering() {
 }
 
 /// An upload over 1 MiB (40 s of 16 kHz audio: speech, then silence) with `model`
-/// before `file` streams through the gateway to the worker.
+/// after `file` goes through the gateway to the worker.
 #[test]
 fn large_audio_upload_is_transcribed() {
     if !speech::speech_tools() {
@@ -604,8 +717,8 @@ fn large_audio_upload_is_transcribed() {
     let audio = speech::wav(16_000, &samples);
     assert!(audio.len() > 1 << 20, "{} bytes", audio.len());
     let r = Form::new()
-        .text("model", "whisper-1")
         .file("file", "fox.wav", &audio)
+        .text("model", "whisper-1")
         .post(&gw.url("/v1/audio/transcriptions"));
     assert_eq!(r.status, 200, "{}", r.text);
     let got = r.json()["text"].as_str().unwrap_or_default().to_string();

@@ -13,7 +13,7 @@ use crate::serve::config::{GatewayConfig, PoolConfig};
 #[derive(Args, Debug, Default)]
 pub struct ServeCommand {
     /// TOML config file (top-level listen, home, pull_defaults, max_body_bytes,
-    /// max_audio_bytes, drain_grace; [defaults], [models.NAME], [[keys]]).
+    /// max_audio_bytes, drain_grace, sse_heartbeat; [defaults], [models.NAME], [[keys]]).
     #[arg(long, env = "SURGE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address clients connect to [default: 127.0.0.1:8080].
@@ -46,6 +46,10 @@ pub struct ServeCommand {
     /// Worker device: cpu, cuda, cuda:N or auto.
     #[arg(long, value_name = "D")]
     device: Option<String>,
+    /// Seconds a streaming request waits for a worker before the gateway sends its SSE
+    /// header and `: waiting` heartbeats at this interval.
+    #[arg(long, value_name = "S")]
+    sse_heartbeat: Option<f64>,
     /// Exit when the parent process exits (for tests that start a gateway).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -66,6 +70,9 @@ impl ServeCommand {
         }
         if self.no_pull {
             cfg.pull_defaults = false;
+        }
+        if let Some(d) = secs("--sse-heartbeat", self.sse_heartbeat)? {
+            cfg.sse_heartbeat = d.max(Duration::from_millis(10));
         }
         let idle = secs("--idle-timeout", self.idle_timeout)?;
         let queue = secs("--queue-timeout", self.queue_timeout)?;

@@ -31,6 +31,10 @@ pub struct GatewayConfig {
     pub drain_grace: Duration,
     /// Where worker sockets live (default: a fresh directory under the system temp dir).
     pub socket_dir: Option<PathBuf>,
+    /// A streaming request still waiting for a worker after this long gets its SSE
+    /// header and then a `: waiting` comment at this interval (proxies in between cut
+    /// idle connections).
+    pub sse_heartbeat: Duration,
 }
 
 /// One model's worker pool.
@@ -101,6 +105,7 @@ impl Default for GatewayConfig {
             max_audio_bytes: 25 << 20,
             drain_grace: Duration::from_secs(30),
             socket_dir: None,
+            sse_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -116,6 +121,16 @@ impl GatewayConfig {
     }
 }
 
+/// A top-level duration in seconds, at least `min`.
+fn seconds(key: &str, s: f64, min: f64) -> Result<Duration, String> {
+    if !(min..=1e9).contains(&s) {
+        return Err(format!(
+            "{key} = {s}: seconds must be between {min} and 1e9"
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
 /// The TOML file's top level (`surge serve --config FILE`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +143,8 @@ struct FileConfig {
     /// Seconds.
     drain_grace: Option<f64>,
     socket_dir: Option<PathBuf>,
+    /// Seconds.
+    sse_heartbeat: Option<f64>,
     /// Kept raw so `[models.NAME]` tables can inherit the keys they do not set.
     defaults: Option<toml::Table>,
     #[serde(default)]
@@ -138,7 +155,8 @@ struct FileConfig {
 
 impl GatewayConfig {
     /// Reads a TOML config: top-level `listen`, `home`, `pull_defaults`,
-    /// `max_body_bytes`, `max_audio_bytes`, `drain_grace` (seconds), `socket_dir`;
+    /// `max_body_bytes`, `max_audio_bytes`, `drain_grace` and `sse_heartbeat` (seconds),
+    /// `socket_dir`;
     /// `[defaults]` (a [`PoolConfig`]), `[models.NAME]` (a [`PoolConfig`] that inherits
     /// every key it does not set from `[defaults]`) and `[[keys]]` ([`ApiKey`]).
     /// Unknown keys are errors that name the key.
@@ -155,12 +173,10 @@ impl GatewayConfig {
         cfg.max_body_bytes = file.max_body_bytes.unwrap_or(cfg.max_body_bytes);
         cfg.max_audio_bytes = file.max_audio_bytes.unwrap_or(cfg.max_audio_bytes);
         if let Some(s) = file.drain_grace {
-            if !(0.0..=1e9).contains(&s) {
-                return Err(format!(
-                    "drain_grace = {s}: seconds must be between 0 and 1e9"
-                ));
-            }
-            cfg.drain_grace = Duration::from_secs_f64(s);
+            cfg.drain_grace = seconds("drain_grace", s, 0.0)?;
+        }
+        if let Some(s) = file.sse_heartbeat {
+            cfg.sse_heartbeat = seconds("sse_heartbeat", s, 0.01)?;
         }
         cfg.socket_dir = file.socket_dir.or(cfg.socket_dir);
         let defaults = file.defaults.unwrap_or_default();
@@ -335,6 +351,7 @@ key = "sk-two"
         for text in [
             "listen = \"nope\"",
             "drain_grace = -1",
+            "sse_heartbeat = 0",
             "[defaults]\nidle_timeout = -3",
             "[defaults]\nmax_workers = 0",
             "[models.m]\nmin_workers = 3\nmax_workers = 2",

@@ -28,6 +28,8 @@ pub mod registry;
 pub mod routing;
 pub mod server;
 pub mod sse;
+pub mod stream_wait;
+pub mod subrequest;
 
 pub use config::GatewayConfig;
 pub use server::run;

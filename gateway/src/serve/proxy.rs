@@ -4,22 +4,18 @@
 //!   are answered here; for the OpenAI inference routes the request body is read (with
 //!   pingora's retry buffering, so it is still forwarded afterwards) to find `model`,
 //!   which picks the pool.
+//!   A body over pingora's 64 KiB retry buffer is forwarded as a subrequest with the
+//!   body preset ([`super::subrequest`]).
 //! - `upstream_peer`: a [`Lease`] on a worker slot from the model's pool (waits in the
-//!   admission queue during a cold start), and the worker's Unix socket as the peer.
+//!   admission queue during a cold start), and the worker's Unix socket as the peer. A
+//!   streaming client that waits longer than `sse_heartbeat` gets its SSE response
+//!   header and `: waiting` comments meanwhile, so proxies in between do not cut it.
 //! - `response_body_filter`: SSE passes through chunk by chunk; the worker's trailing
 //!   usage chunk is dropped unless the client asked for `stream_options.include_usage`.
 //! - `fail_to_proxy`: gateway errors in the OpenAI shape; a worker that fails after an
 //!   SSE response began (crash mid-stream) ends the stream with an error event and
 //!   `data: [DONE]` rather than a cut connection.
 //! - `logging`: metrics, and the lease is released.
-//!
-//! Limitation: pingora's retry buffer holds 64 KiB, so bodies up to 64 KiB are read
-//! whole; for larger ones only the first chunk read from the socket (≤ 64 KiB) is seen
-//! before routing. A larger JSON body must then have its top-level `model` in that
-//! prefix; a larger multipart upload must send the `model` field before `file` (OpenAI's
-//! clients do), else it goes to the only Whisper model when exactly one is served, else
-//! 400. Reading the whole body and forwarding it as a pingora subrequest with a preset
-//! body removes this limit (follow-up work).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,7 +36,8 @@ use super::metrics::GatewayMetrics;
 use super::pool::{Lease, Pool, Pools};
 use super::registry::Registry;
 use super::routing::Route;
-use super::sse::{find_event_end, usage_event};
+use super::sse::{self, find_event_end, usage_event};
+use super::subrequest;
 
 /// Non-streaming responses up to this size are parsed for their `usage`.
 const MAX_USAGE_SCAN: usize = 1 << 20;
@@ -71,6 +68,19 @@ pub struct Ctx {
     /// Connect attempts to workers (one retry on another worker).
     pub(super) attempts: u32,
     pub(super) include_usage: bool,
+    /// The client asked for `stream: true`.
+    pub(super) stream: bool,
+    /// A body too large for pingora's retry buffer, to forward as a subrequest.
+    pub(super) preset_body: Option<Bytes>,
+    /// The gateway already sent the SSE response header (heartbeats while waiting for a
+    /// worker); the worker's header is then not forwarded, and errors become SSE events.
+    pub(super) early_sse: bool,
+    /// The worker answered with an error after `early_sse`: its body becomes an event.
+    pub(super) error_event: bool,
+    /// The status the worker answered with (the client may have had an early 200).
+    pub(super) upstream_status: Option<u16>,
+    /// The API key's `x-ratelimit-*` headers, added to the worker's response.
+    pub(super) ratelimit_headers: Vec<(&'static str, String)>,
     /// The response is an SSE stream.
     pub(super) sse: bool,
     /// SSE bytes not yet ending in a complete event.
@@ -229,6 +239,12 @@ impl ProxyHttp for Gateway {
             error: None,
             attempts: 0,
             include_usage: false,
+            stream: false,
+            preset_body: None,
+            early_sse: false,
+            error_event: false,
+            upstream_status: None,
+            ratelimit_headers: Vec::new(),
             sse: false,
             pending: Vec::new(),
             body: Vec::new(),
@@ -238,7 +254,21 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &Ctx) -> bool {
+        true
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(r) = subrequest::routed(session) {
+            // Routed (and admitted) by the main request, which read the body.
+            ctx.route = Some(r.route);
+            ctx.model = Some(r.model.clone());
+            ctx.pool = self.pools.get(&r.model);
+            ctx.include_usage = r.include_usage;
+            ctx.stream = r.stream;
+            ctx.ratelimit_headers = r.ratelimit_headers.clone();
+            return Ok(false);
+        }
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         if let Some(route) = Route::from_path(&path) {
@@ -262,7 +292,10 @@ impl ProxyHttp for Gateway {
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             match self.keys.admit(auth) {
-                Ok(a) => ctx.admission = Some(a),
+                Ok(a) => {
+                    ctx.ratelimit_headers = a.headers.clone();
+                    ctx.admission = Some(a);
+                }
                 Err(refusal) => {
                     session.set_keepalive(None);
                     let e = &refusal.error;
@@ -282,13 +315,22 @@ impl ProxyHttp for Gateway {
                     return Ok(true);
                 }
             }
-            if let Err(e) = self.route_request(session, route, ctx).await {
-                // The body may be unread: do not reuse the connection.
-                session.set_keepalive(None);
-                self.reject(session, &e).await?;
-                return Ok(true);
-            }
-            return Ok(false);
+            let routed = match self.route_request(session, route, ctx).await {
+                Ok(()) => match ctx.preset_body.take() {
+                    Some(body) => self.forward_preset(session, ctx, body).await.map(|_| true),
+                    None => Ok(false),
+                },
+                Err(e) => Err(e),
+            };
+            return match routed {
+                Ok(done) => Ok(done),
+                Err(e) => {
+                    // The body may be unread: do not reuse the connection.
+                    session.set_keepalive(None);
+                    self.reject(session, &e).await?;
+                    Ok(true)
+                }
+            };
         }
         if let Some(r) = self.local(session, &path).await {
             r?;
@@ -302,7 +344,7 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
         // A retry after a failed connect: give the broken worker's slot back first.
         ctx.lease = None;
@@ -312,7 +354,12 @@ impl ProxyHttp for Gateway {
                 "no pool for request",
             ));
         };
-        match pool.acquire().await {
+        let acquired = if ctx.stream {
+            self.acquire_with_heartbeats(session, ctx, &pool).await?
+        } else {
+            pool.acquire().await
+        };
+        match acquired {
             Ok(lease) => {
                 let path = lease.socket().to_string_lossy().into_owned();
                 ctx.lease = Some(lease);
@@ -401,10 +448,15 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         ctx.sse = ctype.starts_with("text/event-stream");
-        if let Some(a) = &ctx.admission {
-            for (name, value) in &a.headers {
-                upstream.insert_header(*name, value.as_str())?;
-            }
+        ctx.upstream_status = Some(upstream.status.as_u16());
+        if ctx.early_sse && !ctx.sse {
+            // The client has a 200 SSE header already: the worker's error is sent as an
+            // event (`response_body_filter`).
+            ctx.sse = true;
+            ctx.error_event = true;
+        }
+        for (name, value) in &ctx.ratelimit_headers {
+            upstream.insert_header(*name, value.as_str())?;
         }
         if ctx.sse && !ctx.include_usage {
             // Events are removed, so any length the worker sent no longer holds.
@@ -422,6 +474,15 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         let now = Instant::now();
         let model = ctx.model.clone().unwrap_or_default();
+        if ctx.error_event {
+            if let Some(b) = body.take() {
+                ctx.body.extend_from_slice(&b);
+            }
+            if end_of_stream {
+                *body = Some(sse::error_event(&std::mem::take(&mut ctx.body)));
+            }
+            return Ok(None);
+        }
         if body.as_ref().is_some_and(|b| !b.is_empty()) && ctx.sse {
             if ctx.first_chunk.is_none() {
                 ctx.first_chunk = Some(now);
@@ -507,24 +568,19 @@ impl ProxyHttp for Gateway {
                             ctx.model_label(),
                             e.etype().as_str()
                         ));
-                        self.metrics
-                            .rejections
-                            .with_label_values(&[g.reason()])
-                            .inc();
-                        // A partial event the worker left unfinished is dropped.
-                        ctx.pending.clear();
-                        let mut end = b"data: ".to_vec();
-                        end.extend_from_slice(&g.body());
-                        end.extend_from_slice(b"\n\ndata: [DONE]\n\n");
-                        let _ = session
-                            .write_response_body(Some(Bytes::from(end)), true)
-                            .await;
+                        self.end_stream_with(session, ctx, &g).await;
                     }
                 }
                 None
             }
         };
         let code = match gateway_error {
+            Some(g) if ctx.early_sse => {
+                // Heartbeats went out: the client has a 200 SSE header already.
+                self.end_stream_with(session, ctx, &g).await;
+                ctx.upstream_status = Some(g.status());
+                g.status()
+            }
             Some(g) => {
                 let _ = self.reject(session, &g).await;
                 g.status()
@@ -547,9 +603,10 @@ impl ProxyHttp for Gateway {
         // Releases the worker slot.
         ctx.lease = None;
         let Some(route) = ctx.route else { return };
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
+        let status = ctx
+            .upstream_status
+            .filter(|_| ctx.early_sse)
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let model = ctx.model_label().to_string();
         self.metrics

@@ -1,13 +1,14 @@
 //! Routing an inference request: which route it is, and which model (and so which pool)
-//! its body names. The body is read with pingora's retry buffering so it is still
-//! forwarded afterwards; see [`super::proxy`] for the 64 KiB limit this implies.
+//! its body names. The whole body is read (up to the route's size limit) before a
+//! worker is chosen, so `model` may sit anywhere in a JSON body or multipart form.
 
+use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde_json::Value;
 use surge_models::ModelKind;
 
-use super::body::{multipart_field, scan_json_prefix};
+use super::body::multipart_field;
 use super::errors::GatewayError;
 use super::proxy::{Ctx, Gateway};
 
@@ -54,11 +55,10 @@ impl Route {
     }
 }
 
-/// What pingora can buffer for a retry (its `BODY_BUF_LIMIT`).
-const RETRY_BUFFER: usize = 64 * 1024;
 impl Gateway {
-    /// Reads the request body (all of it up to 64 KiB, else the first chunk) and finds
-    /// the model; sets `ctx.model`, `ctx.pool` and `ctx.include_usage`.
+    /// Reads the request body and finds the model; sets `ctx.model`, `ctx.pool`,
+    /// `ctx.include_usage`, `ctx.stream`, and `ctx.preset_body` when the body is larger
+    /// than pingora's retry buffer (64 KiB) can replay.
     pub(super) async fn route_request(
         &self,
         session: &mut Session,
@@ -92,10 +92,10 @@ impl Gateway {
                 .await
                 .map_err(|e| GatewayError::Upstream(format!("writing 100 Continue: {e}")))?;
         }
-        // A body that fits the retry buffer is read whole; a larger one only up to its
-        // first chunk (≤ 64 KiB), so the retry buffer still holds everything read.
-        let whole = length.is_some_and(|n| n <= RETRY_BUFFER);
-        let mut buf = Vec::new();
+        // The whole body is read, up to the route's limit. One that fits pingora's
+        // retry buffer is forwarded from there; a larger one is handed to a subrequest
+        // as a preset body (`ctx.preset_body`, see [`super::subrequest`]).
+        let mut buf = Vec::with_capacity(length.unwrap_or(0).min(limit));
         loop {
             let chunk =
                 session
@@ -110,48 +110,11 @@ impl Gateway {
             if buf.len() > limit {
                 return Err(GatewayError::PayloadTooLarge(limit));
             }
-            if !whole && length.is_some() {
-                break;
-            }
         }
-        if session.retry_buffer_truncated() {
-            // A chunked body without Content-Length grew past what can be buffered.
-            return Err(GatewayError::BadRequest {
-                message: format!(
-                    "request bodies over {} KiB must be sent with a Content-Length header",
-                    RETRY_BUFFER / 1024
-                ),
-                param: None,
-            });
-        }
-        let complete = session.is_body_done();
 
         let model_id = if multipart {
-            match multipart_field(&buf, &content_type, "model") {
-                Some(m) => m,
-                None => {
-                    // Only a prefix was read when the body was large.
-                    let whispers: Vec<_> = self
-                        .registry
-                        .entries()
-                        .iter()
-                        .filter(|e| e.kind == ModelKind::Whisper)
-                        .collect();
-                    if !complete && audio && whispers.len() == 1 {
-                        whispers[0].name.clone()
-                    } else if complete {
-                        return Err(missing_model());
-                    } else {
-                        return Err(GatewayError::BadRequest {
-                            message: "could not find the 'model' form field in the first 64 KiB \
-                                      of the upload; send the 'model' field before 'file'"
-                                .into(),
-                            param: Some("model".into()),
-                        });
-                    }
-                }
-            }
-        } else if complete {
+            multipart_field(&buf, &content_type, "model").ok_or_else(missing_model)?
+        } else {
             let v: Value = serde_json::from_slice(&buf).map_err(|e| GatewayError::BadRequest {
                 message: format!("the request body is not valid JSON: {e}"),
                 param: None,
@@ -166,6 +129,7 @@ impl Gateway {
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            ctx.stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
             match v.get("model") {
                 Some(Value::String(m)) => m.clone(),
                 Some(_) => {
@@ -176,19 +140,10 @@ impl Gateway {
                 }
                 None => return Err(missing_model()),
             }
-        } else {
-            let scan = scan_json_prefix(&buf);
-            ctx.include_usage = scan.include_usage;
-            scan.model.ok_or_else(|| GatewayError::BadRequest {
-                message: format!(
-                    "request bodies over {} KiB must name the top-level 'model' within their \
-                     first {} KiB",
-                    RETRY_BUFFER / 1024,
-                    RETRY_BUFFER / 1024
-                ),
-                param: Some("model".into()),
-            })?
         };
+        if session.retry_buffer_truncated() {
+            ctx.preset_body = Some(Bytes::from(buf));
+        }
 
         let entry = self
             .registry

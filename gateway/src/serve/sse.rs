@@ -1,7 +1,25 @@
 //! Server-sent events as the workers write them: finding event boundaries in a byte
 //! stream, and recognising the usage chunk every worker ends a stream with.
 
-use serde_json::Value;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+/// An error body (the OpenAI error JSON, or anything else a worker wrote) as the last
+/// events of a stream: `data: {error}` then `data: [DONE]`.
+pub fn error_event(body: &[u8]) -> Bytes {
+    let v = serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(|v| v.get("error").is_some())
+        .unwrap_or_else(|| {
+            json!({"error": {
+                "message": String::from_utf8_lossy(body).trim(),
+                "type": "server_error",
+                "param": null,
+                "code": null,
+            }})
+        });
+    Bytes::from(format!("data: {v}\n\ndata: [DONE]\n\n"))
+}
 
 /// The length of the first complete SSE event in `buf` (through its blank line).
 pub fn find_event_end(buf: &[u8]) -> Option<usize> {
@@ -48,5 +66,19 @@ mod tests {
         assert!(usage_event(b"data: [DONE]\n\n").is_none());
         assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some(9));
         assert_eq!(find_event_end(b"data: a\n"), None);
+    }
+
+    #[test]
+    fn errors_become_one_event_then_done() {
+        let e = error_event(b"{\n  \"error\": {\"message\": \"bad\", \"type\": \"x\"}\n}");
+        assert_eq!(
+            &e[..],
+            b"data: {\"error\":{\"message\":\"bad\",\"type\":\"x\"}}\n\ndata: [DONE]\n\n"
+        );
+        let e = String::from_utf8(error_event(b"oops\n").to_vec()).unwrap();
+        assert!(
+            e.starts_with("data: {\"error\":{\"code\":null,\"message\":\"oops\""),
+            "{e}"
+        );
     }
 }
