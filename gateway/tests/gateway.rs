@@ -502,6 +502,20 @@ fn api_keys_and_rate_limits() {
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
     let v: Value = r.into_json().unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
+    // Listings need a key, without counting against its quota; probes do not.
+    let (status, text) = http::get(&gw.url("/v1/models"));
+    assert_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        401,
+        Some("invalid_api_key"),
+    );
+    let r = ureq::get(&gw.url("/v1/models"))
+        .set("Authorization", "Bearer sk-test")
+        .call()
+        .expect("listing with a key");
+    assert_eq!(r.status(), 200);
+    assert_eq!(http::get(&gw.url("/health")).0, 200);
 }
 
 /// The gateway's child processes (its workers), from /proc.

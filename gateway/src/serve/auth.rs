@@ -90,6 +90,19 @@ impl Keys {
         !self.by_key.is_empty()
     }
 
+    /// Checks the `Authorization` header value only (model listings: no quota).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), GatewayError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| self.by_key.contains_key(*k))
+            .map(|_| ())
+            .ok_or(GatewayError::Unauthorized)
+    }
+
     /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
     pub fn admit(&self, authorization: Option<&str>) -> Result<Admission, Refusal> {
         if !self.enabled() {

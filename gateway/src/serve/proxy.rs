@@ -332,6 +332,19 @@ impl ProxyHttp for Gateway {
                 }
             };
         }
+        if path.starts_with("/v1/") {
+            // Model listings need a key too when keys are configured (as OpenAI's do);
+            // /health, /ready and /metrics stay open to probes and scrapers.
+            let auth = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if let Err(e) = self.keys.authenticate(auth) {
+                self.reject(session, &e).await?;
+                return Ok(true);
+            }
+        }
         if let Some(r) = self.local(session, &path).await {
             r?;
             return Ok(true);
