@@ -27,6 +27,8 @@ enum Command {
 }
 
 fn main() {
+    // The cold-start clock of `surge worker` (its /health reports spawn → main → ready).
+    surge_runtime::server::startup::mark_main();
     tracing_subscriber::fmt()
         .with_env_filter(
             // symphonia logs a client's undecodable upload at ERROR level; the client

@@ -7,7 +7,8 @@ use candle_core::Device;
 use surge_models::{ModelCache, ModelKind};
 
 use crate::llm_worker::{self, LlmWorkerConfig};
-use crate::server::Listen;
+use crate::server::startup::StartupPhase;
+use crate::server::{Listen, StartupTimer};
 use crate::whisper_worker::{self, WhisperWorkerConfig};
 
 /// Largest request body an LLM worker accepts unless told otherwise: chat JSON.
@@ -121,6 +122,9 @@ fn tune_cpu_threads(kind: ModelKind) {
 }
 
 fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
+    // main → here: logging and argument parsing.
+    let mut startup = StartupTimer::start();
+    startup.lap(StartupPhase::Init);
     if opts.exit_with_parent {
         watch_parent();
     }
@@ -130,6 +134,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
     }
     .map_err(|e| e.to_string())?;
     let model = cache.resolve(&opts.model).map_err(|e| e.to_string())?;
+    startup.lap(StartupPhase::Resolve);
     // Resolving reads only manifests: no thread pool has started yet.
     tune_cpu_threads(model.manifest.kind);
     let max_body_bytes = opts
@@ -142,6 +147,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    startup.lap(StartupPhase::Init);
     match model.manifest.kind {
         ModelKind::Llm => {
             let gguf = model
@@ -164,6 +170,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                     .context_length
                     .map(|c| c as usize)),
                 max_body_bytes,
+                startup,
             };
             Ok(rt.block_on(llm_worker::run(cfg, opts.listen)))
         }
@@ -192,6 +199,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                 batch_wait: std::time::Duration::from_millis(opts.batch_wait_ms),
                 max_audio_seconds: opts.max_audio_seconds,
                 max_body_bytes,
+                startup,
             };
             Ok(rt.block_on(whisper_worker::run(cfg, opts.listen)))
         }

@@ -18,6 +18,16 @@
 //!    Whisper: a short espeak-ng clip's transcription sent → response read. Also the
 //!    gateway's own `surge_cold_start_duration_seconds` (worker spawn → ready), per start
 //!    from the histogram's sum and count before and after.
+//! 3. **Worker cold start** (`--worker-cold-starts`, default 20 per model; `--only-worker`
+//!    skips 1 and 2): `surge worker` spawned directly on a loopback port with
+//!    `SURGE_SPAWNED_AT_UNIX_NS` set, `/health` polled every millisecond: spawn → 200 as
+//!    the client sees it, the worker's own `startup` breakdown from that 200's body, then
+//!    the first request (LLM: streaming chat → first content chunk; Whisper: the clip's
+//!    transcription) and the same request again, whose difference is what the first
+//!    request pays for being first. Models alternate; each worker is stopped (SIGTERM,
+//!    reaped) before the next spawn. `--drop-page-cache` evicts the model's weight file
+//!    from the page cache before each spawn (`dd iflag=nocache count=0`), for a start
+//!    that reads from disk.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -61,6 +71,15 @@ struct Args {
     /// Cold starts per model.
     #[arg(long, default_value_t = 20)]
     cold_starts: usize,
+    /// Direct worker cold starts per model (no gateway); 0 skips them.
+    #[arg(long, default_value_t = 20)]
+    worker_cold_starts: usize,
+    /// Only the direct worker cold starts (skips the overhead and gateway cold starts).
+    #[arg(long)]
+    only_worker: bool,
+    /// Evict the model's weight file from the page cache before each worker spawn.
+    #[arg(long)]
+    drop_page_cache: bool,
     /// The whole run stops with an error after this long.
     #[arg(long, default_value_t = 900)]
     max_seconds: u64,
@@ -92,9 +111,23 @@ fn main() {
 fn run(args: &Args) -> Result<(), String> {
     let load1 = warn_if_busy();
     let deadline = Deadline(Instant::now() + Duration::from_secs(args.max_seconds));
-    let overhead = overhead(args, &deadline)?;
-    let cold = cold_starts(args, &deadline)?;
-    print_tables(args, &overhead, &cold);
+    let (overhead, cold) = if args.only_worker {
+        (None, Vec::new())
+    } else {
+        (
+            Some(overhead(args, &deadline)?),
+            cold_starts(args, &deadline)?,
+        )
+    };
+    let worker_cold = if args.worker_cold_starts > 0 {
+        worker_cold_starts(args, &deadline)?
+    } else {
+        Vec::new()
+    };
+    if let Some(o) = &overhead {
+        print_tables(args, o, &cold);
+    }
+    print_worker_cold(args, &worker_cold);
     if let Some(p) = &args.json {
         let out = json!({
             "load_average_at_start": load1,
@@ -103,9 +136,12 @@ fn run(args: &Args) -> Result<(), String> {
                 "rounds": args.rounds, "sequential": args.sequential,
                 "concurrency": args.concurrency, "closed_requests": args.closed_requests,
                 "cold_starts": args.cold_starts,
+                "worker_cold_starts": args.worker_cold_starts,
+                "drop_page_cache": args.drop_page_cache,
             },
-            "overhead": overhead.to_json(),
+            "overhead": overhead.as_ref().map(Overhead::to_json),
             "cold_start": cold.iter().map(ColdFigures::to_json).collect::<Vec<_>>(),
+            "worker_cold_start": worker_cold.iter().map(WorkerCold::to_json).collect::<Vec<_>>(),
         });
         std::fs::write(p, serde_json::to_string_pretty(&out).unwrap_or_default())
             .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -480,6 +516,290 @@ fn cold_starts(args: &Args, deadline: &Deadline) -> Result<Vec<ColdFigures>, Str
     })();
     stop(&mut gw);
     result
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Worker cold start (no gateway)
+
+/// The phases of a worker's `/health` `startup` object, in order.
+const PHASES: [&str; 6] = ["exec", "init", "resolve", "weights", "tokenizer", "warmup"];
+
+struct WorkerCold {
+    model: String,
+    what: &'static str,
+    /// spawn → `/health` 200, client side.
+    ready_s: Vec<f64>,
+    /// The worker's own `startup` objects.
+    startup: Vec<Value>,
+    /// First request (sent as soon as ready): TTFT (LLM) or response (Whisper).
+    first_s: Vec<f64>,
+    /// The same request straight after.
+    second_s: Vec<f64>,
+    /// Peak RSS at the end of each run, MiB.
+    rss_mib: Vec<f64>,
+}
+
+impl WorkerCold {
+    fn phase(&self, name: &str) -> Vec<f64> {
+        self.startup
+            .iter()
+            .map(|s| s[format!("{name}_s")].as_f64().unwrap_or(0.0))
+            .collect()
+    }
+
+    fn to_json(&self) -> Value {
+        let mut phases = serde_json::Map::new();
+        for p in PHASES.iter().chain(&["total"]) {
+            let v = self.phase(p);
+            phases.insert(
+                p.to_string(),
+                json!({"p50_s": median(&v), "p99_s": quantile(&v, 0.99)}),
+            );
+        }
+        json!({
+            "model": self.model,
+            "first_request": self.what,
+            "spawn_to_ready_p50_s": median(&self.ready_s),
+            "spawn_to_ready_p99_s": quantile(&self.ready_s, 0.99),
+            "spawn_to_ready_samples_s": self.ready_s,
+            "worker_phases": phases,
+            "first_request_p50_s": median(&self.first_s),
+            "first_request_p99_s": quantile(&self.first_s, 0.99),
+            "second_request_p50_s": median(&self.second_s),
+            "second_request_p99_s": quantile(&self.second_s, 0.99),
+            "spawn_to_first_result_p50_s": median(&self.ready_plus_first()),
+            "spawn_to_first_result_p99_s": quantile(&self.ready_plus_first(), 0.99),
+            "peak_rss_mib_p50": median(&self.rss_mib),
+            "startup_samples": self.startup,
+        })
+    }
+
+    fn ready_plus_first(&self) -> Vec<f64> {
+        self.ready_s
+            .iter()
+            .zip(&self.first_s)
+            .map(|(a, b)| a + b)
+            .collect()
+    }
+}
+
+fn worker_cold_starts(args: &Args, deadline: &Deadline) -> Result<Vec<WorkerCold>, String> {
+    let tmp = TempDir::new("gateway-bench-worker")?;
+    let mut figs = vec![WorkerCold {
+        model: args.model.clone(),
+        what: "streaming chat sent → first content chunk",
+        ready_s: Vec::new(),
+        startup: Vec::new(),
+        first_s: Vec::new(),
+        second_s: Vec::new(),
+        rss_mib: Vec::new(),
+    }];
+    let mut clip = Vec::new();
+    if !args.whisper_model.is_empty() {
+        if !have_tools() {
+            return Err(
+                "espeak-ng and sox are needed for the Whisper clip (scripts/setup.sh); \
+                 or pass --whisper-model ''"
+                    .into(),
+            );
+        }
+        let corpus = Corpus::default_corpus()?;
+        let text = corpus.sentences.first().ok_or("empty corpus")?;
+        let path = synthesize(text, tmp.path(), "clip", &["wav"])?.remove(0);
+        clip = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        figs.push(WorkerCold {
+            model: args.whisper_model.clone(),
+            what: "transcription sent → response read",
+            ready_s: Vec::new(),
+            startup: Vec::new(),
+            first_s: Vec::new(),
+            second_s: Vec::new(),
+            rss_mib: Vec::new(),
+        });
+    }
+    let weights: Vec<PathBuf> = figs
+        .iter()
+        .map(|f| model_path(args, &f.model))
+        .collect::<Result<_, _>>()?;
+    for i in 0..args.worker_cold_starts {
+        for (f, weights) in figs.iter_mut().zip(&weights) {
+            deadline.check()?;
+            if args.drop_page_cache {
+                drop_page_cache(weights)?;
+            }
+            let port = free_port();
+            let base = format!("http://127.0.0.1:{port}");
+            let mut cmd = Command::new(&args.surge);
+            cmd.args(["worker", "--model", &f.model, "--listen"])
+                .arg(format!("tcp:127.0.0.1:{port}"))
+                .args(["--device", "cpu", "--exit-with-parent"]);
+            if let Some(h) = &args.home {
+                cmd.arg("--home").arg(h);
+            }
+            cmd.env("SURGE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            let spawned_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_nanos();
+            cmd.env("SURGE_SPAWNED_AT_UNIX_NS", spawned_ns.to_string());
+            let t0 = Instant::now();
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("spawn {}: {e}", args.surge.display()))?;
+            let result = (|| {
+                let health = poll_health(&base, &mut child, Duration::from_secs(120))?;
+                let ready = t0.elapsed().as_secs_f64();
+                let startup = health["startup"].clone();
+                if !startup.is_object() {
+                    return Err(format!("{}: /health has no startup object", f.model));
+                }
+                let once = || -> Result<f64, String> {
+                    if clip.is_empty() || f.model == args.model {
+                        let body = json!({
+                            "model": f.model,
+                            "messages": [{"role": "user", "content": "Hi"}],
+                            "max_tokens": 4, "temperature": 0, "stream": true,
+                        });
+                        let t = stream_chat(&base, &body)?;
+                        if t.token_times.is_empty() {
+                            return Err(format!("{}: no content chunk", f.model));
+                        }
+                        Ok(t.ttft)
+                    } else {
+                        Ok(transcribe_bytes(
+                            &base,
+                            "clip.wav",
+                            &clip,
+                            &[("model", f.model.as_str()), ("response_format", "json")],
+                        )?
+                        .elapsed)
+                    }
+                };
+                let first = once()?;
+                let second = once()?;
+                let rss = surge_loadtest::server::peak_rss_mib(child.id());
+                Ok((ready, startup, first, second, rss))
+            })();
+            stop(&mut child);
+            let (ready, startup, first, second, rss) = result?;
+            eprintln!(
+                "worker cold start {} / {}: {} ready {ready:.3} s (worker total {:.3}, weights \
+                 {:.3}, tokenizer {:.3}, warmup {:.3}), first {first:.3} s, second {second:.3} s",
+                i + 1,
+                args.worker_cold_starts,
+                f.model,
+                startup["total_s"].as_f64().unwrap_or(0.0),
+                startup["weights_s"].as_f64().unwrap_or(0.0),
+                startup["tokenizer_s"].as_f64().unwrap_or(0.0),
+                startup["warmup_s"].as_f64().unwrap_or(0.0),
+            );
+            f.ready_s.push(ready);
+            f.startup.push(startup);
+            f.first_s.push(first);
+            f.second_s.push(second);
+            f.rss_mib.push(rss);
+        }
+    }
+    Ok(figs)
+}
+
+/// `surge models path NAME`: the model's main file in the cache.
+fn model_path(args: &Args, model: &str) -> Result<PathBuf, String> {
+    let mut cmd = Command::new(&args.surge);
+    cmd.args(["models", "path", model]);
+    if let Some(h) = &args.home {
+        cmd.arg("--home").arg(h);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("surge models path {model}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "surge models path {model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Evicts `path`'s clean pages from the page cache (POSIX_FADV_DONTNEED through GNU dd).
+fn drop_page_cache(path: &std::path::Path) -> Result<(), String> {
+    let status = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .map_err(|e| format!("dd: {e}"))?;
+    if !status.success() {
+        return Err(format!("dd iflag=nocache on {}: {status}", path.display()));
+    }
+    Ok(())
+}
+
+/// Polls `/health` every millisecond until 200 and returns its body.
+fn poll_health(base: &str, child: &mut Child, timeout: Duration) -> Result<Value, String> {
+    let start = Instant::now();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    while start.elapsed() < timeout {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("worker exited before ready: {status}"));
+        }
+        if let Ok(r) = agent.get(&format!("{base}/health")).call() {
+            if r.status() == 200 {
+                return r.into_json().map_err(|e| format!("/health body: {e}"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(format!("worker not ready after {} s", timeout.as_secs()))
+}
+
+fn print_worker_cold(args: &Args, figs: &[WorkerCold]) {
+    if figs.is_empty() {
+        return;
+    }
+    println!(
+        "\nWorker cold start, `surge worker` spawned directly ({} per model{})\n",
+        args.worker_cold_starts,
+        if args.drop_page_cache {
+            ", weights evicted from the page cache before each"
+        } else {
+            ", weights in the page cache"
+        }
+    );
+    println!(
+        "| model | spawn → ready p50 / p99 (s) | exec | init | resolve | weights | tokenizer | \
+         warmup | worker total | first request p50 / p99 (s) | second request p50 (s) | \
+         spawn → first result p50 / p99 (s) | peak RSS (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in figs {
+        let p = |name: &str| format!("{:.3}", median(&f.phase(name)));
+        println!(
+            "| {} | {:.3} / {:.3} | {} | {} | {} | {} | {} | {} | {} | {:.3} / {:.3} | {:.3} | \
+             {:.3} / {:.3} | {:.0} |",
+            f.model,
+            median(&f.ready_s),
+            quantile(&f.ready_s, 0.99),
+            p("exec"),
+            p("init"),
+            p("resolve"),
+            p("weights"),
+            p("tokenizer"),
+            p("warmup"),
+            p("total"),
+            median(&f.first_s),
+            quantile(&f.first_s, 0.99),
+            median(&f.second_s),
+            median(&f.ready_plus_first()),
+            quantile(&f.ready_plus_first(), 0.99),
+            median(&f.rss_mib),
+        );
+    }
+    println!("\n(phases: p50 of the worker's own /health startup object, seconds)");
 }
 
 /// Whether any process has `pid` as its parent.

@@ -7,6 +7,8 @@ use crate::server::metrics::{counter, gauge, histogram, render, requests_by_stat
 
 pub struct WorkerMetrics {
     registry: Registry,
+    /// `surge_worker_startup_seconds{phase}`, set once at ready.
+    pub startup: prometheus::GaugeVec,
     pub running: IntGauge,
     pub waiting: IntGauge,
     pub kv_tokens_reserved: IntGauge,
@@ -88,6 +90,7 @@ impl WorkerMetrics {
                 "surge_worker_cancelled_sequences_total",
                 "Sequences dropped because the client went away",
             )?,
+            startup: crate::server::startup::startup_gauge(&r)?,
             registry: r,
         })
     }

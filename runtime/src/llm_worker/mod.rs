@@ -20,7 +20,8 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::llm::{ChatTemplate, GgufFile, LlmModel, LoadOptions, Tokenizer};
-use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds};
+use crate::server::startup::StartupPhase;
+use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds, StartupTimer};
 
 use metrics::WorkerMetrics;
 use routes::{AppState, Ready};
@@ -42,6 +43,8 @@ pub struct LlmWorkerConfig {
     pub default_max_tokens: usize,
     pub max_context: Option<usize>,
     pub max_body_bytes: usize,
+    /// The cold start's clock, started in `main`; the engine thread finishes it.
+    pub startup: StartupTimer,
 }
 
 /// Serves until SIGTERM/SIGINT (drain, exit code 0) or an engine failure (exit code 1).
@@ -69,9 +72,12 @@ pub async fn run(cfg: LlmWorkerConfig, listen: Listen) -> i32 {
     .await
 }
 
-fn engine_thread(cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailure) {
+fn engine_thread(mut cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailure) {
     let started = Instant::now();
-    let loaded = load(&cfg);
+    let mut startup = std::mem::take(&mut cfg.startup);
+    // Metrics, router and this thread's start.
+    startup.lap(StartupPhase::Init);
+    let loaded = load(&cfg, &mut startup);
     let (model, tokenizer, template, eos) = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -106,6 +112,9 @@ fn engine_thread(cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailu
         engine: EngineHandle::new(tx, state.metrics.clone()),
     });
     let load_seconds = started.elapsed().as_secs_f64();
+    let report = startup.finish(state.life.listening_at());
+    report.export(&state.metrics.startup);
+    report.log(&cfg.model_name);
     tracing::info!(
         model = %cfg.model_name,
         load_seconds,
@@ -113,6 +122,7 @@ fn engine_thread(cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailu
         max_context,
         "ready"
     );
+    state.life.set_startup(report);
     state.life.set_ready(load_seconds);
     let metrics = state.metrics.clone();
     // The engine must not keep the app state (and so the last sender) alive.
@@ -127,13 +137,15 @@ fn engine_thread(cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineFailu
 
 type Loaded = (LlmModel, Tokenizer, ChatTemplate, Vec<u32>);
 
-fn load(cfg: &LlmWorkerConfig) -> Result<Loaded, String> {
+fn load(cfg: &LlmWorkerConfig, startup: &mut StartupTimer) -> Result<Loaded, String> {
     let opts = LoadOptions {
         max_context: cfg.max_context,
         ..LoadOptions::default()
     };
-    let model = LlmModel::load(&cfg.gguf, &cfg.device, &opts).map_err(|e| e.to_string())?;
-    let gguf = GgufFile::open(&cfg.gguf).map_err(|e| e.to_string())?;
+    // One header parse serves the weights, the tokenizer and the template.
+    let mut gguf = GgufFile::open(&cfg.gguf).map_err(|e| e.to_string())?;
+    let model = LlmModel::load_gguf(&mut gguf, &cfg.device, &opts).map_err(|e| e.to_string())?;
+    startup.lap(StartupPhase::Weights);
     let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| e.to_string())?;
     let template =
         ChatTemplate::from_gguf(&gguf, cfg.chat_template.as_deref()).map_err(|e| e.to_string())?;
@@ -144,5 +156,6 @@ fn load(cfg: &LlmWorkerConfig) -> Result<Loaded, String> {
             eos.push(id);
         }
     }
+    startup.lap(StartupPhase::Tokenizer);
     Ok((model, tokenizer, template, eos))
 }

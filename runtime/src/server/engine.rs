@@ -42,6 +42,7 @@ pub async fn run_worker(
 
     let failed = Arc::new(AtomicBool::new(false));
     let failed_flag = failed.clone();
+    let bound_life = life.clone();
     let shutdown = async move {
         tokio::select! {
             _ = super::termination_signal() => life.set_draining(),
@@ -52,7 +53,7 @@ pub async fn run_worker(
             }
         }
     };
-    let served = super::serve(router, listen, shutdown).await;
+    let served = super::serve(router, listen, shutdown, move || bound_life.set_listening()).await;
     if let Err(e) = served {
         tracing::error!("server error on {listen}: {e}");
         return 1;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
+pub mod startup;
 pub mod state;
 
 use std::future::Future;
@@ -18,14 +19,17 @@ pub use engine::{catch_engine_panic, run_worker, EngineFailure};
 pub use error::{parse_json, ApiError};
 pub use listen::Listen;
 pub use routes::{base_router, ModelIds, WorkerInfo};
+pub use startup::{StartupReport, StartupTimer};
 pub use state::{Lifecycle, Phase};
 
 /// Serves `router` until `shutdown` resolves, then stops accepting and waits for in-flight
 /// requests (streams included) to finish — the worker contract's SIGTERM drain.
+/// `bound` runs once the socket accepts connections.
 pub async fn serve(
     router: Router,
     listen: &Listen,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: impl FnOnce(),
 ) -> std::io::Result<()> {
     match listen {
         Listen::Unix(path) => {
@@ -34,6 +38,7 @@ pub async fn serve(
                 std::fs::remove_file(path)?;
             }
             let listener = tokio::net::UnixListener::bind(path)?;
+            bound();
             tracing::info!("listening on unix:{}", path.display());
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
@@ -41,6 +46,7 @@ pub async fn serve(
         }
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
+            bound();
             tracing::info!("listening on tcp:{}", listener.local_addr()?);
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)

@@ -64,7 +64,28 @@ pub fn base_router<S: WorkerInfo>() -> Router<Arc<S>> {
         .fallback(not_found)
 }
 
-/// 200 once ready; 503 while loading or draining; 500 when the engine failed.
+/// `GET /health`: 200 once ready; 503 while loading or draining; 500 when the engine
+/// failed. The body (JSON):
+///
+/// ```json
+/// {"status": "ok", "model": "smollm2-135m-instruct", "kind": "llm",
+///  "load_seconds": 0.16, "uptime_seconds": 12.5, "error": null,
+///  "startup": {"exec_s": 0.003, "init_s": 0.001, "resolve_s": 0.001,
+///              "weights_s": 0.12, "tokenizer_s": 0.03, "warmup_s": 0.01,
+///              "total_s": 0.17, "listening_s": 0.004, "exec_source": "env"}}
+/// ```
+///
+/// - `status`: `loading`, `ok`, `draining` or `failed`; `error` the failure, else null.
+/// - `load_seconds`: engine thread start → ready (null until ready).
+/// - `startup` (null until ready; see [`super::startup`]): one cold start, in seconds,
+///   along its critical path. `exec_s` spawn → `main` (null when the parent set no
+///   `SURGE_SPAWNED_AT_UNIX_NS` and `/proc` gave nothing; `exec_source` is `env`,
+///   `proc` — 10 ms resolution — or `none`), `init_s` `main` → model lookup, `resolve_s`
+///   cache and manifest, `weights_s` weights read and converted, `tokenizer_s`
+///   tokenizer and chat template (LLM) or mel filters and rules (Whisper), `warmup_s`
+///   one small forward before readiness. Every phase is ≥ 0 and their sum ≤ `total_s`
+///   (spawn → ready; from `main` when `exec_s` is null). `listening_s` is spawn → socket
+///   bound, which happens beside the load, so it is not a phase.
 pub fn health_response(life: &Lifecycle, model: &str, kind: &str) -> Response {
     let (code, status) = match life.phase() {
         Phase::Ready => (StatusCode::OK, "ok"),
@@ -79,6 +100,7 @@ pub fn health_response(life: &Lifecycle, model: &str, kind: &str) -> Response {
         "load_seconds": life.load_seconds(),
         "uptime_seconds": life.uptime_seconds(),
         "error": life.failure(),
+        "startup": life.startup(),
     });
     (code, Json(body)).into_response()
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use super::startup::StartupReport;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Loading = 0,
@@ -23,6 +25,10 @@ struct Inner {
     started: Instant,
     load_seconds: OnceLock<f64>,
     failure: OnceLock<String>,
+    /// When the listening socket was bound.
+    listening_at: OnceLock<Instant>,
+    /// Where the cold start's time went; set just before ready.
+    startup: OnceLock<StartupReport>,
 }
 
 impl Default for Lifecycle {
@@ -32,6 +38,8 @@ impl Default for Lifecycle {
             started: Instant::now(),
             load_seconds: OnceLock::new(),
             failure: OnceLock::new(),
+            listening_at: OnceLock::new(),
+            startup: OnceLock::new(),
         }))
     }
 }
@@ -54,6 +62,25 @@ impl Lifecycle {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
+    }
+
+    /// Records that the listener is bound (the first call wins).
+    pub fn set_listening(&self) {
+        let _ = self.0.listening_at.set(Instant::now());
+    }
+
+    pub fn listening_at(&self) -> Option<Instant> {
+        self.0.listening_at.get().copied()
+    }
+
+    /// Records the cold start's breakdown; call before [`Lifecycle::set_ready`] so
+    /// `/health` never answers 200 without it.
+    pub fn set_startup(&self, report: StartupReport) {
+        let _ = self.0.startup.set(report);
+    }
+
+    pub fn startup(&self) -> Option<&StartupReport> {
+        self.0.startup.get()
     }
 
     pub fn set_draining(&self) {

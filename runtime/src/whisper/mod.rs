@@ -75,6 +75,19 @@ impl WhisperEngine {
         tokenizer_json: &Path,
         device: &Device,
     ) -> Result<Self> {
+        let mut timer = crate::server::StartupTimer::start();
+        Self::load_timed(model_bin, config_json, tokenizer_json, device, &mut timer)
+    }
+
+    /// [`WhisperEngine::load`], lapping `weights` and `tokenizer` on `timer`.
+    pub fn load_timed(
+        model_bin: &Path,
+        config_json: &Path,
+        tokenizer_json: &Path,
+        device: &Device,
+        timer: &mut crate::server::StartupTimer,
+    ) -> Result<Self> {
+        use crate::server::startup::StartupPhase;
         if !device.is_cpu() {
             return Err(WhisperError::Load(
                 "the Whisper engine runs on the CPU only (use --device cpu)".into(),
@@ -106,6 +119,7 @@ impl WhisperEngine {
             count("decoder"),
             ct2.scalar_usize("decoder/num_heads")?,
         )?;
+        timer.lap(StartupPhase::Weights);
         let tokenizer = Tokenizer::from_file(tokenizer_json)
             .map_err(|e| WhisperError::Load(format!("{}: {e}", tokenizer_json.display())))?;
         // English-only vocabularies have 51864 entries; multilingual ones 51865+.
@@ -116,7 +130,7 @@ impl WhisperEngine {
         let no_speech = ["<|nospeech|>", "<|nocaptions|>"]
             .iter()
             .find_map(|s| tokenizer.token_to_id(s));
-        Ok(Self {
+        let engine = Self {
             start_of_prev: decode::id(&tokenizer, "<|startofprev|>")?,
             no_speech,
             mel: MelExtractor::new(n_mels, &Device::Cpu)?,
@@ -126,7 +140,9 @@ impl WhisperEngine {
             special,
             rules,
             multilingual,
-        })
+        };
+        timer.lap(StartupPhase::Tokenizer);
+        Ok(engine)
     }
 
     /// Whether the model knows languages other than English.

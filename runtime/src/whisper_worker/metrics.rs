@@ -10,6 +10,8 @@ use crate::server::metrics::{counter, gauge, histogram, register, render, reques
 
 pub struct WhisperMetrics {
     registry: Registry,
+    /// `surge_worker_startup_seconds{phase}`, set once at ready.
+    pub startup: prometheus::GaugeVec,
     /// Jobs accepted but not yet started.
     pub waiting: IntGauge,
     /// Jobs the engine is working on.
@@ -90,6 +92,7 @@ impl WhisperMetrics {
                     &["endpoint"],
                 )?,
             )?,
+            startup: crate::server::startup::startup_gauge(&r)?,
             registry: r,
         })
     }

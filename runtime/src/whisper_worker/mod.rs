@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use tokio::sync::Semaphore;
 
-use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds};
+use crate::server::startup::StartupPhase;
+use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds, StartupTimer};
 use crate::whisper::WhisperEngine;
 
 use metrics::WhisperMetrics;
@@ -50,6 +51,8 @@ pub struct WhisperWorkerConfig {
     /// Longest upload accepted, in seconds of audio.
     pub max_audio_seconds: f64,
     pub max_body_bytes: usize,
+    /// The cold start's clock, started in `main`; the engine thread finishes it.
+    pub startup: StartupTimer,
 }
 
 /// Serves until SIGTERM/SIGINT (drain, exit code 0) or an engine failure (exit code 1).
@@ -87,13 +90,17 @@ pub async fn run(cfg: WhisperWorkerConfig, listen: Listen) -> i32 {
     .await
 }
 
-fn engine_thread(cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: EngineFailure) {
+fn engine_thread(mut cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: EngineFailure) {
     let started = Instant::now();
-    let loaded = WhisperEngine::load(
+    let mut startup = std::mem::take(&mut cfg.startup);
+    // Metrics, router and this thread's start.
+    startup.lap(StartupPhase::Init);
+    let loaded = WhisperEngine::load_timed(
         &cfg.model_bin,
         &cfg.config_json,
         &cfg.tokenizer_json,
         &cfg.device,
+        &mut startup,
     );
     let mut engine = match loaded {
         Ok(e) => e,
@@ -116,7 +123,11 @@ fn engine_thread(cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: EngineF
         multilingual,
     });
     let load_seconds = started.elapsed().as_secs_f64();
+    let report = startup.finish(state.life.listening_at());
+    report.export(&state.metrics.startup);
+    report.log(&cfg.model_name);
     tracing::info!(model = %cfg.model_name, load_seconds, multilingual, "ready");
+    state.life.set_startup(report);
     state.life.set_ready(load_seconds);
     let metrics = state.metrics.clone();
     // The engine must not keep the app state (and so the last sender) alive.
