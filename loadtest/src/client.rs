@@ -70,7 +70,8 @@ pub struct Record {
     pub ttft: Option<f64>,
     /// Gaps between consecutive content chunks.
     pub itl: Vec<f64>,
-    /// Intended send → last byte (or the error).
+    /// Intended send → the complete answer (`[DONE]` for streams, the last byte
+    /// otherwise) or the error.
     pub e2e: f64,
     pub tokens_out: u64,
     pub prompt_tokens: Option<u64>,
@@ -210,9 +211,9 @@ pub async fn send(
         exchange(&target, class, path, content_type, body, intended, &mut rec),
     )
     .await;
-    let now = Instant::now();
+    let mut now = Instant::now();
     match result {
-        Ok(Ok(())) => {}
+        Ok(Ok(finished)) => now = finished,
         Ok(Err((kind, detail))) => {
             rec.error = Some(kind);
             rec.error_body = Some(truncate(&detail));
@@ -240,7 +241,7 @@ async fn exchange(
     body: Vec<u8>,
     intended: Instant,
     rec: &mut Record,
-) -> Result<(), Failure> {
+) -> Result<Instant, Failure> {
     let mut req = target
         .client
         .post(format!("{}{path}", target.base))
@@ -267,7 +268,7 @@ async fn exchange(
     if !is_sse {
         let bytes = resp.bytes().await.map_err(transport)?;
         rec.bytes_received = bytes.len() as u64;
-        return read_json(&bytes, rec);
+        return read_json(&bytes, rec).map(|()| Instant::now());
     }
     rec.streamed = true;
     let mut decoder = SseDecoder::default();
@@ -309,6 +310,14 @@ async fn exchange(
             break;
         }
     }
+    let finished = Instant::now();
+    if done {
+        // Read to the end of the body (the chunked terminator usually follows [DONE] in
+        // its own read): dropping the response earlier would close the connection in the
+        // server's face and rule out keep-alive. Bounded, for servers that linger.
+        let drain = async { while let Ok(Some(_)) = resp.chunk().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
     rec.tokens_out = usage_tokens.unwrap_or(counted);
     if let Some(e) = stream_error {
         return Err(("stream_error".into(), e));
@@ -319,7 +328,7 @@ async fn exchange(
             "the stream ended without [DONE]".into(),
         ));
     }
-    Ok(())
+    Ok(finished)
 }
 
 /// A non-streamed answer: usage for chat, text (and audio seconds) for transcriptions.

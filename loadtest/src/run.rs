@@ -99,9 +99,16 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let out_dir = opts.out.clone().unwrap_or_else(|| {
-        PathBuf::from("loadtest-results").join(format!("{name}-{}", started_unix as u64))
-    });
+    let out_dir = match &opts.out {
+        Some(d) => d.clone(),
+        None => {
+            // Like cargo's target/: results are not for version control.
+            let root = PathBuf::from("loadtest-results");
+            let _ = std::fs::create_dir_all(&root);
+            let _ = std::fs::write(root.join(".gitignore"), "*\n");
+            root.join(format!("{name}-{}", started_unix as u64))
+        }
+    };
     let target = Arc::new(Target::new(
         &target,
         Duration::from_secs_f64(scenario.timeout),
