@@ -204,6 +204,8 @@ pub struct Report {
     pub started_unix: f64,
     /// Wall-clock length of the run, draining included.
     pub wall_s: f64,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
     pub schedule: ScheduleInfo,
     pub limits: Limits,
     pub seed: u64,

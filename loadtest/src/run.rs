@@ -125,9 +125,16 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (records, metrics, wall_s) = rt.block_on(async {
+    let (records, metrics, wall_s, interrupted) = rt.block_on(async {
         let start = Instant::now();
         let live = Arc::new(Live::default());
+        let (interrupt_tx, interrupt) = watch::channel(false);
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: cancelling running requests, writing the report");
+                let _ = interrupt_tx.send(true);
+            }
+        });
         let ctx = Arc::new(Ctx {
             target: target.clone(),
             classes: classes.clone(),
@@ -139,6 +146,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
             hard_deadline: start + Duration::from_secs_f64(max_duration),
             max_in_flight: limits.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             live: live.clone(),
+            interrupt: interrupt.clone(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let scraper = tokio::spawn(crate::scrape::scrape_loop(
@@ -174,10 +182,14 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
         let _ = stop_tx.send(true);
         let metrics = scraper.await.unwrap_or_default();
         let _ = progress.await;
-        (records, metrics, wall_s)
+        let interrupted = *interrupt.borrow();
+        ctrl_c.abort();
+        (records, metrics, wall_s, interrupted)
     });
 
-    let window = scenario.schedule_duration().min(max_duration);
+    // Rates are per second of sending: the schedule, cut short by max_duration or Ctrl-C.
+    let sending_end = scenario.schedule_duration().min(max_duration).min(wall_s);
+    let window = sending_end;
     let slo_of = |r: &Record| {
         classes
             .iter()
@@ -201,7 +213,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
             .phases
             .iter()
             .map(|ph| {
-                let w = ph.duration.min((max_duration - ph.start).max(0.0));
+                let w = ph.duration.min((sending_end - ph.start).max(0.0));
                 Group::build(
                     &ph.name,
                     w,
@@ -225,6 +237,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, String> {
         target: target.base.clone(),
         started_unix,
         wall_s,
+        interrupted,
         schedule: ScheduleInfo {
             kind: kind.into(),
             duration_s: scenario.schedule_duration(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::client::{send, Record, Target};
@@ -56,6 +56,14 @@ pub struct Ctx {
     pub hard_deadline: Instant,
     pub max_in_flight: usize,
     pub live: Arc<Live>,
+    /// Turns true on Ctrl-C: nothing more is sent and running requests are cancelled,
+    /// so the report of what happened so far is still written.
+    pub interrupt: watch::Receiver<bool>,
+}
+
+/// Resolves once `rx` is true (or its sender is gone, which never happens mid-run).
+async fn interrupted(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 impl Ctx {
@@ -66,17 +74,24 @@ impl Ctx {
     async fn send(self: &Arc<Self>, p: Planned) -> Record {
         self.live.sent.fetch_add(1, Ordering::Relaxed);
         let class = &self.classes[p.class];
-        let r = send(
-            self.target.clone(),
-            class,
-            self.phase(p.phase),
-            p,
-            self.start,
-            self.hard_deadline,
-        )
-        .await;
+        let phase = self.phase(p.phase);
+        let sent = self.start.elapsed().as_secs_f64();
+        let r = tokio::select! {
+            r = send(self.target.clone(), class, phase, p, self.start, self.hard_deadline) => r,
+            _ = interrupted(self.interrupt.clone()) => {
+                let now = self.start.elapsed().as_secs_f64();
+                let mut r = Record::unsent(&p, &class.name, phase, now, "cancelled");
+                r.sent = Some(sent);
+                r.error_body = Some("interrupted (Ctrl-C)".into());
+                r
+            }
+        };
         self.live.finish(&r);
         r
+    }
+
+    fn is_interrupted(&self) -> bool {
+        *self.interrupt.borrow()
     }
 }
 
@@ -94,10 +109,13 @@ pub async fn run_open(ctx: Arc<Ctx>, plan: Vec<Planned>) -> Vec<Record> {
     });
     for p in plan {
         let at = ctx.start + Duration::from_secs_f64(p.at);
-        if at >= ctx.hard_deadline {
+        if at >= ctx.hard_deadline || ctx.is_interrupted() {
             break;
         }
-        tokio::time::sleep_until(at).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = interrupted(ctx.interrupt.clone()) => break,
+        }
         if ctx.live.in_flight() >= ctx.max_in_flight as u64 {
             let now = ctx.start.elapsed().as_secs_f64();
             let class = &ctx.classes[p.class].name;
@@ -140,7 +158,10 @@ pub async fn run_closed(
             let mut out = Vec::new();
             loop {
                 let now = Instant::now();
-                if now >= end || tickets.fetch_add(1, Ordering::Relaxed) >= max_requests as u64 {
+                if now >= end
+                    || ctx.is_interrupted()
+                    || tickets.fetch_add(1, Ordering::Relaxed) >= max_requests as u64
+                {
                     return out;
                 }
                 let at = now.duration_since(ctx.start).as_secs_f64();
@@ -150,7 +171,10 @@ pub async fn run_closed(
                 };
                 out.push(ctx.send(p).await);
                 if think > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(think)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs_f64(think)) => {}
+                        _ = interrupted(ctx.interrupt.clone()) => {}
+                    }
                 }
             }
         }));

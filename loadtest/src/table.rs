@@ -20,6 +20,9 @@ pub fn render(r: &Report) -> String {
         r.schedule.kind,
         r.schedule.duration_s
     );
+    if r.interrupted {
+        let _ = writeln!(s, "interrupted by Ctrl-C: partial results");
+    }
     let head = [
         "group", "sent", "ok", "err", "err%", "drop", "req/s", "tok/s", "ttft p50", "p95", "p99",
         "itl p50", "p95", "e2e p50", "p90", "p95", "p99", "max", "goodput",

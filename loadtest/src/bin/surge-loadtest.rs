@@ -1,6 +1,7 @@
 //! `surge-loadtest`: the command line of the load tester (the logic lives in the
 //! library, `surge_loadtest::run`). Exit codes: 0 passed, 1 a `--fail-on` assertion
-//! failed, 2 a usage or setup error (nothing was measured).
+//! failed, 2 a usage or setup error (nothing was measured), 130 interrupted by Ctrl-C
+//! (the report of what ran is still written).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,12 +72,17 @@ fn main() -> ExitCode {
                 quiet,
             };
             match run(&opts) {
-                Ok(o) if o.failures.is_empty() => ExitCode::SUCCESS,
                 Ok(o) => {
                     for f in &o.failures {
                         eprintln!("{f}");
                     }
-                    ExitCode::from(1)
+                    if !o.failures.is_empty() {
+                        ExitCode::from(1)
+                    } else if o.report.interrupted {
+                        ExitCode::from(130)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("surge-loadtest: {e}");
