@@ -55,7 +55,10 @@ fn start_gateway() -> Gateway {
         .call()
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "gateway not up after 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gateway not up after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     gw
@@ -114,9 +117,19 @@ fn ci_spike_scenario_against_surge_serve() {
     let names: Vec<&str> = r.phases.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["baseline", "ramp", "spike", "recovery"]);
     let spike = &r.phases[2];
-    assert!(spike.offered_rps >= 8.0, "the 10x hold: {}", spike.offered_rps);
-    assert!(r.classes.iter().all(|c| c.sent > 0), "every class was drawn");
-    assert_eq!(r.timeline.iter().map(|b| b.arrivals).sum::<usize>(), t.arrivals);
+    assert!(
+        spike.offered_rps >= 8.0,
+        "the 10x hold: {}",
+        spike.offered_rps
+    );
+    assert!(
+        r.classes.iter().all(|c| c.sent > 0),
+        "every class was drawn"
+    );
+    assert_eq!(
+        r.timeline.iter().map(|b| b.arrivals).sum::<usize>(),
+        t.arrivals
+    );
 
     // What a user saw: streams have TTFT and inter-token gaps, transcriptions audio.
     let stream = r.classes.iter().find(|c| c.name == "chat-stream").unwrap();
