@@ -155,7 +155,7 @@ fn panel(
     for p in &r.schedule.phases {
         chart.draw_series(std::iter::once(PathElement::new(
             vec![(p.start, 0.0), (p.start, ymax)],
-            RGBColor(200, 200, 200),
+            RGBColor(150, 150, 150).stroke_width(1),
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             p.name.clone(),
