@@ -11,11 +11,13 @@
 //! capacity, so a steady load at a boundary does not flap. With no demand for
 //! `idle_timeout` the pool goes to `min_workers` (zero: scale to zero).
 //!
-//! Wiring this into the pools (a pingora background service ticking every second) is
-//! the autoscaler issue's next step.
+//! The pools apply the decisions ([`super::pool::Pool::autoscale`]), driven by a pingora
+//! background service ([`super::scaling`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use super::config::PoolConfig;
 
 /// Knobs of one pool's autoscaler.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,12 +54,31 @@ impl Default for ScalePolicy {
     }
 }
 
-/// Why the desired count is what it is (a metrics label).
+impl ScalePolicy {
+    /// A pool's policy from its configuration.
+    pub fn for_pool(c: &PoolConfig) -> Self {
+        Self {
+            target_concurrency: (c.concurrency as f64 * c.target_utilization).max(0.01),
+            min_workers: c.min_workers,
+            max_workers: c.max_workers,
+            stable_window: c.stable_window,
+            panic_window: c.panic_window,
+            panic_threshold: c.panic_threshold,
+            max_scale_up_rate: c.max_scale_up_rate,
+            scale_down_step: c.scale_down_step,
+            idle_timeout: c.idle_timeout,
+        }
+    }
+}
+
+/// Why a pool scaled (a metrics label). `decide` gives the first three; `Evict` is a
+/// worker stopped to make room in the machine's budget for another model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Panic,
     Stable,
     Idle,
+    Evict,
 }
 
 impl Reason {
@@ -66,6 +87,7 @@ impl Reason {
             Reason::Panic => "panic",
             Reason::Stable => "stable",
             Reason::Idle => "idle",
+            Reason::Evict => "evict",
         }
     }
 }
@@ -99,6 +121,10 @@ impl Autoscaler {
             panic_desired: 0,
             last_demand: None,
         }
+    }
+
+    pub fn policy(&self) -> &ScalePolicy {
+        &self.policy
     }
 
     /// Records the pool's concurrency (in flight + queued) at `now`.

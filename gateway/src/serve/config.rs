@@ -35,6 +35,13 @@ pub struct GatewayConfig {
     /// header and then a `: waiting` comment at this interval (proxies in between cut
     /// idle connections).
     pub sse_heartbeat: Duration,
+    /// How often the autoscaler looks at every pool.
+    pub autoscale_interval: Duration,
+    /// CPU cores all CPU workers together may be charged (`worker_cores` each); default
+    /// the machine's cores. When full, idle workers of other models are stopped first.
+    pub cpu_budget: f64,
+    /// Share of each GPU's memory that workers placed on it may claim.
+    pub gpu_memory_fraction: f64,
 }
 
 /// One model's worker pool.
@@ -60,6 +67,23 @@ pub struct PoolConfig {
     pub device: String,
     /// Extra `surge worker` arguments (e.g. `["--max-num-seqs", "32"]`).
     pub worker_args: Vec<String>,
+    /// The autoscaler aims at this share of `concurrency` per worker (Knative's 0.7).
+    pub target_utilization: f64,
+    /// Demand is averaged over this window for ordinary decisions (seconds in TOML)...
+    #[serde(with = "secs")]
+    pub stable_window: Duration,
+    /// ...and over this one to detect a spike.
+    #[serde(with = "secs")]
+    pub panic_window: Duration,
+    /// Panic (scale up at once, never down) when panic-window demand reaches this
+    /// multiple of current capacity.
+    pub panic_threshold: f64,
+    /// One decision may multiply the worker count by at most this.
+    pub max_scale_up_rate: f64,
+    /// One decision may remove at most this many workers.
+    pub scale_down_step: usize,
+    /// CPU cores one CPU worker is charged against the machine's `cpu_budget`.
+    pub worker_cores: f64,
 }
 
 impl Default for PoolConfig {
@@ -74,6 +98,13 @@ impl Default for PoolConfig {
             ready_timeout: Duration::from_secs(120),
             device: "auto".into(),
             worker_args: Vec::new(),
+            target_utilization: 0.7,
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            max_scale_up_rate: 10.0,
+            scale_down_step: 1,
+            worker_cores: 1.0,
         }
     }
 }
@@ -106,6 +137,11 @@ impl Default for GatewayConfig {
             drain_grace: Duration::from_secs(30),
             socket_dir: None,
             sse_heartbeat: Duration::from_secs(10),
+            autoscale_interval: Duration::from_secs(1),
+            cpu_budget: std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(2.0),
+            gpu_memory_fraction: 0.9,
         }
     }
 }
@@ -145,6 +181,10 @@ struct FileConfig {
     socket_dir: Option<PathBuf>,
     /// Seconds.
     sse_heartbeat: Option<f64>,
+    /// Seconds.
+    autoscale_interval: Option<f64>,
+    cpu_budget: Option<f64>,
+    gpu_memory_fraction: Option<f64>,
     /// Kept raw so `[models.NAME]` tables can inherit the keys they do not set.
     defaults: Option<toml::Table>,
     #[serde(default)]
@@ -155,8 +195,8 @@ struct FileConfig {
 
 impl GatewayConfig {
     /// Reads a TOML config: top-level `listen`, `home`, `pull_defaults`,
-    /// `max_body_bytes`, `max_audio_bytes`, `drain_grace` and `sse_heartbeat` (seconds),
-    /// `socket_dir`;
+    /// `max_body_bytes`, `max_audio_bytes`, `drain_grace`, `sse_heartbeat` and
+    /// `autoscale_interval` (seconds), `socket_dir`, `cpu_budget`, `gpu_memory_fraction`;
     /// `[defaults]` (a [`PoolConfig`]), `[models.NAME]` (a [`PoolConfig`] that inherits
     /// every key it does not set from `[defaults]`) and `[[keys]]` ([`ApiKey`]).
     /// Unknown keys are errors that name the key.
@@ -178,6 +218,11 @@ impl GatewayConfig {
         if let Some(s) = file.sse_heartbeat {
             cfg.sse_heartbeat = seconds("sse_heartbeat", s, 0.01)?;
         }
+        if let Some(s) = file.autoscale_interval {
+            cfg.autoscale_interval = seconds("autoscale_interval", s, 0.01)?;
+        }
+        cfg.cpu_budget = file.cpu_budget.unwrap_or(cfg.cpu_budget);
+        cfg.gpu_memory_fraction = file.gpu_memory_fraction.unwrap_or(cfg.gpu_memory_fraction);
         cfg.socket_dir = file.socket_dir.or(cfg.socket_dir);
         let defaults = file.defaults.unwrap_or_default();
         cfg.defaults = pool_from_table(defaults.clone()).map_err(|e| format!("[defaults]: {e}"))?;
@@ -224,6 +269,34 @@ impl GatewayConfig {
             if p.concurrency == 0 {
                 return Err(format!("{what}: concurrency must be at least 1"));
             }
+            let positive = [
+                ("target_utilization", p.target_utilization, 0.01, 1.0),
+                ("panic_threshold", p.panic_threshold, 1.0, 1e6),
+                ("max_scale_up_rate", p.max_scale_up_rate, 1.0, 1e6),
+                ("worker_cores", p.worker_cores, 0.0, 1e6),
+            ];
+            for (key, v, lo, hi) in positive {
+                if !(lo..=hi).contains(&v) {
+                    return Err(format!("{what}: {key} = {v} must be between {lo} and {hi}"));
+                }
+            }
+            if p.scale_down_step == 0 {
+                return Err(format!("{what}: scale_down_step must be at least 1"));
+            }
+            if p.panic_window.is_zero() || p.stable_window < p.panic_window {
+                return Err(format!(
+                    "{what}: panic_window must be positive and at most stable_window"
+                ));
+            }
+        }
+        if self.cpu_budget.is_nan() || self.cpu_budget <= 0.0 {
+            return Err(format!("cpu_budget = {} must be positive", self.cpu_budget));
+        }
+        if !(0.01..=1.0).contains(&self.gpu_memory_fraction) {
+            return Err(format!(
+                "gpu_memory_fraction = {} must be between 0.01 and 1",
+                self.gpu_memory_fraction
+            ));
         }
         Ok(())
     }
@@ -267,6 +340,11 @@ mod tests {
         assert_eq!(cfg.keys.len(), 1);
         assert_eq!(cfg.pool("smollm2-135m-instruct", &[]).max_workers, 2);
         assert_eq!(cfg.drain_grace, Duration::from_secs(30));
+        assert_eq!(cfg.cpu_budget, 16.0);
+        // `[models.X]` inherits the autoscaling keys from `[defaults]`.
+        let m = cfg.pool("smollm2-135m-instruct", &[]);
+        assert_eq!(m.panic_window, Duration::from_secs(6));
+        assert_eq!(m.target_utilization, 0.7);
     }
 
     #[test]
@@ -352,6 +430,10 @@ key = "sk-two"
             "listen = \"nope\"",
             "drain_grace = -1",
             "sse_heartbeat = 0",
+            "cpu_budget = 0",
+            "[defaults]\ntarget_utilization = 0",
+            "[defaults]\nstable_window = 1\npanic_window = 2",
+            "[defaults]\nscale_down_step = 0",
             "[defaults]\nidle_timeout = -3",
             "[defaults]\nmax_workers = 0",
             "[models.m]\nmin_workers = 3\nmax_workers = 2",

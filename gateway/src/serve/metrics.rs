@@ -1,7 +1,7 @@
 //! The gateway's Prometheus metrics (`GET /metrics`), named by Prometheus conventions.
 
 use prometheus::{
-    histogram_opts, opts, CounterVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
+    histogram_opts, opts, CounterVec, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
 };
 use surge_runtime::server::metrics::{register, render};
 
@@ -26,6 +26,14 @@ pub struct GatewayMetrics {
     pub audio_seconds: CounterVec,
     /// reason
     pub rejections: IntCounterVec,
+    /// model, direction (up/down), reason (panic/stable/idle/evict)
+    pub scale_events: IntCounterVec,
+    /// model
+    pub desired_workers: IntGaugeVec,
+    /// model, window (stable/panic): the demand the autoscaler decided on
+    pub scaler_concurrency: GaugeVec,
+    /// model, phase (spawn/load/warmup/ready...): where a cold start's time went
+    pub cold_start_phase_seconds: HistogramVec,
 }
 
 impl GatewayMetrics {
@@ -120,7 +128,7 @@ impl GatewayMetrics {
                     histogram_opts!(
                         "surge_cold_start_duration_seconds",
                         "Worker spawn to ready",
-                        lat
+                        lat.clone()
                     ),
                     &["model"],
                 )?,
@@ -157,6 +165,47 @@ impl GatewayMetrics {
                         "Requests the gateway refused, by reason"
                     ),
                     &["reason"],
+                )?,
+            )?,
+            scale_events: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_scale_events_total",
+                        "Workers started or stopped by the autoscaler, by direction and reason"
+                    ),
+                    &["model", "direction", "reason"],
+                )?,
+            )?,
+            desired_workers: register(
+                &r,
+                IntGaugeVec::new(
+                    opts!("surge_desired_workers", "The autoscaler's desired workers"),
+                    &["model"],
+                )?,
+            )?,
+            scaler_concurrency: register(
+                &r,
+                GaugeVec::new(
+                    opts!(
+                        "surge_autoscaler_concurrency",
+                        "Average demand (in flight + queued) over the stable and panic windows"
+                    ),
+                    &["model", "window"],
+                )?,
+            )?,
+            cold_start_phase_seconds: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_cold_start_phase_seconds",
+                        "Where a worker's cold start went, by phase",
+                        vec![
+                            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                            30.0
+                        ]
+                    ),
+                    &["model", "phase"],
                 )?,
             )?,
             registry: r,

@@ -9,14 +9,19 @@
 //! - [`gpus`]: CUDA devices, found through the driver at run time (none → CPU workers)
 //! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
 //! - [`pool`]: per-model worker pools, the cold-start admission queue, least-loaded leases
+//! - [`scaling`]: the autoscaler service applying [`autoscale`] decisions, `/admin/pools`
+//! - [`budget`]: devices for `device = "auto"`, the machine's CPU/GPU budget
 //! - [`body`], [`sse`]: reading `model` from request bodies; SSE events and usage chunks
-//! - [`routing`]: route and model of an inference request (reads the body prefix)
+//! - [`routing`]: route and model of an inference request (reads the whole body)
+//! - [`subrequest`]: bodies over pingora's retry buffer, forwarded with a preset body
+//! - [`stream_wait`]: SSE heartbeats for streams waiting on a worker
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
 //! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
 
 pub mod auth;
 pub mod autoscale;
 pub mod body;
+pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod gpus;
@@ -26,6 +31,7 @@ pub mod provision;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
+pub mod scaling;
 pub mod server;
 pub mod sse;
 pub mod stream_wait;

@@ -9,32 +9,52 @@
 //! `Retry-After`. Dropping a lease frees its slot and hands it to the next waiter.
 //! Workers that crash are removed (their in-flight requests fail at the proxy) and
 //! replaced while anyone waits, with exponential backoff after repeated failures.
-//! Idle workers beyond `min_workers` stop after `idle_timeout`.
+//!
+//! How many workers a pool runs beyond that first on-demand start is the autoscaler's
+//! call ([`super::scaling`]): it starts workers on spikes and drains them when demand
+//! falls (a draining worker takes no new leases and is stopped when its last one
+//! ends). Every worker, starting or running, is charged against its device's
+//! [`Budget`]; a start that does not fit asks the autoscaler to make room.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
+use super::autoscale::{Autoscaler, Decision, ScalePolicy};
+use super::budget::{worker_cost, Budget, Placer};
 use super::config::{GatewayConfig, PoolConfig};
 use super::errors::GatewayError;
-use super::gpus::{self, Gpu};
+use super::gpus;
 use super::metrics::GatewayMetrics;
 use super::provision::{Provisioner, WorkerHandle, WorkerSpec};
-use super::registry::{ModelEntry, Registry};
-use surge_models::ModelKind;
+use super::registry::Registry;
 
-/// How long a drained worker may take to finish before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopped worker may take to exit before it is killed (it has no requests
+/// left when it is stopped, so this only bounds a stuck process).
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Backoff after the first failed start, doubling up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What every pool shares: how to start workers, where to count, the machine's budget
+/// and the autoscaler's doorbell.
+#[derive(Clone)]
+pub struct PoolEnv {
+    pub provisioner: Arc<dyn Provisioner>,
+    pub metrics: Arc<GatewayMetrics>,
+    pub budget: Arc<Budget>,
+    /// Rung when a start does not fit the budget, so room is made without waiting for
+    /// the next autoscaler tick.
+    pub kick: Arc<Notify>,
+}
+
 /// Every model's pool.
 pub struct Pools {
     pools: HashMap<String, Arc<Pool>>,
+    pub env: PoolEnv,
 }
 
 impl Pools {
@@ -44,7 +64,14 @@ impl Pools {
         provisioner: Arc<dyn Provisioner>,
         metrics: Arc<GatewayMetrics>,
     ) -> Arc<Pools> {
-        let mut placer = Placer::new(gpus::discover());
+        let gpus = gpus::discover();
+        let env = PoolEnv {
+            provisioner,
+            metrics,
+            budget: Arc::new(Budget::new(cfg.cpu_budget, &gpus, cfg.gpu_memory_fraction)),
+            kick: Arc::new(Notify::new()),
+        };
+        let mut placer = Placer::new(gpus);
         let pools = registry
             .entries()
             .iter()
@@ -53,12 +80,13 @@ impl Pools {
                 if pc.device == "auto" {
                     pc.device = placer.place(e);
                 }
-                tracing::info!(model = %e.name, device = %pc.device, "pool");
-                let pool = Pool::new(&e.name, pc, provisioner.clone(), metrics.clone());
+                let cost = worker_cost(&pc.device, &pc, Some(e));
+                tracing::info!(model = %e.name, device = %pc.device, cost, "pool");
+                let pool = Pool::new(&e.name, pc, cost, env.clone());
                 (e.name.clone(), pool)
             })
             .collect();
-        Arc::new(Pools { pools })
+        Arc::new(Pools { pools, env })
     }
 
     pub fn get(&self, model: &str) -> Option<Arc<Pool>> {
@@ -67,21 +95,6 @@ impl Pools {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.values()
-    }
-
-    /// Starts the once-a-second housekeeping (idle reaping, `min_workers`).
-    pub fn start_background(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let Some(pools) = weak.upgrade() else { return };
-                for p in pools.all() {
-                    p.housekeep();
-                }
-            }
-        });
     }
 
     /// Stops admitting, waits (at most `grace`) for in-flight requests, stops workers.
@@ -99,77 +112,47 @@ impl Pools {
     }
 }
 
-/// Chooses a device for pools configured with `device = "auto"`: the emptiest GPU whose
-/// unclaimed memory still fits one worker of the model (weights × [`GPU_MEMORY_FACTOR`]),
-/// otherwise the CPU. GPUs are shared between models this way; a pool's further
-/// workers go to the same device. Whisper runs on the CPU kernels only.
-struct Placer {
-    gpus: Vec<(Gpu, u64)>,
-}
-
-/// Weights plus KV cache and activations, as a multiple of the weights' size.
-const GPU_MEMORY_FACTOR: u64 = 3;
-
-impl Placer {
-    fn new(gpus: Vec<Gpu>) -> Self {
-        let gpus = gpus
-            .into_iter()
-            .map(|g| {
-                // Leave a tenth for the driver and fragmentation.
-                let budget = g.total_memory / 10 * 9;
-                (g, budget)
-            })
-            .collect();
-        Self { gpus }
-    }
-
-    fn place(&mut self, e: &ModelEntry) -> String {
-        if e.kind != ModelKind::Llm {
-            return "cpu".into();
-        }
-        let need = e.size.saturating_mul(GPU_MEMORY_FACTOR);
-        match self
-            .gpus
-            .iter_mut()
-            .filter(|(_, free)| *free >= need)
-            .max_by_key(|(_, free)| *free)
-        {
-            Some((g, free)) => {
-                *free -= need;
-                g.device_arg()
-            }
-            None => "cpu".into(),
-        }
-    }
-}
-
 /// One model's workers and waiting requests.
 pub struct Pool {
     pub model: String,
     pub cfg: PoolConfig,
-    spec: WorkerSpec,
-    provisioner: Arc<dyn Provisioner>,
-    metrics: Arc<GatewayMetrics>,
+    /// What one worker costs on `spec.device` (see [`Budget`]).
+    pub cost: f64,
+    pub(super) spec: WorkerSpec,
+    pub(super) env: PoolEnv,
     state: Mutex<State>,
     me: Weak<Pool>,
 }
 
-#[derive(Default)]
-struct State {
-    workers: Vec<Worker>,
-    waiters: VecDeque<Waiter>,
-    starting: usize,
+pub(super) struct State {
+    pub(super) workers: Vec<Worker>,
+    pub(super) waiters: VecDeque<Waiter>,
+    pub(super) starting: usize,
     /// Consecutive failed starts, for backoff.
-    failures: u32,
-    retry_at: Option<Instant>,
-    closed: bool,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) closed: bool,
+    pub(super) scaler: Autoscaler,
+    /// The autoscaler's last decision (for `/admin/pools`).
+    pub(super) decision: Option<Decision>,
+    /// A start did not fit the budget: the autoscaler should make room.
+    pub(super) wants_room: bool,
 }
 
-struct Worker {
-    handle: Arc<WorkerHandle>,
-    in_flight: usize,
-    broken: bool,
-    idle_since: Instant,
+pub(super) struct Worker {
+    pub(super) handle: Arc<WorkerHandle>,
+    pub(super) in_flight: usize,
+    pub(super) broken: bool,
+    /// Takes no new leases; stopped when its last one ends.
+    pub(super) draining: bool,
+    pub(super) idle_since: Instant,
+}
+
+impl Worker {
+    /// Counts toward the pool's capacity.
+    pub(super) fn live(&self) -> bool {
+        !self.broken && !self.draining
+    }
 }
 
 type Waiter = oneshot::Sender<Result<Lease, GatewayError>>;
@@ -209,12 +192,7 @@ impl Drop for Lease {
 }
 
 impl Pool {
-    pub fn new(
-        model: &str,
-        cfg: PoolConfig,
-        provisioner: Arc<dyn Provisioner>,
-        metrics: Arc<GatewayMetrics>,
-    ) -> Arc<Pool> {
+    pub fn new(model: &str, cfg: PoolConfig, cost: f64, env: PoolEnv) -> Arc<Pool> {
         let device = match cfg.device.as_str() {
             // Placed by `Pools::new`; a pool built alone has no GPU list.
             "auto" => "cpu".to_string(),
@@ -227,19 +205,29 @@ impl Pool {
                 device,
                 args: cfg.worker_args.clone(),
             },
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                waiters: VecDeque::new(),
+                starting: 0,
+                failures: 0,
+                retry_at: None,
+                closed: false,
+                scaler: Autoscaler::new(ScalePolicy::for_pool(&cfg)),
+                decision: None,
+                wants_room: false,
+            }),
             cfg,
-            provisioner,
-            metrics,
-            state: Mutex::new(State::default()),
+            cost,
+            env,
             me: me.clone(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn arc(&self) -> Arc<Pool> {
+    pub(super) fn arc(&self) -> Arc<Pool> {
         self.me
             .upgrade()
             .expect("a pool is only used through its Arc")
@@ -272,7 +260,8 @@ impl Pool {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
-            self.metrics
+            self.env
+                .metrics
                 .queue_depth
                 .with_label_values(&[&self.model])
                 .set(st.waiters.len() as i64);
@@ -292,7 +281,8 @@ impl Pool {
     }
 
     fn observe_wait(&self, arrived: Instant) {
-        self.metrics
+        self.env
+            .metrics
             .queue_wait_seconds
             .with_label_values(&[&self.model])
             .observe(arrived.elapsed().as_secs_f64());
@@ -303,11 +293,12 @@ impl Pool {
         let w = st
             .workers
             .iter_mut()
-            .filter(|w| !w.broken && w.in_flight < self.cfg.concurrency)
+            .filter(|w| w.live() && w.in_flight < self.cfg.concurrency)
             .min_by_key(|w| w.in_flight)?;
         w.in_flight += 1;
         let worker = w.handle.clone();
-        self.metrics
+        self.env
+            .metrics
             .in_flight
             .with_label_values(&[&self.model])
             .inc();
@@ -334,7 +325,8 @@ impl Pool {
                 self.unlease(st, lease);
             }
         }
-        self.metrics
+        self.env
+            .metrics
             .queue_depth
             .with_label_values(&[&self.model])
             .set(st.waiters.len() as i64);
@@ -347,13 +339,19 @@ impl Pool {
     }
 
     fn free_slot(&self, st: &mut State, id: u64) {
-        if let Some(w) = st.workers.iter_mut().find(|w| w.handle.id == id) {
+        if let Some(i) = st.workers.iter().position(|w| w.handle.id == id) {
+            let w = &mut st.workers[i];
             w.in_flight = w.in_flight.saturating_sub(1);
             if w.in_flight == 0 {
                 w.idle_since = Instant::now();
+                if w.draining {
+                    let w = st.workers.remove(i);
+                    self.stop_worker(st, w.handle, "drained");
+                }
             }
         }
-        self.metrics
+        self.env
+            .metrics
             .in_flight
             .with_label_values(&[&self.model])
             .dec();
@@ -365,28 +363,62 @@ impl Pool {
         self.dispatch(&mut st);
     }
 
-    /// Starts a worker when requests wait, nothing starting could serve them, and
-    /// there is room under `max_workers` (and no backoff in force).
-    fn maybe_start(&self, st: &mut State) {
+    /// Workers counting toward capacity: running (not broken or draining) and starting.
+    pub(super) fn current(st: &State) -> usize {
+        st.workers.iter().filter(|w| w.live()).count() + st.starting
+    }
+
+    /// Starts a worker when requests wait and nothing starting could serve them (the
+    /// cold-start path, like Knative's activator: the autoscaler's tick would come up
+    /// to a second later). Counted as a `panic` scale-up: demand is over capacity.
+    pub(super) fn maybe_start(&self, st: &mut State) {
         if st.closed || st.waiters.is_empty() {
             return;
         }
-        let live = st.workers.iter().filter(|w| !w.broken).count();
         let spare_slots_soon = st.starting * self.cfg.concurrency;
-        if spare_slots_soon >= st.waiters.len() || live + st.starting >= self.cfg.max_workers {
+        if spare_slots_soon >= st.waiters.len() {
             return;
         }
-        if st.retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
+        if self.start_one(st) {
+            self.env
+                .metrics
+                .scale_events
+                .with_label_values(&[&self.model, "up", "panic"])
+                .inc();
+            tracing::info!(
+                model = %self.model,
+                queued = st.waiters.len(),
+                starting = st.starting,
+                "scale up: requests wait with no free slot"
+            );
         }
+    }
+
+    /// Starts one worker if the pool is open, under `max_workers`, out of backoff and
+    /// the worker fits the budget; a start that does not fit rings the autoscaler.
+    pub(super) fn start_one(&self, st: &mut State) -> bool {
+        if st.closed
+            || Self::current(st) >= self.cfg.max_workers
+            || st.retry_at.is_some_and(|t| Instant::now() < t)
+        {
+            return false;
+        }
+        if !self.env.budget.try_reserve(&self.spec.device, self.cost) {
+            st.wants_room = true;
+            self.env.kick.notify_one();
+            return false;
+        }
+        st.wants_room = false;
         st.starting += 1;
         self.update_worker_gauges(st);
         let pool = self.arc();
         tokio::spawn(async move { pool.start_worker().await });
+        true
     }
 
     async fn start_worker(self: Arc<Self>) {
         let result = self
+            .env
             .provisioner
             .spawn(&self.spec, self.cfg.ready_timeout)
             .await;
@@ -399,8 +431,18 @@ impl Pool {
         };
         // Started after shutdown began: nobody will use it.
         if let Some(h) = orphan {
-            self.provisioner.stop(&h, Duration::ZERO).await;
+            self.env.budget.release(&self.spec.device, self.cost);
+            self.env.provisioner.stop(&h, Duration::ZERO).await;
         }
+    }
+
+    /// Stops a worker already taken out of `st.workers`, and frees its budget.
+    pub(super) fn stop_worker(&self, st: &State, handle: Arc<WorkerHandle>, why: &str) {
+        self.env.budget.release(&self.spec.device, self.cost);
+        self.update_worker_gauges(st);
+        tracing::info!(model = %self.model, worker = handle.id, why, "stopping worker");
+        let prov = self.env.provisioner.clone();
+        tokio::spawn(async move { prov.stop(&handle, STOP_GRACE).await });
     }
 
     /// Puts a ready worker into service; returns it back if the pool has closed.
@@ -409,7 +451,8 @@ impl Pool {
         st.starting -= 1;
         st.failures = 0;
         st.retry_at = None;
-        self.metrics
+        self.env
+            .metrics
             .cold_start_seconds
             .with_label_values(&[&self.model])
             .observe(handle.cold_start.as_secs_f64());
@@ -426,6 +469,7 @@ impl Pool {
             handle: handle.clone(),
             in_flight: 0,
             broken: false,
+            draining: false,
             idle_since: Instant::now(),
         });
         self.update_worker_gauges(&st);
@@ -437,6 +481,7 @@ impl Pool {
     }
 
     fn start_failed(&self, why: String) {
+        self.env.budget.release(&self.spec.device, self.cost);
         let mut st = self.lock();
         st.starting -= 1;
         st.failures += 1;
@@ -467,6 +512,10 @@ impl Pool {
             let mut st = pool.lock();
             let before = st.workers.len();
             st.workers.retain(|w| w.handle.id != handle.id);
+            if st.workers.len() < before {
+                // Still in the pool: it was not stopped on purpose.
+                pool.env.budget.release(&pool.spec.device, pool.cost);
+            }
             if st.workers.len() < before && !st.closed {
                 tracing::warn!(model = %pool.model, worker = handle.id, %why, "worker died");
                 st.failures += 1;
@@ -478,7 +527,8 @@ impl Pool {
                     st.retry_at = Some(Instant::now() + backoff);
                 }
             }
-            pool.metrics
+            pool.env
+                .metrics
                 .worker_seconds
                 .with_label_values(&[&pool.model])
                 .inc_by(handle.started.elapsed().as_secs_f64());
@@ -487,61 +537,19 @@ impl Pool {
         });
     }
 
-    /// Reaps idle and broken workers, keeps `min_workers`, retries starts after backoff.
-    fn housekeep(&self) {
-        let mut st = self.lock();
-        if st.closed {
-            return;
-        }
-        let now = Instant::now();
-        let live = st.workers.iter().filter(|w| !w.broken).count();
-        let mut excess = live.saturating_sub(self.cfg.min_workers);
-        let mut stop = Vec::new();
-        st.workers.retain(|w| {
-            let idle =
-                w.in_flight == 0 && now.duration_since(w.idle_since) >= self.cfg.idle_timeout;
-            let reap = (w.broken && w.in_flight == 0) || (idle && excess > 0 && !w.broken);
-            if reap {
-                if !w.broken {
-                    excess -= 1;
-                }
-                stop.push(w.handle.clone());
-            }
-            !reap
-        });
-        let want = self
-            .cfg
-            .min_workers
-            .saturating_sub(st.workers.len() + st.starting);
-        for _ in 0..want {
-            if st.retry_at.is_some_and(|t| now < t) {
-                break;
-            }
-            st.starting += 1;
-            let pool = self.arc();
-            tokio::spawn(async move { pool.start_worker().await });
-        }
-        self.maybe_start(&mut st);
-        self.update_worker_gauges(&st);
-        drop(st);
-        for h in stop {
-            tracing::info!(model = %self.model, worker = h.id, "stopping idle worker");
-            let prov = self.provisioner.clone();
-            tokio::spawn(async move { prov.stop(&h, STOP_GRACE).await });
-        }
-    }
-
-    fn update_worker_gauges(&self, st: &State) {
+    pub(super) fn update_worker_gauges(&self, st: &State) {
         let g = |state: &str, n: usize| {
-            self.metrics
+            self.env
+                .metrics
                 .workers
                 .with_label_values(&[&self.model, state])
                 .set(n as i64)
         };
-        let broken = st.workers.iter().filter(|w| w.broken).count();
+        let count = |f: fn(&Worker) -> bool| st.workers.iter().filter(|w| f(w)).count();
         g("starting", st.starting);
-        g("ready", st.workers.len() - broken);
-        g("failed", broken);
+        g("ready", count(Worker::live));
+        g("draining", count(|w| w.draining && !w.broken));
+        g("failed", count(|w| w.broken));
     }
 
     /// Stops admitting: waiters get 503, new requests too.
@@ -559,7 +567,8 @@ impl Pool {
             st.workers.drain(..).map(|w| w.handle).collect()
         };
         for w in workers {
-            self.provisioner.stop(&w, grace).await;
+            self.env.budget.release(&self.spec.device, self.cost);
+            self.env.provisioner.stop(&w, grace).await;
         }
     }
 
@@ -574,190 +583,5 @@ impl Pool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-    use tokio::sync::watch;
-
-    use super::*;
-
-    /// Starts "workers" after `delay` (or fails), and lets a test kill them.
-    struct Fake {
-        delay: Duration,
-        fail: bool,
-        spawned: AtomicUsize,
-        exits: Mutex<Vec<watch::Sender<Option<String>>>>,
-    }
-
-    impl Fake {
-        fn new(delay_ms: u64, fail: bool) -> Arc<Fake> {
-            Arc::new(Fake {
-                delay: Duration::from_millis(delay_ms),
-                fail,
-                spawned: AtomicUsize::new(0),
-                exits: Mutex::new(Vec::new()),
-            })
-        }
-
-        fn kill(&self, i: usize) {
-            let _ = self.exits.lock().unwrap()[i].send(Some("killed".into()));
-        }
-    }
-
-    #[async_trait]
-    impl Provisioner for Fake {
-        async fn spawn(&self, _: &WorkerSpec, _: Duration) -> Result<WorkerHandle, String> {
-            tokio::time::sleep(self.delay).await;
-            if self.fail {
-                return Err("boom".into());
-            }
-            let n = self.spawned.fetch_add(1, Ordering::SeqCst) as u64;
-            let (h, tx) = WorkerHandle::new(n, format!("/tmp/w{n}").into(), None, self.delay);
-            self.exits.lock().unwrap().push(tx);
-            Ok(h)
-        }
-
-        async fn stop(&self, _: &WorkerHandle, _: Duration) {}
-    }
-
-    fn pool(fake: &Arc<Fake>, f: impl FnOnce(&mut PoolConfig)) -> Arc<Pool> {
-        let mut cfg = PoolConfig {
-            max_workers: 1,
-            concurrency: 1,
-            queue_size: 2,
-            queue_timeout: Duration::from_secs(5),
-            ..PoolConfig::default()
-        };
-        f(&mut cfg);
-        let metrics = Arc::new(GatewayMetrics::new().unwrap());
-        Pool::new("m", cfg, fake.clone(), metrics)
-    }
-
-    #[test]
-    fn auto_placement_fits_gpus_by_memory() {
-        let gpu = |i, gib: u64| Gpu {
-            ordinal: i,
-            name: "test".into(),
-            total_memory: gib << 30,
-        };
-        let model = |kind, mib: u64| ModelEntry {
-            name: "m".into(),
-            kind,
-            aliases: vec![],
-            size: mib << 20,
-        };
-        let mut p = Placer::new(vec![gpu(0, 1), gpu(1, 2)]);
-        assert_eq!(p.place(&model(ModelKind::Whisper, 75)), "cpu");
-        assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cuda:1"); // 1.2 GiB: only GPU 1 fits
-        assert_eq!(p.place(&model(ModelKind::Llm, 200)), "cuda:0"); // now the emptier one
-        assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cpu"); // nothing left fits
-        assert_eq!(Placer::new(vec![]).place(&model(ModelKind::Llm, 1)), "cpu");
-    }
-
-    #[tokio::test]
-    async fn a_cold_request_waits_for_the_worker_it_starts() {
-        let fake = Fake::new(50, false);
-        let p = pool(&fake, |_| {});
-        let t = Instant::now();
-        let lease = p.acquire().await.unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(50));
-        assert_eq!(fake.spawned.load(Ordering::SeqCst), 1);
-        drop(lease);
-        // Warm now: no new worker, no wait.
-        let _again = p.acquire().await.unwrap();
-        assert_eq!(fake.spawned.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn full_queue_is_429_and_a_long_wait_503() {
-        let fake = Fake::new(0, false);
-        let p = pool(&fake, |c| c.queue_timeout = Duration::from_millis(100));
-        let held = p.acquire().await.unwrap();
-        let (a, b) = (p.clone(), p.clone());
-        let w1 = tokio::spawn(async move { a.acquire().await.map(|_| ()) });
-        let w2 = tokio::spawn(async move { b.acquire().await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let e = p.acquire().await.err().unwrap();
-        assert_eq!(e.status(), 429, "{e}");
-        for w in [w1, w2] {
-            let e = w.await.unwrap().err().unwrap();
-            assert_eq!(e.status(), 503, "{e}");
-            assert!(e.retry_after().is_some());
-        }
-        drop(held);
-    }
-
-    #[tokio::test]
-    async fn a_freed_slot_goes_to_the_first_waiter() {
-        let fake = Fake::new(0, false);
-        let p = pool(&fake, |_| {});
-        let held = p.acquire().await.unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for i in 0..2 {
-            let (p, order) = (p.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                let l = p.acquire().await.unwrap();
-                order.lock().unwrap().push(i);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                drop(l);
-            }));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        drop(held);
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), vec![0, 1]);
-    }
-
-    #[tokio::test]
-    async fn leases_go_to_the_least_loaded_worker() {
-        let fake = Fake::new(0, false);
-        let p = pool(&fake, |c| {
-            c.max_workers = 2;
-            c.concurrency = 4;
-            c.min_workers = 2;
-        });
-        p.housekeep();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let leases: Vec<Lease> = futures_collect(&p, 4).await;
-        let on0 = leases.iter().filter(|l| l.worker_id() == 0).count();
-        assert_eq!(on0, 2, "two workers share four leases evenly");
-    }
-
-    async fn futures_collect(p: &Arc<Pool>, n: usize) -> Vec<Lease> {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            v.push(p.acquire().await.unwrap());
-        }
-        v
-    }
-
-    #[tokio::test]
-    async fn failed_starts_fail_waiters_fast_then_back_off() {
-        let fake = Fake::new(10, true);
-        let p = pool(&fake, |_| {});
-        let e = p.acquire().await.err().unwrap();
-        assert_eq!(e.status(), 503);
-        assert!(e.to_string().contains("boom"), "{e}");
-        // Within the backoff no new start is attempted: the request waits, then times out.
-        let p2 = pool(&fake, |c| c.queue_timeout = Duration::from_millis(50));
-        let _ = p2.acquire().await;
-        let e = p2.acquire().await.err().unwrap();
-        assert_eq!(e.status(), 503);
-    }
-
-    #[tokio::test]
-    async fn a_dead_worker_is_replaced_for_the_next_request() {
-        let fake = Fake::new(0, false);
-        let p = pool(&fake, |_| {});
-        drop(p.acquire().await.unwrap());
-        fake.kill(0);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(p.worker_sockets().is_empty());
-        let lease = p.acquire().await.unwrap();
-        assert_eq!(lease.worker_id(), 1);
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -176,6 +176,17 @@ impl Gateway {
                 self.metrics.render(),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
+            "/admin/pools" => {
+                let auth = session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if let Err(e) = self.keys.authenticate(auth) {
+                    return Some(self.reject(session, &e).await);
+                }
+                (200, self.pools.json().to_string(), "application/json")
+            }
             "/v1/models" => (
                 200,
                 self.registry.list_json().to_string(),

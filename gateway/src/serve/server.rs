@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use surge_models::{Cancel, ModelCache, ProgressMode};
 
 use super::auth::Keys;
@@ -21,6 +21,7 @@ use super::pool::Pools;
 use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
+use super::scaling::Autoscaling;
 
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: GatewayConfig) -> i32 {
@@ -95,9 +96,10 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     proxy.add_tcp(&cfg.listen.to_string());
     server.add_service(proxy);
     server.add_service(background_service(
-        "worker pools",
-        Housekeeping {
+        "autoscaler",
+        Autoscaling {
             pools: pools.clone(),
+            interval: cfg.autoscale_interval,
         },
     ));
     tracing::info!(listen = %cfg.listen, sockets = %socket_dir.display(), "surge serve ready");
@@ -135,19 +137,6 @@ fn fresh_socket_dir() -> Result<PathBuf, String> {
         }
     }
     Err(format!("no free socket directory under {}", base.display()))
-}
-
-/// Runs the pools' housekeeping inside a pingora runtime until shutdown.
-struct Housekeeping {
-    pools: Arc<Pools>,
-}
-
-#[async_trait]
-impl BackgroundService for Housekeeping {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.pools.start_background();
-        let _ = shutdown.changed().await;
-    }
 }
 
 /// Waits for SIGTERM or SIGINT, then drains: `/ready` turns 503, new inference requests

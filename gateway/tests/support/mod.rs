@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_sources;
+pub mod gateway;
 pub mod http;
 pub mod speech;
 pub mod worker;
