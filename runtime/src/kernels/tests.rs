@@ -275,3 +275,36 @@ fn kernels_q8_0_quantizer_matches_candle() {
         assert!((x - orig).abs() <= bound, "{i}: {x} vs exact {orig}");
     }
 }
+
+/// Fused loading repacks the parts straight from their bytes: the same matrix as
+/// repacking their concatenation (37 + 21 rows, so a group straddles the seam).
+#[test]
+fn kernels_repack_of_parts_equals_repack_of_concatenation() {
+    for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let (a, _) = random_matrix(37, 96, dtype, 11);
+        let (b, _) = random_matrix(21, 96, dtype, 12);
+        let (da, db) = (a.data().unwrap(), b.data().unwrap());
+        let format = QuantFormat::from_ggml_dtype(dtype).unwrap();
+        let parts = QuantMatrix::from_ggml_parts(format, 96, &[&da, &db]).unwrap();
+        let whole =
+            QuantMatrix::from_ggml_bytes(format, 58, 96, &[&da[..], &db[..]].concat()).unwrap();
+        assert_eq!((parts.rows(), parts.cols()), (58, 96));
+        assert_eq!(parts.bytes(), whole.bytes(), "{dtype:?}");
+        // A part that is not whole rows is refused.
+        assert!(QuantMatrix::from_ggml_parts(format, 96, &[&da[..da.len() - 1]]).is_err());
+    }
+}
+
+/// The f16 quantizer (Whisper's weights as stored) equals the f32 one on the widened
+/// values, byte for byte.
+#[test]
+fn kernels_q8_0_quantizer_from_f16_equals_widened() {
+    let (rows, cols) = (37, 96);
+    let h: Vec<half::f16> = (0..rows * cols)
+        .map(|i| half::f16::from_f32(((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 3.0))
+        .collect();
+    let w: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+    let from_f16 = QuantMatrix::quantize_q8_0_f16(rows, cols, &h).unwrap();
+    let from_f32 = QuantMatrix::quantize_q8_0(rows, cols, &w).unwrap();
+    assert_eq!(from_f16.bytes(), from_f32.bytes());
+}

@@ -21,6 +21,7 @@ use super::gguf::{GgufFile, LlamaConfig};
 use super::kv_cache::{LayerKv, SeqCache};
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
 use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
+use crate::kernels::{QuantFormat, QuantMatrix};
 
 /// Load-time choices.
 #[derive(Debug, Clone)]
@@ -121,15 +122,15 @@ impl LlmModel {
     /// Loads a llama GGUF file onto `device`.
     pub fn load(path: impl AsRef<Path>, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let started = Instant::now();
-        let mut file = GgufFile::open(path)?;
-        let mut model = Self::load_gguf(&mut file, device, opts)?;
+        let file = GgufFile::open(path)?;
+        let mut model = Self::load_gguf(&file, device, opts)?;
         model.report.load_seconds = started.elapsed().as_secs_f64();
         Ok(model)
     }
 
     /// Loads from an already opened file, so a worker can parse the header
     /// once for the model, the tokenizer and the chat template.
-    pub fn load_gguf(file: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
+    pub fn load_gguf(file: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let started = Instant::now();
         let config = LlamaConfig::from_gguf(file)?;
         let max_context = opts
@@ -155,39 +156,94 @@ impl LlmModel {
             .map(|(_, d)| format!("{d:?}"))
             .unwrap_or_default();
 
-        let mut load = |name: &str| -> Result<QTensor> {
+        let load = |name: &str| -> Result<QTensor> {
             let q = file.tensor(name, device)?;
             convert(q, fmt, device)
         };
-        let mut layers = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
+        // With our kernels and the file's own quantization, matmul weights go from the
+        // mapped file straight into the kernels' layout: one copy instead of a read, a
+        // typed copy, a fused concatenation and the repack.
+        let direct = own && fmt == WeightFormat::AsStored;
+        let projection = |names: &[String], padding: KPadding| -> Result<Projection> {
+            if direct {
+                if let Some((m, splits)) = own_matrix(file, names)? {
+                    return Ok(Projection::from_matrix(m, splits));
+                }
+            }
+            let parts = names.iter().map(|n| load(n)).collect::<Result<Vec<_>>>()?;
+            Projection::new(parts, padding, device, own)
+        };
+        let linear = |name: String| -> Result<Linear> {
+            if direct {
+                if let Some((m, _)) = own_matrix(file, std::slice::from_ref(&name))? {
+                    return Ok(Linear::from_matrix(m));
+                }
+            }
+            Linear::new(load(&name)?, pad, device, own)
+        };
+        let load_layer = |i: usize| -> Result<Layer> {
             let p = format!("blk.{i}");
-            let qkv = vec![
-                load(&format!("{p}.attn_q.weight"))?,
-                load(&format!("{p}.attn_k.weight"))?,
-                load(&format!("{p}.attn_v.weight"))?,
+            let qkv = [
+                format!("{p}.attn_q.weight"),
+                format!("{p}.attn_k.weight"),
+                format!("{p}.attn_v.weight"),
             ];
-            let gate_up = vec![
-                load(&format!("{p}.ffn_gate.weight"))?,
-                load(&format!("{p}.ffn_up.weight"))?,
-            ];
-            layers.push(Layer {
+            let gate_up = [format!("{p}.ffn_gate.weight"), format!("{p}.ffn_up.weight")];
+            Ok(Layer {
                 attn_norm: load(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
-                qkv: Projection::new(qkv, qkv_pad, device, own)?,
-                wo: Linear::new(load(&format!("{p}.attn_output.weight"))?, pad, device, own)?,
+                qkv: projection(&qkv, qkv_pad)?,
+                wo: linear(format!("{p}.attn_output.weight"))?,
                 ffn_norm: load(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-                gate_up: Projection::new(gate_up, pad, device, own)?,
-                down: Linear::new(load(&format!("{p}.ffn_down.weight"))?, pad, device, own)?,
-            });
-        }
+                gate_up: projection(&gate_up, pad)?,
+                down: linear(format!("{p}.ffn_down.weight"))?,
+            })
+        };
+        // Repacking is most of a CPU load and layers are independent: one contiguous
+        // run of layers per core (the file is mapped, so threads read it without locks).
+        let threads = if device.is_cpu() {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(config.n_layer)
+                .max(1)
+        } else {
+            1
+        };
+        let layers: Vec<Layer> = if threads == 1 {
+            (0..config.n_layer).map(load_layer).collect::<Result<_>>()?
+        } else {
+            let per = config.n_layer.div_ceil(threads);
+            std::thread::scope(|s| -> Result<Vec<Layer>> {
+                let runs: Vec<_> = (0..config.n_layer)
+                    .step_by(per)
+                    .map(|lo| {
+                        let hi = (lo + per).min(config.n_layer);
+                        let load_layer = &load_layer;
+                        s.spawn(move || (lo..hi).map(load_layer).collect::<Result<Vec<_>>>())
+                    })
+                    .collect();
+                let mut layers = Vec::with_capacity(config.n_layer);
+                for run in runs {
+                    let run = run.join().map_err(|_| {
+                        candle_core::Error::Msg("a weight-loading thread panicked".into())
+                    })?;
+                    layers.extend(run?);
+                }
+                Ok(layers)
+            })?
+        };
         let norm = load("output_norm.weight")?.dequantize(device)?;
         let embed = Arc::new(file.tensor("token_embd.weight", device)?);
         // Tied embeddings (SmolLM2) have no output.weight: the head reuses the
         // embedding matrix, converted like any other matmul weight, or shared
         // when no conversion applies.
         let head = if file.has_tensor("output.weight") {
-            let q = convert(file.tensor("output.weight", device)?, fmt, device)?;
-            Linear::new(q, pad, device, own)?
+            linear("output.weight".to_string())?
+        } else if let Some((m, _)) = direct
+            .then(|| own_matrix(file, &["token_embd.weight".to_string()]))
+            .transpose()?
+            .flatten()
+        {
+            Linear::from_matrix(m)
         } else {
             match converted(&embed, fmt, device)? {
                 Some(q) => Linear::new(q, pad, device, own)?,
@@ -546,6 +602,38 @@ fn causal_mask(n: usize, past: usize, device: &Device) -> Result<Tensor> {
         .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(mask, (n, total), device)?)
+}
+
+/// The named GGUF matrices repacked as one matrix for our kernels (rows in order) and
+/// their row counts, read straight from the mapped file; `None` when their
+/// quantization or shapes do not fit the kernels (the caller falls back to candle).
+fn own_matrix(file: &GgufFile, names: &[String]) -> Result<Option<(QuantMatrix, Vec<usize>)>> {
+    let mut parts = Vec::with_capacity(names.len());
+    let mut splits = Vec::with_capacity(names.len());
+    let mut format = None;
+    let mut cols = None;
+    for name in names {
+        let (bytes, dims, dtype) = file.tensor_bytes(name)?;
+        let Some(f) = QuantFormat::from_ggml_dtype(dtype) else {
+            return Ok(None);
+        };
+        let &[rows, c] = dims else {
+            return Ok(None);
+        };
+        if format.is_some_and(|g| g != f) || cols.is_some_and(|k| k != c) {
+            return Ok(None);
+        }
+        format = Some(f);
+        cols = Some(c);
+        parts.push(bytes);
+        splits.push(rows);
+    }
+    let (Some(format), Some(cols)) = (format, cols) else {
+        return Ok(None);
+    };
+    let m = QuantMatrix::from_ggml_parts(format, cols, &parts)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    Ok(Some((m, splits)))
 }
 
 /// RoPE angle tables computed exactly as candle-transformers' quantized_llama

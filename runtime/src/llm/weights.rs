@@ -197,6 +197,14 @@ impl Linear {
         })
     }
 
+    /// A weight already in our kernels' layout.
+    pub fn from_matrix(matrix: QuantMatrix) -> Self {
+        let dtype = matrix.format().ggml_dtype();
+        Self {
+            backend: Backend::Own { matrix, dtype },
+        }
+    }
+
     fn own(q: &QTensor, own_kernels: bool) -> Result<Option<Self>> {
         if !own_kernels {
             return Ok(None);
@@ -357,6 +365,15 @@ impl Projection {
             weight: Linear::new(fused, padding, device, own_kernels)?,
             splits,
         })
+    }
+
+    /// A fused projection already repacked for our kernels (rows of the parts in
+    /// order, `splits` their row counts).
+    pub fn from_matrix(matrix: QuantMatrix, splits: Vec<usize>) -> Self {
+        Self::Fused {
+            weight: Linear::from_matrix(matrix),
+            splits,
+        }
     }
 
     /// Returns one output per part, each `[n, part_rows]` (possibly a strided

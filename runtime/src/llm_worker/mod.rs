@@ -143,12 +143,39 @@ fn load(cfg: &LlmWorkerConfig, startup: &mut StartupTimer) -> Result<Loaded, Str
         ..LoadOptions::default()
     };
     // One header parse serves the weights, the tokenizer and the template.
-    let mut gguf = GgufFile::open(&cfg.gguf).map_err(|e| e.to_string())?;
-    let model = LlmModel::load_gguf(&mut gguf, &cfg.device, &opts).map_err(|e| e.to_string())?;
-    startup.lap(StartupPhase::Weights);
-    let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| e.to_string())?;
-    let template =
-        ChatTemplate::from_gguf(&gguf, cfg.chat_template.as_deref()).map_err(|e| e.to_string())?;
+    let gguf = GgufFile::open(&cfg.gguf).map_err(|e| e.to_string())?;
+    // The tokenizer and template need only the header: they build on a second thread
+    // while this one repacks the weights (single-threaded), so on two cores they cost
+    // the cold start almost nothing. `tokenizer_s` is then the wait for them after the
+    // weights are done.
+    let (model, text) = std::thread::scope(|s| {
+        let text = std::thread::Builder::new()
+            .name("surge-tokenizer".into())
+            .spawn_scoped(s, || text_side(&gguf, cfg.chat_template.as_deref()));
+        let model = LlmModel::load_gguf(&gguf, &cfg.device, &opts).map_err(|e| e.to_string());
+        startup.lap(StartupPhase::Weights);
+        let text = match text {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the tokenizer thread panicked".into())),
+            // No thread to spare: build it here.
+            Err(_) => text_side(&gguf, cfg.chat_template.as_deref()),
+        };
+        (model, text)
+    });
+    let model = model?;
+    let (tokenizer, template, eos) = text?;
+    startup.lap(StartupPhase::Tokenizer);
+    Ok((model, tokenizer, template, eos))
+}
+
+/// The tokenizer, the chat template and the ids that end a turn.
+fn text_side(
+    gguf: &GgufFile,
+    template_override: Option<&str>,
+) -> Result<(Tokenizer, ChatTemplate, Vec<u32>), String> {
+    let tokenizer = Tokenizer::from_gguf(gguf).map_err(|e| e.to_string())?;
+    let template = ChatTemplate::from_gguf(gguf, template_override).map_err(|e| e.to_string())?;
     // The end of a turn ends generation: the GGUF's eos plus the template's eos token.
     let mut eos: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
     if let Some(id) = tokenizer.token_to_id(template.eos_token()) {
@@ -156,6 +183,5 @@ fn load(cfg: &LlmWorkerConfig, startup: &mut StartupTimer) -> Result<Loaded, Str
             eos.push(id);
         }
     }
-    startup.lap(StartupPhase::Tokenizer);
-    Ok((model, tokenizer, template, eos))
+    Ok((tokenizer, template, eos))
 }

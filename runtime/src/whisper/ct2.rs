@@ -35,10 +35,18 @@ impl Ct2Model {
     /// Reads the whole file into tensors on `device`, in their stored dtypes (f16 stays
     /// f16: the engine widens one tensor at a time while building its own weights, which
     /// keeps the load's peak memory near the file's size).
+    ///
+    /// The file is memory-mapped read-only rather than read: after the first load it
+    /// sits in the page cache of the shared model cache, so a cold start copies each
+    /// variable once (into its tensor) instead of twice.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| WhisperError::Load(format!("{}: {e}", path.display())))?;
-        Self::parse(&bytes, device)
+        let err = |e: std::io::Error| WhisperError::Load(format!("{}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(err)?;
+        // SAFETY: model-cache blobs are content-addressed and replaced by rename, never
+        // rewritten in place, so the mapped bytes stay as they are while we parse them.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(err)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Self::parse(&map, device)
     }
 
     pub fn parse(bytes: &[u8], device: &Device) -> Result<Self> {

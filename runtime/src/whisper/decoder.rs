@@ -12,7 +12,7 @@
 use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
 
 use super::ct2::Ct2Model;
-use super::layers::{values, Linear, Mlp, Norm, SelfAttention};
+use super::layers::{f16_values, values, Linear, Mlp, Norm, SelfAttention};
 use super::{Result, WhisperError};
 
 struct Layer {
@@ -103,7 +103,18 @@ impl Decoder {
     pub fn load(ct2: &Ct2Model, n_layers: usize, n_head: usize) -> Result<Self> {
         let emb_t = ct2.get("decoder/embeddings/weight")?;
         let (vocab, d) = emb_t.dims2()?;
-        let emb = values(emb_t)?;
+        // The table is kept in f16 (lookups widen one row). The output head is the same
+        // matrix quantized to Q8_0: straight from the stored f16 values (no f32 copy of
+        // the largest matrix), or from f32 when the file stores f32.
+        let (emb, head) = if emb_t.dtype() == candle_core::DType::F16 {
+            let emb = f16_values(emb_t)?;
+            let head = Linear::from_f16(vocab, d, &emb, None)?;
+            (emb, head)
+        } else {
+            let emb = values(emb_t)?;
+            let head = Linear::from_values(vocab, d, &emb, None)?;
+            (emb.iter().map(|&v| half::f16::from_f32(v)).collect(), head)
+        };
         let pos_t = ct2.get("decoder/position_encodings/encodings")?;
         let (n_ctx, _) = pos_t.dims2()?;
         let layers = (0..n_layers)
@@ -124,11 +135,11 @@ impl Decoder {
             n_head,
             n_ctx,
             vocab,
-            emb: emb.iter().map(|&v| half::f16::from_f32(v)).collect(),
             pos: values(pos_t)?,
             layers,
             ln: Norm::load(ct2, "decoder/layer_norm")?,
-            head: Linear::from_values(vocab, d, &emb, None)?,
+            head,
+            emb,
         })
     }
 

@@ -66,6 +66,14 @@ pub struct WhisperEngine {
     multilingual: bool,
 }
 
+/// What `model.bin` and `config.json` give, before the tokenizer joins them.
+struct Weights {
+    encoder: Encoder,
+    decoder: Decoder,
+    cfg: load::Ct2Config,
+    n_mels: usize,
+}
+
 impl WhisperEngine {
     /// Loads a CT2 model directory's three files (as resolved from the model cache).
     /// Runs on the CPU only: the int8 kernels are CPU kernels.
@@ -87,12 +95,37 @@ impl WhisperEngine {
         device: &Device,
         timer: &mut crate::server::StartupTimer,
     ) -> Result<Self> {
-        use crate::server::startup::StartupPhase;
         if !device.is_cpu() {
             return Err(WhisperError::Load(
                 "the Whisper engine runs on the CPU only (use --device cpu)".into(),
             ));
         }
+        // tokenizer.json (2 MB of JSON) parses on a second thread while this one loads
+        // and quantizes the weights; `tokenizer_s` is then only what is left after them.
+        let read_tokenizer = || {
+            Tokenizer::from_file(tokenizer_json)
+                .map_err(|e| WhisperError::Load(format!("{}: {e}", tokenizer_json.display())))
+        };
+        std::thread::scope(|s| {
+            let tokenizer = std::thread::Builder::new()
+                .name("surge-tokenizer".into())
+                .spawn_scoped(s, read_tokenizer);
+            let weights = Self::load_weights(model_bin, config_json);
+            timer.lap(crate::server::startup::StartupPhase::Weights);
+            let tokenizer = match tokenizer {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(WhisperError::Load("the tokenizer thread panicked".into()))
+                }),
+                Err(_) => read_tokenizer(),
+            };
+            let engine = Self::assemble(weights?, tokenizer?);
+            timer.lap(crate::server::startup::StartupPhase::Tokenizer);
+            engine
+        })
+    }
+
+    /// The encoder, decoder and config from `model.bin` and `config.json`.
+    fn load_weights(model_bin: &Path, config_json: &Path) -> Result<Weights> {
         let ct2 = ct2::Ct2Model::load(model_bin, &Device::Cpu)?;
         if ct2.spec != "WhisperSpec" {
             return Err(WhisperError::Load(format!(
@@ -119,18 +152,30 @@ impl WhisperEngine {
             count("decoder"),
             ct2.scalar_usize("decoder/num_heads")?,
         )?;
-        timer.lap(StartupPhase::Weights);
-        let tokenizer = Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| WhisperError::Load(format!("{}: {e}", tokenizer_json.display())))?;
+        let n_mels = ct2.get("encoder/conv1/weight")?.dims3()?.1;
+        Ok(Weights {
+            encoder,
+            decoder,
+            cfg,
+            n_mels,
+        })
+    }
+
+    fn assemble(w: Weights, tokenizer: Tokenizer) -> Result<Self> {
+        let Weights {
+            encoder,
+            decoder,
+            cfg,
+            n_mels,
+        } = w;
         // English-only vocabularies have 51864 entries; multilingual ones 51865+.
         let multilingual = decoder.vocab() >= 51865;
         let special = SpecialTokens::from_tokenizer(&tokenizer, multilingual)?;
         let rules = Rules::new(&special, &cfg, decoder.vocab());
-        let n_mels = ct2.get("encoder/conv1/weight")?.dims3()?.1;
         let no_speech = ["<|nospeech|>", "<|nocaptions|>"]
             .iter()
             .find_map(|s| tokenizer.token_to_id(s));
-        let engine = Self {
+        Ok(Self {
             start_of_prev: decode::id(&tokenizer, "<|startofprev|>")?,
             no_speech,
             mel: MelExtractor::new(n_mels, &Device::Cpu)?,
@@ -140,9 +185,7 @@ impl WhisperEngine {
             special,
             rules,
             multilingual,
-        };
-        timer.lap(StartupPhase::Tokenizer);
-        Ok(engine)
+        })
     }
 
     /// Whether the model knows languages other than English.
