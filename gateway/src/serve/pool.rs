@@ -137,6 +137,40 @@ pub(super) struct State {
     pub(super) decision: Option<Decision>,
     /// A start did not fit the budget: the autoscaler should make room.
     pub(super) wants_room: bool,
+    /// Demand (in flight + queued) integrated over time since the last autoscaler tick,
+    /// so requests that start and end between two ticks still count.
+    demand_area: f64,
+    demand_changed: Instant,
+    last_tick: Instant,
+}
+
+impl State {
+    fn demand(&self) -> usize {
+        self.workers.iter().map(|w| w.in_flight).sum::<usize>() + self.waiters.len()
+    }
+
+    /// Call before the demand changes: accounts the time it held its current value.
+    fn note_demand(&mut self) {
+        let now = Instant::now();
+        let held = now.saturating_duration_since(self.demand_changed);
+        self.demand_area += self.demand() as f64 * held.as_secs_f64();
+        self.demand_changed = now;
+    }
+
+    /// The time-weighted average demand since the last call (the autoscaler's sample).
+    pub(super) fn take_average_demand(&mut self) -> f64 {
+        self.note_demand();
+        let now = self.demand_changed;
+        let span = now.saturating_duration_since(self.last_tick).as_secs_f64();
+        let avg = if span > 1e-6 {
+            self.demand_area / span
+        } else {
+            self.demand() as f64
+        };
+        self.demand_area = 0.0;
+        self.last_tick = now;
+        avg
+    }
 }
 
 pub(super) struct Worker {
@@ -215,6 +249,9 @@ impl Pool {
                 scaler: Autoscaler::new(ScalePolicy::for_pool(&cfg)),
                 decision: None,
                 wants_room: false,
+                demand_area: 0.0,
+                demand_changed: Instant::now(),
+                last_tick: Instant::now(),
             }),
             cfg,
             cost,
@@ -259,6 +296,7 @@ impl Pool {
                 });
             }
             let (tx, rx) = oneshot::channel();
+            st.note_demand();
             st.waiters.push_back(tx);
             self.env
                 .metrics
@@ -290,6 +328,7 @@ impl Pool {
 
     /// A slot on the least-loaded usable worker, if any has room.
     fn take_slot(&self, st: &mut State) -> Option<Lease> {
+        st.note_demand();
         let w = st
             .workers
             .iter_mut()
@@ -312,12 +351,14 @@ impl Pool {
     fn dispatch(&self, st: &mut State) {
         while let Some(front) = st.waiters.front() {
             if front.is_closed() {
+                st.note_demand();
                 st.waiters.pop_front();
                 continue;
             }
             let Some(lease) = self.take_slot(st) else {
                 break;
             };
+            st.note_demand();
             let tx = st.waiters.pop_front().expect("front exists");
             if let Err(Ok(lease)) = tx.send(Ok(lease)) {
                 // The waiter left between the check and the send: take the slot back
@@ -339,6 +380,7 @@ impl Pool {
     }
 
     fn free_slot(&self, st: &mut State, id: u64) {
+        st.note_demand();
         if let Some(i) = st.workers.iter().position(|w| w.handle.id == id) {
             let w = &mut st.workers[i];
             w.in_flight = w.in_flight.saturating_sub(1);
@@ -456,10 +498,18 @@ impl Pool {
             .cold_start_seconds
             .with_label_values(&[&self.model])
             .observe(handle.cold_start.as_secs_f64());
+        for (phase, secs) in &handle.startup {
+            self.env
+                .metrics
+                .cold_start_phase_seconds
+                .with_label_values(&[&self.model, phase])
+                .observe(*secs);
+        }
         tracing::info!(
             model = %self.model,
             worker = handle.id,
             cold_start_s = handle.cold_start.as_secs_f64(),
+            phases = ?handle.startup,
             "worker ready"
         );
         if st.closed {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::*;
+use crate::serve::autoscale::Reason;
 
 /// Starts "workers" after `delay` (or fails), and lets a test kill them.
 struct Fake {
@@ -225,7 +226,10 @@ async fn a_burst_scales_up_at_once_and_idle_scales_to_zero() {
     assert_eq!(fake.spawned.load(Ordering::SeqCst), 3);
     assert_eq!(scale_events(&p, "up", "panic"), 3);
     drop(leases);
-    // Idle past idle_timeout: to zero, each worker stopped.
+    // The requests served since the last tick count as demand...
+    p.autoscale(t0 + Duration::from_secs(5));
+    assert_ne!(p.lock().decision.as_ref().unwrap().reason, Reason::Idle);
+    // ...then nothing for longer than idle_timeout: to zero, each worker stopped.
     p.autoscale(t0 + Duration::from_secs(10));
     assert!(p.worker_sockets().is_empty());
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::Command;
@@ -33,6 +34,10 @@ pub struct WorkerHandle {
     pub pid: Option<u32>,
     /// Spawn → ready.
     pub cold_start: Duration,
+    /// Where the cold start went, `(phase, seconds)` as the worker's `/health` reports
+    /// them (`exec`, `init`, `resolve`, `weights`, `tokenizer`, `warmup`), plus
+    /// `readiness`: the rest of `cold_start` (the gateway noticing the worker is ready).
+    pub startup: Vec<(String, f64)>,
     pub started: Instant,
     /// `Some(reason)` once the process has exited.
     exited: watch::Receiver<Option<String>>,
@@ -53,6 +58,7 @@ impl WorkerHandle {
             socket,
             pid,
             cold_start,
+            startup: Vec::new(),
             started: Instant::now(),
             exited: rx,
         };
@@ -121,6 +127,15 @@ impl Provisioner for LocalProvisioner {
             .join(format!("w{id}-{}.sock", std::process::id()));
         let started = Instant::now();
         let mut cmd = Command::new(&self.exe);
+        let spawned_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // Lets the worker measure fork/exec and process start (its `exec` phase).
+        cmd.env(
+            surge_runtime::server::startup::SPAWNED_AT_ENV,
+            spawned_at.to_string(),
+        );
         cmd.arg("worker")
             .args(["--model", &spec.model])
             .arg("--listen")
@@ -152,6 +167,7 @@ impl Provisioner for LocalProvisioner {
             socket,
             pid,
             cold_start: Duration::ZERO,
+            startup: Vec::new(),
             started,
             exited: rx,
         };
@@ -160,9 +176,11 @@ impl Provisioner for LocalProvisioner {
             if let Some(why) = handle.exited.borrow().clone() {
                 return Err(format!("{why} before becoming ready"));
             }
-            if health(&handle.socket).await == Some(200) {
+            if let Some((200, body)) = health_body(&handle.socket).await {
+                let cold_start = started.elapsed();
                 return Ok(WorkerHandle {
-                    cold_start: started.elapsed(),
+                    cold_start,
+                    startup: startup_phases(&body, cold_start),
                     ..handle
                 });
             }
@@ -173,7 +191,9 @@ impl Provisioner for LocalProvisioner {
                     ready_timeout.as_secs_f64()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Cheap (a connect on a socket that is not there yet): poll often, every
+            // millisecond here is a millisecond of cold start.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -201,15 +221,63 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 /// `GET /health` over the worker's socket; the status code, or `None` if unreachable.
 pub async fn health(socket: &Path) -> Option<u16> {
+    health_body(socket).await.map(|(code, _)| code)
+}
+
+/// `GET /health`: the status code and the JSON body (`Null` when it is not JSON).
+async fn health_body(socket: &Path) -> Option<(u16, Value)> {
     let mut s = UnixStream::connect(socket).await.ok()?;
     s.write_all(b"GET /health HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
         .await
         .ok()?
         .ok()?;
-    let line = std::str::from_utf8(&buf[..n]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let text = std::str::from_utf8(&buf).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Some((code, body))
+}
+
+/// The worker's startup phases from its `/health` body, and `readiness` for the rest
+/// of the gateway-measured `cold_start`.
+fn startup_phases(health: &Value, cold_start: Duration) -> Vec<(String, f64)> {
+    let Some(s) = health.get("startup").filter(|s| s.is_object()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, f64)> = ["exec", "init", "resolve", "weights", "tokenizer", "warmup"]
+        .iter()
+        .filter_map(|p| Some((p.to_string(), s.get(format!("{p}_s"))?.as_f64()?)))
+        .collect();
+    let accounted: f64 = out.iter().map(|(_, v)| v).sum();
+    out.push((
+        "readiness".into(),
+        (cold_start.as_secs_f64() - accounted).max(0.0),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_phases_add_up_to_the_cold_start() {
+        let health = serde_json::json!({"status": "ok", "startup": {
+            "exec_s": 0.01, "init_s": 0.002, "resolve_s": 0.001, "weights_s": 0.1,
+            "tokenizer_s": 0.02, "warmup_s": 0.03, "total_s": 0.163, "exec_source": "env"
+        }});
+        let p = startup_phases(&health, Duration::from_millis(170));
+        assert_eq!(p.len(), 7);
+        assert_eq!(p[3], ("weights".to_string(), 0.1));
+        let sum: f64 = p.iter().map(|(_, v)| v).sum();
+        assert!((sum - 0.170).abs() < 1e-9, "{p:?}");
+        // An older worker without the object: no breakdown.
+        assert!(startup_phases(&serde_json::json!({"status": "ok"}), Duration::ZERO).is_empty());
+    }
 }

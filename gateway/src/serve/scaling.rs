@@ -21,7 +21,8 @@ use super::autoscale::{Decision, Reason};
 use super::pool::{Pool, Pools, State};
 
 impl Pool {
-    /// One autoscaler step at `now`: reaps broken workers, records demand, decides, and
+    /// One autoscaler step at `now` (the autoscaler's clock; tests pass a fake one):
+    /// reaps broken workers, records the demand since the last step, decides, and
     /// starts or drains workers to match.
     pub fn autoscale(&self, now: Instant) {
         let mut st = self.lock();
@@ -38,8 +39,10 @@ impl Pool {
                 i += 1;
             }
         }
-        let in_flight: usize = st.workers.iter().map(|w| w.in_flight).sum();
-        let demand = (in_flight + st.waiters.len()) as f64;
+        // Time-weighted since the last tick: a request that came and went between two
+        // ticks still counts (an instantaneous sample would miss it and let an idle
+        // decision stop the worker it just used).
+        let demand = st.take_average_demand();
         st.scaler.observe(now, demand);
         let current = Pool::current(&st);
         let d = st.scaler.decide(now, current);
@@ -193,6 +196,12 @@ impl Pool {
                     },
                     "age_seconds": w.handle.started.elapsed().as_secs_f64(),
                     "cold_start_seconds": w.handle.cold_start.as_secs_f64(),
+                    "cold_start_phases": w
+                        .handle
+                        .startup
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::from(*v)))
+                        .collect::<serde_json::Map<String, Value>>(),
                 })
             })
             .collect();
