@@ -7,62 +7,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
+use support::gateway::start_gateway;
 use support::speech;
-use support::worker::{ensure_model, free_port, surge, LLM, WHISPER};
 use surge_loadtest::run::{run, RunOptions};
 use surge_loadtest::speech::{synthesize, Corpus};
-
-/// `surge serve` on a fresh port, killed on drop (and `--exit-with-parent`).
-struct Gateway {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway() -> Gateway {
-    ensure_model(LLM);
-    ensure_model(WHISPER);
-    let port = free_port();
-    let child = surge()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-pull",
-            "--exit-with-parent",
-        ])
-        .env("SURGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn surge serve");
-    let gw = Gateway {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let start = Instant::now();
-    while !ureq::get(&format!("{}/health", gw.base))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "gateway not up after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    gw
-}
 
 #[test]
 fn ci_spike_scenario_against_surge_serve() {
@@ -85,7 +36,7 @@ fn ci_spike_scenario_against_surge_serve() {
         synthesize(text, &clips, &format!("sentence{}", i + 1), &["wav"]).unwrap();
     }
 
-    let gw = start_gateway();
+    let gw = start_gateway(&[]);
     let out = dir.join("out");
     let started = Instant::now();
     let outcome = run(&RunOptions {

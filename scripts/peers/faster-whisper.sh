@@ -11,6 +11,7 @@
 # CTranslate2 weights surge serves, from surge's model cache (see the peer script's --surge).
 # Progress goes to stderr; stdout is only the python path.
 set -euo pipefail
+. "$(dirname "$0")/venv.sh"
 
 FW_VERSION=1.2.1
 dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/faster-whisper"
@@ -18,18 +19,7 @@ py="$dir/bin/python"
 stamp="$dir/.installed-faster-whisper-$FW_VERSION"
 
 if [ ! -f "$stamp" ]; then
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "faster-whisper peer: installing python3-venv" >&2
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >&2
-  fi
-  if [ ! -x "$py" ]; then
-    echo "faster-whisper peer: creating venv at $dir" >&2
-    mkdir -p "$(dirname "$dir")"
-    python3 -m venv "$dir" >&2
-  fi
+  peer_venv "$dir" "faster-whisper peer"
   echo "faster-whisper peer: installing faster-whisper==$FW_VERSION" >&2
   "$py" -m pip install -q --disable-pip-version-check "faster-whisper==$FW_VERSION" >&2
   "$py" -c 'import faster_whisper, ctranslate2' >&2

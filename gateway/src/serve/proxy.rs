@@ -99,6 +99,15 @@ impl Ctx {
     }
 }
 
+/// The request's `Authorization` header value.
+fn authorization(session: &Session) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Writes a complete JSON response.
 async fn write_json(
     session: &mut Session,
@@ -177,11 +186,7 @@ impl Gateway {
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             "/admin/pools" => {
-                let auth = session
-                    .req_header()
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
+                let auth = authorization(session);
                 if let Err(e) = self.keys.authenticate(auth) {
                     return Some(self.reject(session, &e).await);
                 }
@@ -297,11 +302,7 @@ impl ProxyHttp for Gateway {
                 self.reject(session, &GatewayError::ShuttingDown).await?;
                 return Ok(true);
             }
-            let auth = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
+            let auth = authorization(session);
             match self.keys.admit(auth) {
                 Ok(a) => {
                     ctx.ratelimit_headers = a.headers.clone();
@@ -346,11 +347,7 @@ impl ProxyHttp for Gateway {
         if path.starts_with("/v1/") {
             // Model listings need a key too when keys are configured (as OpenAI's do);
             // /health, /ready and /metrics stay open to probes and scrapers.
-            let auth = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
+            let auth = authorization(session);
             if let Err(e) = self.keys.authenticate(auth) {
                 self.reject(session, &e).await?;
                 return Ok(true);

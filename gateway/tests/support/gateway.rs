@@ -12,6 +12,15 @@ pub struct Gateway {
     pub port: u16,
 }
 
+/// Killed on drop, so a failing test leaves no gateway behind (the shared one in a
+/// `static` lives as long as the test process and goes with `--exit-with-parent`).
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
