@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::http::{get, open_stream, post, post_raw, read_sse};
-use support::worker::{kill, wait_exit, Worker, LLM};
+use support::worker::{check_startup, kill, wait_exit, Worker, LLM};
 
 fn worker() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
@@ -404,6 +404,26 @@ fn bad_input_gets_openai_errors_and_the_worker_keeps_serving() {
     let (status, _) = get(&worker().url("/health"));
     assert_eq!(status, 200);
     greedy("Still there?", 3);
+}
+
+#[test]
+fn health_reports_the_cold_start_breakdown() {
+    let w = worker();
+    let (status, body) = get(&w.url("/health"));
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["kind"].as_str()),
+        (Some("ok"), Some("llm"))
+    );
+    check_startup(&h);
+    let total = h["startup"]["total_s"].as_f64().unwrap();
+    // The gauge carries the same breakdown as /health.
+    let gauge = w.labelled_metric("surge_worker_startup_seconds", r#"phase="total""#);
+    assert!(
+        (gauge - total).abs() < 1e-6,
+        "gauge {gauge} vs /health {total}"
+    );
 }
 
 #[test]

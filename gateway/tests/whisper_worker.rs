@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::{get, post_bytes, Form, Reply};
 use support::speech::{self, Clip};
-use support::worker::{kill, wait_exit, Worker, WHISPER};
+use support::worker::{check_startup, kill, wait_exit, Worker, WHISPER};
 use surge_loadtest::speech::{Corpus, PeerWer, FORMATS};
 use surge_loadtest::wer::word_errors;
 
@@ -458,6 +458,7 @@ fn health_models_and_metrics() {
     assert_eq!(h["kind"], "whisper");
     assert_eq!(h["model"], WHISPER);
     assert!(h["load_seconds"].as_f64().unwrap() > 0.0);
+    check_startup(&h);
 
     let (status, body) = get(&w.url("/v1/models"));
     assert_eq!(status, 200, "{body}");
@@ -487,6 +488,8 @@ fn health_models_and_metrics() {
         "surge_worker_request_duration_seconds_count",
         "surge_worker_running_sequences",
         "surge_worker_waiting_sequences",
+        "surge_worker_startup_seconds{phase=\"weights\"}",
+        "surge_worker_startup_seconds{phase=\"total\"}",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }

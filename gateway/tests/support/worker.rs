@@ -48,6 +48,39 @@ pub fn ensure_model(name: &str) {
     );
 }
 
+fn unix_ns_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Checks the `startup` object of a ready worker's `/health` body (see
+/// `surge_runtime::server::routes::health_response`): every phase present and ≥ 0, their
+/// sum ≤ `total_s`, and the spawn time taken from the environment [`Worker::start`] sets.
+/// Never a speed assertion.
+pub fn check_startup(health: &serde_json::Value) {
+    let s = &health["startup"];
+    assert!(s.is_object(), "no startup object in {health}");
+    assert_eq!(s["exec_source"], "env", "{s}");
+    let total = s["total_s"].as_f64().expect("total_s");
+    let mut sum = 0.0;
+    for phase in ["exec", "init", "resolve", "weights", "tokenizer", "warmup"] {
+        let v = s[format!("{phase}_s")]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{phase}_s missing from {s}"));
+        assert!(v >= 0.0, "{phase}_s = {v} in {s}");
+        sum += v;
+    }
+    assert!(
+        sum <= total + 1e-9,
+        "phases sum to {sum} > total {total}: {s}"
+    );
+    assert!(s["weights_s"].as_f64().unwrap() > 0.0, "{s}");
+    let listening = s["listening_s"].as_f64().expect("listening_s");
+    assert!((0.0..=total).contains(&listening), "{s}");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -82,6 +115,7 @@ impl Worker {
             ])
             .args(extra)
             .env("SURGE_LOG", "warn")
+            .env("SURGE_SPAWNED_AT_UNIX_NS", unix_ns_now().to_string())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
