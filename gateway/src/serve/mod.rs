@@ -16,6 +16,7 @@
 //! - [`subrequest`]: bodies over pingora's retry buffer, forwarded with a preset body
 //! - [`stream_wait`]: SSE heartbeats for streams waiting on a worker
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
+//! - [`local`]: the endpoints the gateway answers itself (health, metrics, models, admin)
 //! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod gpus;
+pub mod local;
 pub mod metrics;
 pub mod pool;
 pub mod provision;

@@ -27,7 +27,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth::{Admission, Keys};
 use super::config::GatewayConfig;
@@ -100,7 +100,7 @@ impl Ctx {
 }
 
 /// The request's `Authorization` header value.
-fn authorization(session: &Session) -> Option<&str> {
+pub(super) fn authorization(session: &Session) -> Option<&str> {
     session
         .req_header()
         .headers
@@ -109,7 +109,7 @@ fn authorization(session: &Session) -> Option<&str> {
 }
 
 /// Writes a complete JSON response.
-async fn write_json(
+pub(super) async fn write_json(
     session: &mut Session,
     status: u16,
     body: Vec<u8>,
@@ -145,7 +145,7 @@ async fn write_response(
 
 impl Gateway {
     /// Answers with a gateway error (OpenAI body, status, `Retry-After`) and counts it.
-    async fn reject(&self, session: &mut Session, e: &GatewayError) -> Result<()> {
+    pub(super) async fn reject(&self, session: &mut Session, e: &GatewayError) -> Result<()> {
         self.metrics
             .rejections
             .with_label_values(&[e.reason()])
@@ -158,63 +158,6 @@ impl Gateway {
             "application/json",
         )
         .await
-    }
-
-    /// Answers a local endpoint; `None` when the path is not one.
-    async fn local(&self, session: &mut Session, path: &str) -> Option<Result<()>> {
-        let get = session.req_header().method == http::Method::GET;
-        let (status, body, ctype) = match path {
-            "/health" => (200, json!({"status": "ok"}).to_string(), "application/json"),
-            "/ready" => {
-                if self.draining.load(Ordering::Relaxed) {
-                    (
-                        503,
-                        json!({"status": "draining"}).to_string(),
-                        "application/json",
-                    )
-                } else {
-                    (
-                        200,
-                        json!({"status": "ready"}).to_string(),
-                        "application/json",
-                    )
-                }
-            }
-            "/metrics" => (
-                200,
-                self.metrics.render(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
-            "/admin/pools" => {
-                let auth = authorization(session);
-                if let Err(e) = self.keys.authenticate(auth) {
-                    return Some(self.reject(session, &e).await);
-                }
-                (200, self.pools.json().to_string(), "application/json")
-            }
-            "/v1/models" => (
-                200,
-                self.registry.list_json().to_string(),
-                "application/json",
-            ),
-            p if p.starts_with("/v1/models/") => {
-                let id = &p["/v1/models/".len()..];
-                match self.registry.model_json(id) {
-                    Some(v) if get => (200, v.to_string(), "application/json"),
-                    Some(_) => return None,
-                    None if get => {
-                        let e = GatewayError::ModelNotFound(id.to_string());
-                        return Some(self.reject(session, &e).await);
-                    }
-                    None => return None,
-                }
-            }
-            _ => return None,
-        };
-        if !get {
-            return None;
-        }
-        Some(write_json(session, status, body.into_bytes(), None, ctype).await)
     }
 
     /// Reads `usage` from a worker response (the SSE usage chunk or a JSON body) into
