@@ -347,6 +347,14 @@ mod tests {
         assert_eq!(m.target_utilization, 0.7);
     }
 
+    /// The gateway config of the README's spike run parses.
+    #[test]
+    fn spike_run_config_parses() {
+        let text = include_str!("../../../loadtest/configs/surge-spike-gateway.toml");
+        let cfg = GatewayConfig::from_toml_str(text).unwrap();
+        assert_eq!(cfg.pool("smollm2-135m-instruct", &[]).max_workers, 2);
+    }
+
     #[test]
     fn empty_file_is_the_defaults() {
         let c = GatewayConfig::from_toml_str("").unwrap();
