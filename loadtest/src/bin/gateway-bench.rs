@@ -29,7 +29,7 @@
 //!    from the page cache before each spawn (`dd iflag=nocache count=0`), for a start
 //!    that reads from disk.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -426,17 +426,7 @@ fn cold_starts(args: &Args, deadline: &Deadline) -> Result<Vec<ColdFigures>, Str
     let tmp = TempDir::new("gateway-bench")?;
     let mut clip = Vec::new();
     if !args.whisper_model.is_empty() {
-        if !have_tools() {
-            return Err(
-                "espeak-ng and sox are needed for the Whisper clip (scripts/setup.sh); \
-                        or pass --whisper-model ''"
-                    .into(),
-            );
-        }
-        let corpus = Corpus::default_corpus()?;
-        let text = corpus.sentences.first().ok_or("empty corpus")?;
-        let path = synthesize(text, tmp.path(), "clip", &["wav"])?.remove(0);
-        clip = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        clip = whisper_clip(tmp.path())?;
         models.push((&args.whisper_model, "transcription sent → response read"));
     }
     let (mut gw, base) = spawn_gateway(args, &["--idle-timeout", "1", "--min-workers", "0"])?;
@@ -596,17 +586,7 @@ fn worker_cold_starts(args: &Args, deadline: &Deadline) -> Result<Vec<WorkerCold
     }];
     let mut clip = Vec::new();
     if !args.whisper_model.is_empty() {
-        if !have_tools() {
-            return Err(
-                "espeak-ng and sox are needed for the Whisper clip (scripts/setup.sh); \
-                 or pass --whisper-model ''"
-                    .into(),
-            );
-        }
-        let corpus = Corpus::default_corpus()?;
-        let text = corpus.sentences.first().ok_or("empty corpus")?;
-        let path = synthesize(text, tmp.path(), "clip", &["wav"])?.remove(0);
-        clip = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        clip = whisper_clip(tmp.path())?;
         figs.push(WorkerCold {
             model: args.whisper_model.clone(),
             what: "transcription sent → response read",
@@ -967,4 +947,20 @@ fn print_tables(args: &Args, o: &Overhead, cold: &[ColdFigures]) {
             f.hist_count
         );
     }
+}
+
+/// The Whisper cold starts' clip: the corpus's first sentence spoken (espeak-ng + sox)
+/// as 16 kHz wav, written under `dir`.
+fn whisper_clip(dir: &Path) -> Result<Vec<u8>, String> {
+    if !have_tools() {
+        return Err(
+            "espeak-ng and sox are needed for the Whisper clip (scripts/setup.sh); \
+                    or pass --whisper-model ''"
+                .into(),
+        );
+    }
+    let corpus = Corpus::default_corpus()?;
+    let text = corpus.sentences.first().ok_or("empty corpus")?;
+    let path = synthesize(text, dir, "clip", &["wav"])?.remove(0);
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
