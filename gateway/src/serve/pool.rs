@@ -129,8 +129,8 @@ pub(super) struct State {
     pub(super) waiters: VecDeque<Waiter>,
     pub(super) starting: usize,
     /// Consecutive failed starts, for backoff.
-    pub(super) failures: u32,
-    pub(super) retry_at: Option<Instant>,
+    failures: u32,
+    retry_at: Option<Instant>,
     pub(super) closed: bool,
     pub(super) scaler: Autoscaler,
     /// The autoscaler's last decision (for `/admin/pools`).

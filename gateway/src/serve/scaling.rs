@@ -18,7 +18,7 @@ use pingora::services::background::BackgroundService;
 use serde_json::{json, Value};
 
 use super::autoscale::{Decision, Reason};
-use super::pool::{Pool, Pools, State};
+use super::pool::{Pool, Pools, State, Worker};
 
 impl Pool {
     /// One autoscaler step at `now` (the autoscaler's clock; tests pass a fake one):
@@ -30,15 +30,7 @@ impl Pool {
             return;
         }
         // Broken workers with nothing in flight (a failed connect) are done for.
-        let mut i = 0;
-        while i < st.workers.len() {
-            if st.workers[i].broken && st.workers[i].in_flight == 0 {
-                let w = st.workers.remove(i);
-                self.stop_worker(&st, w.handle, "broken");
-            } else {
-                i += 1;
-            }
-        }
+        self.stop_idle_where(&mut st, |w| w.broken, "broken");
         // Time-weighted since the last tick: a request that came and went between two
         // ticks still counts (an instantaneous sample would miss it and let an idle
         // decision stop the worker it just used).
@@ -107,7 +99,7 @@ impl Pool {
         for &i in &order {
             st.workers[i].draining = true;
         }
-        self.stop_idle_draining(st);
+        self.stop_idle_where(st, |w| w.draining, "scaled down");
         count
     }
 
@@ -116,12 +108,13 @@ impl Pool {
         self.drain(st, n)
     }
 
-    fn stop_idle_draining(&self, st: &mut State) {
+    /// Stops the workers with nothing in flight for which `pick` holds.
+    fn stop_idle_where(&self, st: &mut State, pick: fn(&Worker) -> bool, why: &str) {
         let mut i = 0;
         while i < st.workers.len() {
-            if st.workers[i].draining && st.workers[i].in_flight == 0 {
+            if pick(&st.workers[i]) && st.workers[i].in_flight == 0 {
                 let w = st.workers.remove(i);
-                self.stop_worker(st, w.handle, "scaled down");
+                self.stop_worker(st, w.handle, why);
             } else {
                 i += 1;
             }
