@@ -13,7 +13,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::config::ApiKey;
-use super::errors::GatewayError;
+use surge_protocol::error::ApiError;
 
 /// The configured keys.
 pub struct Keys {
@@ -57,7 +57,7 @@ impl Drop for Admission {
 /// Why a request was refused, with the headers to send.
 #[derive(Debug)]
 pub struct Refusal {
-    pub error: GatewayError,
+    pub error: ApiError,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -91,7 +91,7 @@ impl Keys {
     }
 
     /// Checks the `Authorization` header value only (model listings: no quota).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), GatewayError> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), ApiError> {
         if !self.enabled() {
             return Ok(());
         }
@@ -100,7 +100,7 @@ impl Keys {
             .map(str::trim)
             .filter(|k| self.by_key.contains_key(*k))
             .map(|_| ())
-            .ok_or(GatewayError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)
     }
 
     /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
@@ -116,7 +116,7 @@ impl Keys {
             .map(str::trim);
         let Some(tenant) = key.and_then(|k| self.by_key.get(k)) else {
             return Err(Refusal {
-                error: GatewayError::Unauthorized,
+                error: ApiError::Unauthorized,
                 headers: Vec::new(),
             });
         };
@@ -128,7 +128,7 @@ impl Keys {
                 headers.push(("x-ratelimit-remaining-requests", "0".into()));
                 headers.push(("x-ratelimit-reset-requests", format_secs(wait)));
                 return Err(Refusal {
-                    error: GatewayError::RateLimited { retry_after: wait },
+                    error: ApiError::RateLimited { retry_after: wait },
                     headers,
                 });
             }
@@ -140,7 +140,7 @@ impl Keys {
                 tenant.in_flight.fetch_sub(1, Ordering::SeqCst);
                 headers.push(("x-ratelimit-remaining-concurrent", "0".into()));
                 return Err(Refusal {
-                    error: GatewayError::RateLimited {
+                    error: ApiError::RateLimited {
                         retry_after: Duration::from_secs(1),
                     },
                     headers,

@@ -11,8 +11,8 @@
 //! capacity, so a steady load at a boundary does not flap. With no demand for
 //! `idle_timeout` the pool goes to `min_workers` (zero: scale to zero).
 //!
-//! The pools apply the decisions ([`super::pool::Pool::autoscale`]), driven by a pingora
-//! background service ([`super::scaling`]).
+//! The pool actors apply the decisions on each tick ([`super::pool`]), driven by a pingora
+//! background service ([`super::pool::Autoscaling`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -5,66 +5,49 @@ use std::sync::atomic::Ordering;
 
 use pingora::proxy::Session;
 use pingora::Result;
-use serde_json::json;
+use serde::Serialize;
+use surge_protocol::error::ApiError;
 
-use super::errors::GatewayError;
-use super::proxy::{authorization, write_json, Gateway};
+use super::proxy::Gateway;
+use super::reply::{self, authorization};
 
-impl Gateway {
-    /// Answers a local endpoint; `None` when the path is not one.
-    pub(super) async fn local(&self, session: &mut Session, path: &str) -> Option<Result<()>> {
-        let get = session.req_header().method == http::Method::GET;
-        let (status, body, ctype) = match path {
-            "/health" => (200, json!({"status": "ok"}).to_string(), "application/json"),
-            "/ready" => {
-                if self.draining.load(Ordering::Relaxed) {
-                    (
-                        503,
-                        json!({"status": "draining"}).to_string(),
-                        "application/json",
-                    )
-                } else {
-                    (
-                        200,
-                        json!({"status": "ready"}).to_string(),
-                        "application/json",
-                    )
-                }
-            }
-            "/metrics" => (
-                200,
-                self.metrics.render(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
-            "/admin/pools" => {
-                let auth = authorization(session);
-                if let Err(e) = self.keys.authenticate(auth) {
-                    return Some(self.reject(session, &e).await);
-                }
-                (200, self.pools.json().to_string(), "application/json")
-            }
-            "/v1/models" => (
-                200,
-                self.registry.list_json().to_string(),
-                "application/json",
-            ),
-            p if p.starts_with("/v1/models/") => {
-                let id = &p["/v1/models/".len()..];
-                match self.registry.model_json(id) {
-                    Some(v) if get => (200, v.to_string(), "application/json"),
-                    Some(_) => return None,
-                    None if get => {
-                        let e = GatewayError::ModelNotFound(id.to_string());
-                        return Some(self.reject(session, &e).await);
-                    }
-                    None => return None,
-                }
-            }
-            _ => return None,
-        };
-        if !get {
-            return None;
-        }
-        Some(write_json(session, status, body.into_bytes(), None, ctype).await)
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+/// Answers `path` if it is a local endpoint (GET only); `Ok(false)` when it is not one.
+pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<bool> {
+    if session.req_header().method != http::Method::GET {
+        return Ok(false);
     }
+    match path {
+        "/health" => reply::json(session, 200, &Status { status: "ok" }).await?,
+        "/ready" if gw.draining.load(Ordering::Relaxed) => {
+            reply::json(session, 503, &Status { status: "draining" }).await?
+        }
+        "/ready" => reply::json(session, 200, &Status { status: "ready" }).await?,
+        "/metrics" => {
+            let text = gw.metrics.render().into_bytes();
+            let ctype = "text/plain; version=0.0.4; charset=utf-8";
+            reply::write(session, 200, ctype, text, &[]).await?
+        }
+        "/admin/pools" => match gw.keys.authenticate(authorization(session)) {
+            Ok(()) => reply::json(session, 200, &gw.pools.view().await).await?,
+            Err(e) => gw.reject(session, &e).await?,
+        },
+        "/v1/models" => reply::json(session, 200, &gw.registry.list_json()).await?,
+        p if p.starts_with("/v1/models/") => {
+            let id = &p["/v1/models/".len()..];
+            match gw.registry.model_json(id) {
+                Some(v) => reply::json(session, 200, &v).await?,
+                None => {
+                    let e = ApiError::ModelNotFound(id.to_string());
+                    gw.reject(session, &e).await?
+                }
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }

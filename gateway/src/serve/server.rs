@@ -17,11 +17,11 @@ use surge_models::{Cancel, ModelCache, ProgressMode};
 use super::auth::Keys;
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
-use super::pool::Pools;
+use super::pool::{Autoscaling, Pools};
 use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
-use super::scaling::Autoscaling;
+
 
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: GatewayConfig) -> i32 {

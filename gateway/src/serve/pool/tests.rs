@@ -1,12 +1,12 @@
 //! Pool unit tests with a fake provisioner (workers that start after a delay).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::*;
-use crate::serve::autoscale::Reason;
 
 /// Starts "workers" after `delay` (or fails), and lets a test kill them.
 struct Fake {
@@ -138,7 +138,7 @@ async fn leases_go_to_the_least_loaded_worker() {
         c.concurrency = 4;
         c.min_workers = 2;
     });
-    p.autoscale(Instant::now());
+    p.tick(Instant::now()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let leases: Vec<Lease> = futures_collect(&p, 4).await;
     let on0 = leases.iter().filter(|l| l.worker_id() == 0).count();
@@ -174,14 +174,13 @@ async fn a_dead_worker_is_replaced_for_the_next_request() {
     drop(p.acquire().await.unwrap());
     fake.kill(0);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(p.worker_sockets().is_empty());
+    assert!(p.worker_sockets().await.is_empty());
     let lease = p.acquire().await.unwrap();
     assert_eq!(lease.worker_id(), 1);
 }
 
 fn scale_events(p: &Pool, direction: &str, reason: &str) -> u64 {
-    p.env
-        .metrics
+    p.metrics
         .scale_events
         .with_label_values(&[&p.model, direction, reason])
         .get()
@@ -212,12 +211,8 @@ async fn a_burst_scales_up_at_once_and_idle_scales_to_zero() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    p.autoscale(t0);
-    assert_eq!(
-        p.lock().decision.as_ref().unwrap().desired,
-        3,
-        "ceil(6 / 2)"
-    );
+    p.tick(t0).await;
+    assert_eq!(p.view().await.unwrap().desired, Some(3), "ceil(6 / 2)");
     let mut leases = Vec::new();
     for w in waiting {
         leases.push(w.await.unwrap().unwrap());
@@ -227,15 +222,15 @@ async fn a_burst_scales_up_at_once_and_idle_scales_to_zero() {
     assert_eq!(scale_events(&p, "up", "panic"), 3);
     drop(leases);
     // The requests served since the last tick count as demand...
-    p.autoscale(t0 + Duration::from_secs(5));
-    assert_ne!(p.lock().decision.as_ref().unwrap().reason, Reason::Idle);
+    p.tick(t0 + Duration::from_secs(5)).await;
+    assert_ne!(p.view().await.unwrap().reason, Some("idle"));
     // ...then nothing for longer than idle_timeout: to zero, each worker stopped.
-    p.autoscale(t0 + Duration::from_secs(10));
-    assert!(p.worker_sockets().is_empty());
+    p.tick(t0 + Duration::from_secs(10)).await;
+    assert!(p.worker_sockets().await.is_empty());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
     assert_eq!(scale_events(&p, "down", "idle"), 3);
-    assert_eq!(p.json()["ready"], 0);
+    assert_eq!(p.view().await.unwrap().ready, 0);
 }
 
 /// A worker chosen for scale-down takes no new leases, finishes what it serves, and is
@@ -249,19 +244,16 @@ async fn scale_down_drains_a_busy_worker_before_stopping_it() {
     });
     let t0 = Instant::now();
     let lease = p.acquire().await.unwrap();
-    {
-        let mut st = p.lock();
-        p.drain_for_test(&mut st, 1);
-    }
-    assert_eq!(p.json()["workers"][0]["state"], "draining");
+    assert_eq!(p.drain(1).await, 1);
+    assert_eq!(p.view().await.unwrap().workers[0].state, "draining");
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 0);
     drop(lease);
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 1);
     // min_workers = 1 brings a fresh one up.
-    p.autoscale(t0 + Duration::from_secs(10));
+    p.tick(t0 + Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(p.worker_sockets().len(), 1);
+    assert_eq!(p.worker_sockets().await.len(), 1);
 }
 
 /// With the CPU budget full, a cold model's start evicts the least recently used idle
@@ -272,13 +264,7 @@ async fn a_full_budget_evicts_the_least_recently_used_idle_worker() {
     let e = env(&fake, Budget::new(2.0, &[], 1.0));
     let mk = |name: &str| Pool::new(name, PoolConfig::default(), 1.0, e.clone());
     let (a, b, c) = (mk("a"), mk("b"), mk("c"));
-    let pools = Pools {
-        pools: [a.clone(), b.clone(), c.clone()]
-            .into_iter()
-            .map(|p| (p.model.clone(), p))
-            .collect(),
-        env: e.clone(),
-    };
+    let pools = Pools::from_pools(vec![a.clone(), b.clone(), c.clone()], e.clone());
     drop(a.acquire().await.unwrap());
     tokio::time::sleep(Duration::from_millis(5)).await;
     drop(b.acquire().await.unwrap());
@@ -288,12 +274,70 @@ async fn a_full_budget_evicts_the_least_recently_used_idle_worker() {
         async move { c.acquire().await }
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(c.json()["waiting_for_room"].as_bool().unwrap());
-    pools.make_room();
+    assert!(c.view().await.unwrap().waiting_for_room);
+    pools.make_room().await;
     waiting.await.unwrap().unwrap();
     // `a` was used longest ago.
-    assert!(a.worker_sockets().is_empty());
-    assert_eq!(b.worker_sockets().len(), 1);
+    assert!(a.worker_sockets().await.is_empty());
+    assert_eq!(b.worker_sockets().await.len(), 1);
     assert_eq!(scale_events(&a, "down", "evict"), 1);
-    assert_eq!(pools.json()["budget"]["cpu"]["used"], 2.0);
+    assert_eq!(pools.view().await.budget["cpu"]["used"], 2.0);
+}
+
+fn queue_depth(p: &Pool) -> i64 {
+    p.metrics.queue_depth.with_label_values(&[&p.model]).get()
+}
+
+/// Waiters that time out leave the queue, the depth gauge and the demand at once: the
+/// next request queues (and times out itself) instead of getting 429 `queue_full`.
+#[tokio::test]
+async fn timed_out_waiters_leave_the_queue() {
+    let fake = Fake::new(0, false);
+    let p = pool(&fake, |c| {
+        c.queue_size = 3;
+        c.queue_timeout = Duration::from_millis(100);
+    });
+    let held = p.acquire().await.unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.acquire().await.map(|_| ()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(queue_depth(&p), 3);
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap_err().status(), 503);
+    }
+    let v = p.view().await.unwrap();
+    assert_eq!((v.queued, queue_depth(&p)), (0, 0));
+    // Demand is the held request only.
+    p.tick(Instant::now()).await;
+    let e = p.acquire().await.err().expect("no free slot");
+    assert_eq!(e.status(), 503, "queued and timed out, not refused as full: {e}");
+    drop(held);
+    drop(p.acquire().await.unwrap());
+}
+
+/// A client that hangs up while queued (its request future dropped) leaves at once.
+#[tokio::test]
+async fn a_waiter_that_hangs_up_leaves_the_queue() {
+    let fake = Fake::new(0, false);
+    let p = pool(&fake, |c| c.queue_size = 1);
+    let held = p.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.acquire().await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.view().await.unwrap().queued, 1);
+    waiter.abort();
+    let _ = waiter.await;
+    assert_eq!(p.view().await.unwrap().queued, 0);
+    assert_eq!(queue_depth(&p), 0);
+    // The freed slot goes to a live request, not the one that left.
+    drop(held);
+    let lease = p.acquire().await.unwrap();
+    assert_eq!(p.view().await.unwrap().in_flight, 1);
+    drop(lease);
 }

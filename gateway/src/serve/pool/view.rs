@@ -1,0 +1,104 @@
+//! What `GET /admin/pools` shows: each pool's workers, queue and last scaling decision,
+//! and the machine's budgets. Built by the pool's actor, so it is one consistent moment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::actor::PoolActor;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolsView {
+    pub pools: Vec<PoolView>,
+    /// `{device: {capacity, used}}`.
+    pub budget: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolView {
+    pub model: String,
+    pub device: String,
+    pub min_workers: usize,
+    pub max_workers: usize,
+    pub concurrency: usize,
+    pub target_concurrency: f64,
+    pub idle_timeout_seconds: f64,
+    pub worker_cost: f64,
+    pub starting: usize,
+    pub ready: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub desired: Option<usize>,
+    pub reason: Option<&'static str>,
+    pub stable_concurrency: Option<f64>,
+    pub panic_concurrency: Option<f64>,
+    pub waiting_for_room: bool,
+    pub workers: Vec<WorkerView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub id: u64,
+    pub pid: Option<u32>,
+    /// `ready`, `draining` or `failed`.
+    pub state: &'static str,
+    pub in_flight: usize,
+    /// Seconds since its last request ended; `None` while it serves one.
+    pub idle_seconds: Option<f64>,
+    pub age_seconds: f64,
+    pub cold_start_seconds: f64,
+    pub cold_start_phases: BTreeMap<String, f64>,
+    #[serde(skip)]
+    pub socket: PathBuf,
+}
+
+impl PoolActor {
+    pub(super) fn view(&self) -> PoolView {
+        let now = Instant::now();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| WorkerView {
+                id: w.handle.id,
+                pid: w.handle.pid,
+                state: if w.broken {
+                    "failed"
+                } else if w.draining {
+                    "draining"
+                } else {
+                    "ready"
+                },
+                in_flight: w.in_flight,
+                idle_seconds: (w.in_flight == 0)
+                    .then(|| now.duration_since(w.idle_since).as_secs_f64()),
+                age_seconds: w.handle.started.elapsed().as_secs_f64(),
+                cold_start_seconds: w.handle.cold_start.as_secs_f64(),
+                cold_start_phases: w.handle.startup.iter().cloned().collect(),
+                socket: w.handle.socket.clone(),
+            })
+            .collect();
+        let d = self.decision.as_ref();
+        PoolView {
+            model: self.model.clone(),
+            device: self.spec.device.clone(),
+            min_workers: self.cfg.min_workers,
+            max_workers: self.cfg.max_workers,
+            concurrency: self.cfg.concurrency,
+            target_concurrency: self.scaler.policy().target_concurrency,
+            idle_timeout_seconds: self.cfg.idle_timeout.as_secs_f64(),
+            worker_cost: self.cost,
+            starting: self.starting,
+            ready: self.workers.iter().filter(|w| w.live()).count(),
+            in_flight: self.workers.iter().map(|w| w.in_flight).sum(),
+            queued: self.waiters.len(),
+            desired: d.map(|d| d.desired),
+            reason: d.map(|d| d.reason.label()),
+            stable_concurrency: d.map(|d| d.stable_concurrency),
+            panic_concurrency: d.map(|d| d.panic_concurrency),
+            waiting_for_room: self.wants_room,
+            workers,
+        }
+    }
+}

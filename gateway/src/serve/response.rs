@@ -1,0 +1,292 @@
+//! What the gateway does with a worker's response body on its way to the client.
+//!
+//! - An SSE stream passes through event by event. The first event that carries a token
+//!   (content text, or a tool call) gives time to first token; each later one an
+//!   inter-token sample — the empty role chunk a worker sends before prefill does not
+//!   count, as in vLLM's and TGI's metrics. The usage chunk every worker ends a stream
+//!   with is counted and forwarded only when the client asked for it.
+//! - A JSON body is kept (up to a limit) to count its `usage`.
+//! - A worker's error after the gateway already sent the client an SSE header (it sent
+//!   heartbeats while waiting) becomes an error event and `[DONE]`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use surge_protocol::error::ErrorBody;
+use surge_protocol::sse;
+
+use super::metrics::GatewayMetrics;
+
+/// Non-streaming responses up to this size are parsed for their `usage`.
+const MAX_USAGE_SCAN: usize = 1 << 20;
+
+/// How the worker's body is being handled.
+pub enum ResponseBody {
+    /// No response header from the worker yet.
+    Pending,
+    /// SSE, passed through event by event.
+    Stream {
+        decoder: sse::Decoder,
+        last_token: Option<Instant>,
+    },
+    /// An error body to send as one SSE error event (the client has a 200 already).
+    ErrorEvent(Vec<u8>),
+    /// A JSON body, kept to read its `usage`.
+    Json(Vec<u8>),
+}
+
+/// Who the body is counted for.
+pub struct Counting<'a> {
+    pub metrics: &'a GatewayMetrics,
+    pub model: &'a str,
+    /// When the request arrived (time to first token counts from here).
+    pub arrived: Instant,
+    pub include_usage: bool,
+}
+
+/// The parts of a stream chunk or response the gateway looks at; chat and text
+/// completions both fit.
+#[derive(Deserialize)]
+struct Peek {
+    choices: Option<Vec<ChoicePeek>>,
+    usage: Option<UsagePeek>,
+}
+
+#[derive(Deserialize)]
+struct ChoicePeek {
+    delta: Option<DeltaPeek>,
+    /// Text completions stream `text` instead of a delta.
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPeek {
+    content: Option<String>,
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// Token counts (LLM) or audio seconds (Whisper).
+#[derive(Deserialize)]
+struct UsagePeek {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    seconds: Option<f64>,
+}
+
+impl Peek {
+    fn has_token(&self) -> bool {
+        self.choices.iter().flatten().any(|c| {
+            c.text.as_deref().is_some_and(|t| !t.is_empty())
+                || c.delta.as_ref().is_some_and(|d| {
+                    d.content.as_deref().is_some_and(|t| !t.is_empty()) || d.tool_calls.is_some()
+                })
+        })
+    }
+
+    /// The usage chunk: no choices, usage set.
+    fn is_usage_chunk(&self) -> bool {
+        self.choices.as_ref().is_some_and(|c| c.is_empty()) && self.usage.is_some()
+    }
+}
+
+impl ResponseBody {
+    /// Chooses the handling from the worker's response header. `early_sse`: the client
+    /// already has an SSE header from the gateway.
+    pub fn for_response(content_type: &str, early_sse: bool) -> ResponseBody {
+        if content_type.starts_with("text/event-stream") {
+            ResponseBody::Stream {
+                decoder: sse::Decoder::default(),
+                last_token: None,
+            }
+        } else if early_sse {
+            ResponseBody::ErrorEvent(Vec::new())
+        } else {
+            ResponseBody::Json(Vec::new())
+        }
+    }
+
+    /// True when the client receives SSE from here on.
+    pub fn is_sse(&self) -> bool {
+        matches!(
+            self,
+            ResponseBody::Stream { .. } | ResponseBody::ErrorEvent(_)
+        )
+    }
+
+    /// Forgets a partial event (the stream is about to end with an error event).
+    pub fn drop_partial(&mut self) {
+        if let ResponseBody::Stream { decoder, .. } = self {
+            decoder.take_pending();
+        }
+    }
+
+    /// Filters one piece of the body; returns what to send to the client.
+    pub fn filter(&mut self, chunk: Option<Bytes>, end: bool, c: &Counting) -> Option<Bytes> {
+        match self {
+            ResponseBody::Pending => chunk,
+            ResponseBody::ErrorEvent(body) => {
+                body.extend_from_slice(chunk.as_deref().unwrap_or_default());
+                end.then(|| sse::error_event(&ErrorBody::from_bytes_lossy(body)))
+            }
+            ResponseBody::Json(body) => {
+                if let Some(b) = &chunk {
+                    if body.len() + b.len() <= MAX_USAGE_SCAN {
+                        body.extend_from_slice(b);
+                    }
+                }
+                if end {
+                    if let Ok(p) = serde_json::from_slice::<Peek>(body) {
+                        count_usage(c, p.usage.as_ref());
+                    }
+                }
+                chunk
+            }
+            ResponseBody::Stream {
+                decoder,
+                last_token,
+            } => {
+                let now = Instant::now();
+                let mut out = Vec::new();
+                for event in decoder.push(chunk.as_deref().unwrap_or_default()) {
+                    let peek = event
+                        .data
+                        .as_deref()
+                        .and_then(|d| serde_json::from_str::<Peek>(d).ok());
+                    if let Some(p) = &peek {
+                        if p.has_token() {
+                            observe_token(c, last_token, now);
+                        }
+                        if p.is_usage_chunk() {
+                            count_usage(c, p.usage.as_ref());
+                            if !c.include_usage {
+                                continue;
+                            }
+                        }
+                    }
+                    out.extend_from_slice(&event.raw);
+                }
+                if end {
+                    out.extend(decoder.take_pending());
+                }
+                (!out.is_empty()).then(|| Bytes::from(out))
+            }
+        }
+    }
+}
+
+fn observe_token(c: &Counting, last: &mut Option<Instant>, now: Instant) {
+    match *last {
+        None => c
+            .metrics
+            .ttft_seconds
+            .with_label_values(&[c.model])
+            .observe(now.duration_since(c.arrived).as_secs_f64()),
+        Some(prev) => c
+            .metrics
+            .inter_token_seconds
+            .with_label_values(&[c.model])
+            .observe(now.duration_since(prev).as_secs_f64()),
+    }
+    *last = Some(now);
+}
+
+/// Adds a response's `usage` to the token / audio counters.
+fn count_usage(c: &Counting, usage: Option<&UsagePeek>) {
+    let Some(u) = usage else { return };
+    let m = c.metrics;
+    for (n, kind) in [
+        (u.prompt_tokens, "prompt"),
+        (u.completion_tokens, "completion"),
+    ] {
+        if let Some(n) = n {
+            m.tokens.with_label_values(&[c.model, kind]).inc_by(n);
+        }
+    }
+    if let Some(s) = u.seconds {
+        m.audio_seconds.with_label_values(&[c.model]).inc_by(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counting(m: &GatewayMetrics, include_usage: bool) -> Counting<'_> {
+        Counting {
+            metrics: m,
+            model: "m",
+            arrived: Instant::now(),
+            include_usage,
+        }
+    }
+
+    fn ttft_count(m: &GatewayMetrics) -> u64 {
+        m.ttft_seconds.with_label_values(&["m"]).get_sample_count()
+    }
+
+    /// The role chunk a worker sends before prefill is not the first token.
+    #[test]
+    fn time_to_first_token_waits_for_content() {
+        let m = GatewayMetrics::new().unwrap();
+        let c = counting(&m, false);
+        let mut body = ResponseBody::for_response("text/event-stream", false);
+        let role = br#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}
+
+"#;
+        assert!(body.filter(Some(Bytes::from_static(role)), false, &c).is_some());
+        assert_eq!(ttft_count(&m), 0, "the role chunk is not a token");
+        let tok = br#"data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}
+
+"#;
+        body.filter(Some(Bytes::from_static(tok)), false, &c);
+        assert_eq!(ttft_count(&m), 1);
+        let inter = || m.inter_token_seconds.with_label_values(&["m"]).get_sample_count();
+        assert_eq!(inter(), 0);
+        body.filter(Some(Bytes::from_static(tok)), false, &c);
+        assert_eq!((ttft_count(&m), inter()), (1, 1));
+        // Text completions stream `text`.
+        let mut body = ResponseBody::for_response("text/event-stream", false);
+        body.filter(
+            Some(Bytes::from_static(b"data: {\"choices\":[{\"text\":\" Paris\"}]}\n\n")),
+            false,
+            &c,
+        );
+        assert_eq!(ttft_count(&m), 2);
+    }
+
+    #[test]
+    fn usage_chunk_is_counted_and_forwarded_only_on_request() {
+        let usage = b"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n";
+        for include in [false, true] {
+            let m = GatewayMetrics::new().unwrap();
+            let c = counting(&m, include);
+            let mut body = ResponseBody::for_response("text/event-stream", false);
+            // Split mid-event: events are whole when forwarded.
+            let a = body.filter(Some(Bytes::from_static(&usage[..20])), false, &c);
+            assert!(a.is_none());
+            let out = body
+                .filter(Some(Bytes::from_static(&usage[20..])), true, &c)
+                .unwrap();
+            assert_eq!(out.starts_with(b"data: {\"id\""), include);
+            assert!(out.ends_with(b"data: [DONE]\n\n"));
+            let tokens = m.tokens.with_label_values(&["m", "completion"]).get();
+            assert_eq!(tokens, 5);
+        }
+    }
+
+    #[test]
+    fn an_error_after_early_sse_becomes_an_event() {
+        let m = GatewayMetrics::new().unwrap();
+        let c = counting(&m, false);
+        let mut body = ResponseBody::for_response("application/json", true);
+        assert!(body.is_sse());
+        let e = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert!(body.filter(Some(Bytes::from_static(e)), false, &c).is_none());
+        let out = body.filter(None, true, &c).unwrap();
+        assert_eq!(
+            sse::data_payloads(&out),
+            [std::str::from_utf8(e).unwrap(), "[DONE]"]
+        );
+    }
+}
