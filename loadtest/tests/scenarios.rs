@@ -1,5 +1,5 @@
-//! The scenarios shipped in `loadtest/scenarios/` and the examples in the README's
-//! "Load tester" section parse, so documentation and CI files cannot rot.
+//! The scenarios shipped in `loadtest/scenarios/` and the examples in the "Load tester"
+//! section of `docs/load-tester.md` parse, so documentation and CI files cannot rot.
 
 use std::path::Path;
 
@@ -10,12 +10,12 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The README's "## Load tester" section.
+/// The "## Load tester" section of `docs/load-tester.md`.
 fn readme_section() -> String {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/load-tester.md")).unwrap();
     let start = readme
         .find("## Load tester")
-        .expect("README has a Load tester section");
+        .expect("docs/load-tester.md has a Load tester section");
     let rest = &readme[start..];
     let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
     rest[..end].to_string()

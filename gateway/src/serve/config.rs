@@ -330,7 +330,7 @@ mod tests {
     /// The example in the README parses and means what it says.
     #[test]
     fn readme_example_parses() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/gateway.md");
         let start = readme
             .find("```toml\n")
             .expect("a toml block in the README")
