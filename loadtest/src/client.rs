@@ -8,8 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use surge_protocol::openai::{
+    ChatCompletion, ChatCompletionRequest, ChatMessageIn, CommonParams, StreamOptions,
+    TextCompletion, Transcription,
+};
 use tokio::time::Instant;
 
 use crate::scenario::{Class, ClassBody};
@@ -133,26 +137,29 @@ fn build(class: &Class, p: &Planned) -> (&'static str, String, Vec<u8>) {
             };
             let mut messages = Vec::new();
             if let Some(s) = system {
-                messages.push(json!({"role": "system", "content": s}));
+                messages.push(ChatMessageIn::text("system", s.as_str()));
             }
-            messages.push(json!({"role": "user", "content": user}));
-            let mut body = json!({
-                "model": class.model,
-                "messages": messages,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "stream": stream,
-            });
-            if *stream {
-                body["stream_options"] = json!({"include_usage": true});
-            }
-            if *ignore_eos {
-                body["ignore_eos"] = json!(true);
-            }
+            messages.push(ChatMessageIn::text("user", user));
+            let body = ChatCompletionRequest {
+                model: Some(class.model.clone()),
+                messages: Some(messages),
+                common: CommonParams {
+                    max_tokens: Some(max_tokens.into()),
+                    temperature: Some(*temperature as f32),
+                    stream: *stream,
+                    // Streams end with usage, so tokens are the server's count.
+                    stream_options: stream.then_some(StreamOptions {
+                        include_usage: true,
+                    }),
+                    ignore_eos: *ignore_eos,
+                    ..CommonParams::default()
+                },
+                ..ChatCompletionRequest::default()
+            };
             (
                 "/v1/chat/completions",
                 "application/json".into(),
-                body.to_string().into_bytes(),
+                serde_json::to_vec(&body).expect("a request serialises"),
             )
         }
         (
@@ -292,11 +299,11 @@ async fn exchange(
             if let Some(e) = c.error {
                 stream_error = Some(e);
             }
-            if let Some((p, n)) = c.usage {
-                rec.prompt_tokens = p;
-                usage_tokens = n;
+            if let Some(u) = c.usage {
+                rec.prompt_tokens = Some(u.prompt_tokens);
+                usage_tokens = Some(u.completion_tokens);
             }
-            if c.content.is_some() {
+            if c.token {
                 counted += 1;
                 match last {
                     None => rec.ttft = Some(now.saturating_duration_since(intended).as_secs_f64()),
@@ -331,26 +338,35 @@ async fn exchange(
     Ok(finished)
 }
 
-/// A non-streamed answer: usage for chat, text (and audio seconds) for transcriptions.
+/// A non-streamed answer, read as surge's own response types.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Answer {
+    Chat(ChatCompletion),
+    Text(TextCompletion),
+    Transcription(Transcription),
+}
+
+/// A non-streamed answer: usage for completions, audio seconds for transcriptions.
 fn read_json(bytes: &[u8], rec: &mut Record) -> Result<(), Failure> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let bad = |why: String| {
         (
             "bad_response".to_string(),
-            format!("{e}: {}", String::from_utf8_lossy(bytes)),
+            format!("{why}: {}", String::from_utf8_lossy(bytes)),
         )
-    })?;
-    let usage = &v["usage"];
-    rec.prompt_tokens = usage["prompt_tokens"].as_u64();
-    rec.tokens_out = usage["completion_tokens"].as_u64().unwrap_or(0);
-    if usage["type"] == "duration" {
-        rec.audio_seconds = usage["seconds"].as_f64();
-    }
-    if v.get("choices").is_none() && v.get("text").is_none() {
-        return Err((
-            "bad_response".into(),
-            String::from_utf8_lossy(bytes).into_owned(),
-        ));
-    }
+    };
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let usage = match serde_json::from_value::<Answer>(v) {
+        Ok(Answer::Chat(c)) => c.usage,
+        Ok(Answer::Text(c)) => c.usage,
+        Ok(Answer::Transcription(t)) => {
+            rec.audio_seconds = t.usage.and_then(|u| u.seconds()).map(|s| s as f64);
+            return Ok(());
+        }
+        Err(_) => return Err(bad("not a completion or transcription".into())),
+    };
+    rec.prompt_tokens = usage.map(|u| u.prompt_tokens);
+    rec.tokens_out = usage.map_or(0, |u| u.completion_tokens);
     Ok(())
 }
 

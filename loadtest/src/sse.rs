@@ -1,12 +1,16 @@
 //! Server-sent events of OpenAI streams: an incremental decoder for async clients, the
-//! interpretation of one chunk (content, usage, error), and a blocking client that times
-//! one streamed chat completion token by token (the benches). Both clients read chunks
-//! through [`parse_chunk`], so they count tokens the same way.
+//! interpretation of one chunk (token, usage, error) with surge's own chunk types
+//! ([`surge_protocol::openai::StreamChunk`]), and a blocking client that times one
+//! streamed chat completion token by token (the benches). Both clients read chunks
+//! through [`parse_chunk`], so they count tokens the same way, and the way the gateway
+//! does.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::Value;
+use surge_protocol::openai::{StreamChunk, Usage};
 
 /// What a client saw of one streamed completion.
 #[derive(Debug, Clone, Default)]
@@ -62,17 +66,17 @@ pub fn stream_chat(base: &str, body: &Value) -> Result<StreamTiming, String> {
             break;
         }
         let c = parse_chunk(data)?;
-        if let Some((p, n)) = c.usage {
-            t.prompt_tokens = p;
-            t.completion_tokens = n;
+        if let Some(u) = c.usage {
+            t.prompt_tokens = Some(u.prompt_tokens);
+            t.completion_tokens = Some(u.completion_tokens);
         }
-        if let Some(c) = c.content {
+        if c.token {
             let at = start.elapsed().as_secs_f64();
             if t.token_times.is_empty() {
                 t.ttft = at;
             }
             t.token_times.push(at);
-            t.text.push_str(&c);
+            t.text.push_str(&c.text);
         }
     }
     t.total = start.elapsed().as_secs_f64();
@@ -82,18 +86,31 @@ pub fn stream_chat(base: &str, body: &Value) -> Result<StreamTiming, String> {
 /// What one `data:` payload of an OpenAI stream carries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chunk {
-    /// Non-empty content of the first choice (`delta.content` for chat, `text` for
-    /// completions).
-    pub content: Option<String>,
-    /// (prompt_tokens, completion_tokens) of a usage chunk.
-    pub usage: Option<(Option<u64>, Option<u64>)>,
+    /// Whether it carries generated output: non-empty content (chat `delta.content`,
+    /// completions `text`) or a tool call in any choice ([`StreamChunk::has_token`]).
+    pub token: bool,
+    /// The generated text of its choices.
+    pub text: String,
+    /// The usage of a usage chunk (or of any chunk that carries one).
+    pub usage: Option<Usage>,
     /// The message of an `{"error": …}` event (a server failing mid-stream).
     pub error: Option<String>,
     /// `[DONE]`.
     pub done: bool,
 }
 
-/// Interprets one `data:` payload; non-JSON (other than `[DONE]`) is an error.
+/// A `data:` payload: a completion chunk of either endpoint, an error event, or
+/// something else JSON (ignored, unless it has `choices` that are not a chunk's).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Payload {
+    Chunk(StreamChunk),
+    Error { error: Value },
+    Other(Value),
+}
+
+/// Interprets one `data:` payload; non-JSON (other than `[DONE]`) is an error, and so is a
+/// payload with `choices` that do not read as a chat or text completion chunk.
 pub fn parse_chunk(data: &str) -> Result<Chunk, String> {
     if data == "[DONE]" {
         return Ok(Chunk {
@@ -101,26 +118,32 @@ pub fn parse_chunk(data: &str) -> Result<Chunk, String> {
             ..Chunk::default()
         });
     }
-    let v: Value = serde_json::from_str(data).map_err(|e| format!("{e}: {data}"))?;
-    let mut c = Chunk::default();
-    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        c.usage = Some((u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()));
-    }
-    if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-        c.error = Some(
-            e["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string()),
-        );
-    }
-    c.content = v
-        .pointer("/choices/0/delta/content")
-        .or_else(|| v.pointer("/choices/0/text"))
-        .and_then(|c| c.as_str())
-        .filter(|c| !c.is_empty())
-        .map(str::to_string);
-    Ok(c)
+    let payload: Payload = serde_json::from_str(data).map_err(|e| format!("{e}: {data}"))?;
+    Ok(match payload {
+        Payload::Chunk(c) => Chunk {
+            token: c.has_token(),
+            text: c.text(),
+            usage: c.usage().copied(),
+            ..Chunk::default()
+        },
+        Payload::Error { error } if !error.is_null() => Chunk {
+            error: Some(
+                error["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| error.to_string()),
+            ),
+            ..Chunk::default()
+        },
+        Payload::Other(v) if v.get("choices").is_some() => {
+            // Say why: read it as a chat chunk for the error message.
+            let why = serde_json::from_value::<surge_protocol::openai::ChatCompletionChunk>(v)
+                .err()
+                .map_or_else(String::new, |e| e.to_string());
+            return Err(format!("not a completion chunk ({why}): {data}"));
+        }
+        Payload::Error { .. } | Payload::Other(_) => Chunk::default(),
+    })
 }
 
 /// Splits a byte stream into SSE events as bytes arrive in arbitrary pieces (a network
@@ -190,21 +213,68 @@ mod tests {
     }
 
     #[test]
-    fn chunks_carry_content_usage_and_errors() {
+    fn chunks_carry_tokens_usage_and_errors() {
         let c = parse_chunk(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#).unwrap();
-        assert_eq!(c.content.as_deref(), Some("Hi"));
+        assert!(c.token);
+        assert_eq!(c.text, "Hi");
         let c =
             parse_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
-        assert_eq!(c.content, None);
+        assert!(!c.token);
         let c = parse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#)
             .unwrap();
-        assert_eq!(c.usage, Some((Some(5), Some(7))));
+        assert_eq!(
+            c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((5, 7))
+        );
+        assert!(!c.token);
         let c =
             parse_chunk(r#"{"error":{"message":"worker crashed","type":"server_error"}}"#).unwrap();
         assert_eq!(c.error.as_deref(), Some("worker crashed"));
+        let c = parse_chunk(r#"{"error":"plain"}"#).unwrap();
+        assert_eq!(c.error.as_deref(), Some("\"plain\""));
         assert!(parse_chunk("[DONE]").unwrap().done);
         assert!(parse_chunk("not json").is_err());
         let c = parse_chunk(r#"{"choices":[{"text":" Paris"}]}"#).unwrap();
-        assert_eq!(c.content.as_deref(), Some(" Paris"));
+        assert!(c.token);
+        assert_eq!(c.text, " Paris");
+        // A tool call is a token too.
+        let c = parse_chunk(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+        )
+        .unwrap();
+        assert!(c.token);
+        // Other JSON is ignored; choices that are no chunk's are an error.
+        assert_eq!(parse_chunk(r#"{"ping":1}"#).unwrap(), Chunk::default());
+        let e = parse_chunk(r#"{"choices":[{"delta":{"content":5}}]}"#).unwrap_err();
+        assert!(e.contains("not a completion chunk"), "{e}");
+    }
+
+    /// Every chunk of a surge worker's streams, as its respond.rs writes them.
+    #[test]
+    fn reads_surge_worker_chunks() {
+        let head = r#""id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null"#;
+        let role = format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"logprobs":null,"finish_reason":null}}]}}"#
+        );
+        let content = format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"Hi"}},"logprobs":null,"finish_reason":null}}]}}"#
+        );
+        let finish = format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}]}}"#
+        );
+        let usage = format!(
+            r#"{{{head},"choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}},
+               "surge_execution":{{"queue_seconds":0.0,"execution_seconds":0.1,"time_to_first_token_seconds":0.05,"sequences":1}}}}"#
+        );
+        let chunks: Vec<Chunk> = [role, content, finish, usage]
+            .iter()
+            .map(|d| parse_chunk(d).unwrap())
+            .collect();
+        assert_eq!(
+            chunks.iter().map(|c| c.token).collect::<Vec<_>>(),
+            [false, true, false, false]
+        );
+        assert_eq!(chunks[3].usage, Some(Usage::new(3, 1)));
+        assert!(chunks.iter().all(|c| c.error.is_none()));
     }
 }

@@ -1,6 +1,6 @@
 //! Builds OpenAI responses from the engine's per-sequence events: one JSON body, or an
 //! SSE stream of chunks (role first, content deltas, a finish chunk per choice, the usage
-//! chunk, `[DONE]`).
+//! chunk, `[DONE]`), as the types of [`surge_protocol::openai`].
 //!
 //! The usage chunk is always sent on streams: it carries the metering facts the gateway
 //! needs, and the gateway forwards it to clients only when they asked for
@@ -11,8 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use serde_json::{json, Value};
+use serde::Serialize;
+use surge_protocol::openai::{
+    self, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, Role, SurgeExecution,
+    TextChoice, TextCompletion, TextCompletionChunk, TopLogprob, Usage,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -70,101 +76,131 @@ impl Reply {
 
 /// Adds per-sequence metering into the request's usage object plus surge's execution
 /// report (queue time, fair-share execution time).
-fn usage_json(prompt_tokens: usize, usages: &[SeqUsage]) -> (Value, Value) {
+fn metering(prompt_tokens: usize, usages: &[SeqUsage]) -> (Usage, SurgeExecution) {
     let completion: usize = usages.iter().map(|u| u.completion_tokens).sum();
-    let usage = json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": prompt_tokens + completion,
-    });
     let queue = usages.iter().map(|u| u.queue_seconds).fold(0.0, f64::max);
     let exec: f64 = usages.iter().map(|u| u.execution_seconds).sum();
     let ttft = usages
         .iter()
         .map(|u| u.time_to_first_token)
         .fold(f64::INFINITY, f64::min);
-    let execution = json!({
-        "queue_seconds": queue,
-        "execution_seconds": exec,
-        "time_to_first_token_seconds": if ttft.is_finite() { ttft } else { 0.0 },
-        "sequences": usages.len(),
-    });
-    (usage, execution)
+    let execution = SurgeExecution {
+        queue_seconds: queue,
+        execution_seconds: exec,
+        time_to_first_token_seconds: if ttft.is_finite() { ttft } else { 0.0 },
+        sequences: usages.len() as u64,
+    };
+    (
+        Usage::new(prompt_tokens as u64, completion as u64),
+        execution,
+    )
 }
 
-fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
-    let content: Vec<Value> = lps
-        .iter()
-        .map(|l| {
-            json!({
-                "token": l.token,
-                "logprob": l.logprob,
-                "bytes": l.token.as_bytes(),
-                "top_logprobs": l.top.iter().map(|(t, p)| json!({"token": t, "logprob": p, "bytes": t.as_bytes()})).collect::<Vec<_>>(),
+fn finish_reason(r: FinishReason) -> openai::FinishReason {
+    match r {
+        FinishReason::Stop => openai::FinishReason::Stop,
+        FinishReason::Length => openai::FinishReason::Length,
+    }
+}
+
+// Log-probabilities are f32 in the engine and f64 on the wire, widened as `json!` did, so
+// the digits written are the same as before the typed responses.
+
+fn chat_logprobs(lps: &[TokenLogprob]) -> ChatLogprobs {
+    ChatLogprobs {
+        content: lps
+            .iter()
+            .map(|l| {
+                let top = l
+                    .top
+                    .iter()
+                    .map(|(t, p)| TopLogprob::new(t, *p as f64))
+                    .collect();
+                ChatTokenLogprob::new(&l.token, l.logprob as f64, top)
             })
-        })
-        .collect();
-    json!({ "content": content })
+            .collect(),
+    }
 }
 
-fn completion_logprobs(lps: &[TokenLogprob], text_offset_start: usize) -> Value {
+fn completion_logprobs(lps: &[TokenLogprob], text_offset_start: usize) -> CompletionLogprobs {
     let mut offset = text_offset_start;
     let mut offsets = Vec::new();
     for l in lps {
-        offsets.push(offset);
+        offsets.push(offset as u64);
         offset += l.token.len();
     }
-    json!({
-        "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
-        "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
-        "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(t, p)| (t.clone(), json!(p))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
-        "text_offset": offsets,
-    })
+    CompletionLogprobs {
+        tokens: lps.iter().map(|l| l.token.clone()).collect(),
+        token_logprobs: lps.iter().map(|l| Some(l.logprob as f64)).collect(),
+        top_logprobs: lps
+            .iter()
+            .map(|l| {
+                l.top
+                    .iter()
+                    .map(|(t, p)| (t.clone(), Some(*p as f64)))
+                    .collect()
+            })
+            .collect(),
+        text_offset: offsets,
+    }
 }
 
 /// Collects every choice and answers with one JSON body.
 pub async fn complete(
     reply: Reply,
     receivers: Vec<UnboundedReceiver<SeqEvent>>,
-) -> Result<Value, ApiError> {
-    let mut choices = Vec::new();
+) -> Result<Response, ApiError> {
+    let mut chat_choices = Vec::new();
+    let mut text_choices = Vec::new();
     let mut usages = Vec::new();
     let indexes: Vec<usize> = reply.validated.jobs.iter().map(|j| j.index).collect();
     let results = futures_util::future::join_all(receivers.into_iter().map(collect)).await;
+    let want_lp = reply.validated.logprobs;
     for (index, r) in indexes.into_iter().zip(results) {
         let (text, lps, reason, usage) = r?;
-        let logprobs = match (reply.validated.logprobs, reply.endpoint) {
-            (false, _) => Value::Null,
-            (true, Endpoint::Chat) => chat_logprobs(&lps),
-            (true, Endpoint::Completion) => completion_logprobs(&lps, 0),
-        };
-        choices.push(match reply.endpoint {
-            Endpoint::Chat => json!({
-                "index": index,
-                "message": {"role": "assistant", "content": text, "refusal": null},
-                "logprobs": logprobs,
-                "finish_reason": reason.as_str(),
+        let index = index as u32;
+        let finish_reason = Some(finish_reason(reason));
+        match reply.endpoint {
+            Endpoint::Chat => chat_choices.push(ChatChoice {
+                index,
+                message: AssistantMessage::text(text),
+                logprobs: want_lp.then(|| chat_logprobs(&lps)),
+                finish_reason,
             }),
-            Endpoint::Completion => json!({
-                "index": index,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": reason.as_str(),
+            Endpoint::Completion => text_choices.push(TextChoice {
+                index,
+                text,
+                logprobs: want_lp.then(|| completion_logprobs(&lps, 0)),
+                finish_reason,
             }),
-        });
+        }
         usages.push(usage);
     }
-    let (usage, execution) = usage_json(reply.validated.prompt_tokens, &usages);
-    Ok(json!({
-        "id": reply.id,
-        "object": match reply.endpoint { Endpoint::Chat => "chat.completion", Endpoint::Completion => "text_completion" },
-        "created": reply.created,
-        "model": reply.model,
-        "system_fingerprint": null,
-        "choices": choices,
-        "usage": usage,
-        "surge_execution": execution,
-    }))
+    let (usage, execution) = metering(reply.validated.prompt_tokens, &usages);
+    Ok(match reply.endpoint {
+        Endpoint::Chat => Json(ChatCompletion {
+            id: reply.id,
+            object: ChatCompletion::OBJECT.into(),
+            created: reply.created,
+            model: reply.model,
+            system_fingerprint: None,
+            choices: chat_choices,
+            usage: Some(usage),
+            surge_execution: Some(execution),
+        })
+        .into_response(),
+        Endpoint::Completion => Json(TextCompletion {
+            id: reply.id,
+            object: TextCompletion::OBJECT.into(),
+            created: reply.created,
+            model: reply.model,
+            system_fingerprint: None,
+            choices: text_choices,
+            usage: Some(usage),
+            surge_execution: Some(execution),
+        })
+        .into_response(),
+    })
 }
 
 async fn collect(
@@ -198,10 +234,22 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
             .map(|(rx, idx)| UnboundedReceiverStream::new(rx).map(move |ev| (idx, ev))),
     );
     let chunk = ChunkBuilder { reply };
-    let first: Vec<Value> = match chunk.reply.endpoint {
+    // Chat streams open each choice with the assistant's role and empty content.
+    let first: Vec<Event> = match chunk.reply.endpoint {
         Endpoint::Chat => indexes
             .iter()
-            .map(|&i| chunk.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+            .map(|&i| {
+                chunk.chat(vec![ChatChunkChoice {
+                    index: i as u32,
+                    delta: ChatDelta {
+                        role: Some(Role::Assistant),
+                        content: Some(String::new()),
+                        tool_calls: None,
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                }])
+            })
             .collect(),
         Endpoint::Completion => vec![],
     };
@@ -215,7 +263,7 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
     };
     // A trailing `None` marks the end of every sequence's events, so a stream whose
     // engine vanished mid-way ends with an error event rather than a silent `[DONE]`.
-    let body = stream::iter(first.into_iter().map(data)).chain(
+    let body = stream::iter(first).chain(
         merged
             .map(Some)
             .chain(stream::once(async { None }))
@@ -245,8 +293,10 @@ fn with_terminator(
     body.chain(stream::once(async { Event::default().data("[DONE]") }))
 }
 
-fn data(v: Value) -> Event {
-    Event::default().data(v.to_string())
+/// One SSE event holding `v` as JSON.
+fn data(v: &impl Serialize) -> Event {
+    // These types always serialise: string keys, and non-finite floats become null.
+    Event::default().data(serde_json::to_string(v).expect("a response type serialises"))
 }
 
 struct ChunkBuilder {
@@ -254,15 +304,56 @@ struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.reply.id,
-            "object": match self.reply.endpoint { Endpoint::Chat => "chat.completion.chunk", Endpoint::Completion => "text_completion" },
-            "created": self.reply.created,
-            "model": self.reply.model,
-            "system_fingerprint": null,
-            "choices": choices,
-        })
+    fn chat(&self, choices: Vec<ChatChunkChoice>) -> Event {
+        data(&self.chat_chunk(choices))
+    }
+
+    fn chat_chunk(&self, choices: Vec<ChatChunkChoice>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.reply.id.clone(),
+            object: ChatCompletionChunk::OBJECT.into(),
+            created: self.reply.created,
+            model: self.reply.model.clone(),
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            surge_execution: None,
+        }
+    }
+
+    fn text_chunk(&self, choices: Vec<TextChoice>) -> TextCompletionChunk {
+        TextCompletionChunk {
+            id: self.reply.id.clone(),
+            object: TextCompletionChunk::OBJECT.into(),
+            created: self.reply.created,
+            model: self.reply.model.clone(),
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            surge_execution: None,
+        }
+    }
+
+    fn text(&self, choices: Vec<TextChoice>) -> Event {
+        data(&self.text_chunk(choices))
+    }
+
+    /// The chunk that ends a stream: no choices, usage and execution set.
+    fn usage(&self, usage: Usage, execution: SurgeExecution) -> Event {
+        match self.reply.endpoint {
+            Endpoint::Chat => {
+                let mut c = self.chat_chunk(vec![]);
+                c.usage = Some(usage);
+                c.surge_execution = Some(execution);
+                data(&c)
+            }
+            Endpoint::Completion => {
+                let mut c = self.text_chunk(vec![]);
+                c.usage = Some(usage);
+                c.surge_execution = Some(execution);
+                data(&c)
+            }
+        }
     }
 }
 
@@ -282,57 +373,316 @@ impl StreamState {
         }
         let endpoint = self.chunk.reply.endpoint;
         let want_lp = self.chunk.reply.validated.logprobs;
+        let index = idx as u32;
         match ev {
             SeqEvent::Delta { text, logprobs } => {
                 if text.is_empty() && (logprobs.is_empty() || !want_lp) {
                     return vec![];
                 }
-                let choice = match endpoint {
-                    Endpoint::Chat => json!({
-                        "index": idx,
-                        "delta": {"content": text},
-                        "logprobs": if want_lp { chat_logprobs(&logprobs) } else { Value::Null },
-                        "finish_reason": null,
-                    }),
+                let event = match endpoint {
+                    Endpoint::Chat => self.chunk.chat(vec![ChatChunkChoice {
+                        index,
+                        delta: ChatDelta {
+                            content: Some(text),
+                            ..ChatDelta::default()
+                        },
+                        logprobs: want_lp.then(|| chat_logprobs(&logprobs)),
+                        finish_reason: None,
+                    }]),
                     Endpoint::Completion => {
-                        let lp = if want_lp {
-                            completion_logprobs(&logprobs, self.offsets[idx])
-                        } else {
-                            Value::Null
-                        };
+                        let lp = want_lp.then(|| completion_logprobs(&logprobs, self.offsets[idx]));
                         self.offsets[idx] += text.len();
-                        json!({"index": idx, "text": text, "logprobs": lp, "finish_reason": null})
+                        self.chunk.text(vec![TextChoice {
+                            index,
+                            text,
+                            logprobs: lp,
+                            finish_reason: None,
+                        }])
                     }
                 };
-                vec![data(self.chunk.chunk(json!([choice])))]
+                vec![event]
             }
             SeqEvent::Done { reason, usage } => {
                 self.done += 1;
                 self.usages.push(usage);
-                let choice = match endpoint {
-                    Endpoint::Chat => {
-                        json!({"index": idx, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
-                    }
-                    Endpoint::Completion => {
-                        json!({"index": idx, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
-                    }
+                let reason = Some(finish_reason(reason));
+                let finish = match endpoint {
+                    Endpoint::Chat => self.chunk.chat(vec![ChatChunkChoice {
+                        index,
+                        delta: ChatDelta::default(),
+                        logprobs: None,
+                        finish_reason: reason,
+                    }]),
+                    Endpoint::Completion => self.chunk.text(vec![TextChoice {
+                        index,
+                        text: String::new(),
+                        logprobs: None,
+                        finish_reason: reason,
+                    }]),
                 };
-                let mut out = vec![data(self.chunk.chunk(json!([choice])))];
+                let mut out = vec![finish];
                 if self.done == self.n {
                     let (usage, execution) =
-                        usage_json(self.chunk.reply.validated.prompt_tokens, &self.usages);
-                    let mut last = self.chunk.chunk(json!([]));
-                    last["usage"] = usage;
-                    last["surge_execution"] = execution;
-                    out.push(data(last));
+                        metering(self.chunk.reply.validated.prompt_tokens, &self.usages);
+                    out.push(self.chunk.usage(usage, execution));
                 }
                 out
             }
             SeqEvent::Error(e) => {
                 self.failed = true;
                 // OpenAI sends stream errors as a plain data line holding the error body.
-                vec![data(ApiError::Internal(e).body())]
+                vec![Event::default().data(ApiError::Internal(e).body().to_string())]
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn lps() -> Vec<TokenLogprob> {
+        vec![
+            TokenLogprob {
+                token: " Paris".into(),
+                logprob: -0.1,
+                top: vec![(" Paris".into(), -0.1), ("é".into(), -2.3)],
+            },
+            TokenLogprob {
+                token: ".".into(),
+                logprob: f32::NEG_INFINITY,
+                top: vec![],
+            },
+        ]
+    }
+
+    /// The typed logprobs are what the `json!` ones before them were, f32 digits included
+    /// (widened to f64, `-inf` as null).
+    #[test]
+    fn logprobs_are_unchanged_from_the_json_macro() {
+        let lps = lps();
+        let chat = serde_json::to_value(chat_logprobs(&lps)).unwrap();
+        let before: Vec<Value> = lps
+            .iter()
+            .map(|l| {
+                json!({
+                    "token": l.token,
+                    "logprob": l.logprob,
+                    "bytes": l.token.as_bytes(),
+                    "top_logprobs": l.top.iter().map(|(t, p)| json!({"token": t, "logprob": p, "bytes": t.as_bytes()})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        assert_eq!(chat, json!({ "content": before }));
+        assert_eq!(
+            chat["content"][0]["logprob"].to_string(),
+            "-0.10000000149011612"
+        );
+        assert_eq!(chat["content"][1]["logprob"], Value::Null);
+
+        let legacy = serde_json::to_value(completion_logprobs(&lps, 3)).unwrap();
+        let before = json!({
+            "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
+            "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
+            "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(t, p)| (t.clone(), json!(p))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "text_offset": [3, 9],
+        });
+        assert_eq!(legacy, before);
+    }
+
+    #[test]
+    fn usage_sums_sequences_and_execution_takes_the_worst_queue_and_first_token() {
+        let seq = |completion, queue, exec, ttft| SeqUsage {
+            prompt_tokens: 4,
+            completion_tokens: completion,
+            queue_seconds: queue,
+            execution_seconds: exec,
+            time_to_first_token: ttft,
+        };
+        let (u, e) = metering(8, &[seq(3, 0.5, 0.25, 0.75), seq(2, 0.25, 0.5, 0.5)]);
+        assert_eq!(u, Usage::new(8, 5));
+        assert_eq!(u.total_tokens, 13);
+        assert_eq!(
+            e,
+            SurgeExecution {
+                queue_seconds: 0.5,
+                execution_seconds: 0.75,
+                time_to_first_token_seconds: 0.5,
+                sequences: 2,
+            }
+        );
+        assert_eq!(metering(1, &[]).1.time_to_first_token_seconds, 0.0);
+    }
+
+    fn reply(endpoint: Endpoint, logprobs: bool) -> Reply {
+        let job = super::super::validate::Job {
+            prompt: vec![1, 2, 3],
+            max_new_tokens: 4,
+            sampling: Default::default(),
+            stop: vec![],
+            index: 0,
+            ignore_eos: false,
+        };
+        Reply::new(
+            endpoint,
+            "m",
+            Validated {
+                jobs: vec![job],
+                stream: true,
+                include_usage: false,
+                prompt_tokens: 3,
+                logprobs,
+            },
+        )
+    }
+
+    fn events(logprobs: Vec<TokenLogprob>) -> UnboundedReceiver<SeqEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for text in ["Hi", "", " there"] {
+            let logprobs = if text == "Hi" {
+                logprobs.clone()
+            } else {
+                vec![]
+            };
+            tx.send(SeqEvent::Delta {
+                text: text.into(),
+                logprobs,
+            })
+            .unwrap();
+        }
+        let usage = SeqUsage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            queue_seconds: 0.5,
+            execution_seconds: 0.25,
+            time_to_first_token: 0.75,
+        };
+        tx.send(SeqEvent::Done {
+            reason: FinishReason::Length,
+            usage,
+        })
+        .unwrap();
+        rx
+    }
+
+    /// The `data:` payloads of a response body.
+    async fn sse_data(resp: Response) -> Vec<String> {
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+            .collect()
+    }
+
+    /// What the stream wrote before the typed chunks, field for field.
+    #[tokio::test]
+    async fn chat_stream_is_the_same_json_as_before() {
+        let reply = reply(Endpoint::Chat, false);
+        let head = json!({"id": reply.id, "object": "chat.completion.chunk",
+                          "created": reply.created, "model": "m", "system_fingerprint": null});
+        let with = |extra: Value| {
+            let mut v = head.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let data = sse_data(stream(reply, vec![events(vec![])])).await;
+        let want = [
+            with(
+                json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                     "logprobs": null, "finish_reason": null}]}),
+            ),
+            with(json!({"choices": [{"index": 0, "delta": {"content": "Hi"},
+                                     "logprobs": null, "finish_reason": null}]})),
+            with(
+                json!({"choices": [{"index": 0, "delta": {"content": " there"},
+                                     "logprobs": null, "finish_reason": null}]}),
+            ),
+            with(
+                json!({"choices": [{"index": 0, "delta": {}, "logprobs": null,
+                                     "finish_reason": "length"}]}),
+            ),
+            with(json!({"choices": [],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                        "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
+                                            "time_to_first_token_seconds": 0.75, "sequences": 1}})),
+        ];
+        assert_eq!(data.len(), want.len() + 1, "{data:?}");
+        for (got, want) in data.iter().zip(&want) {
+            assert_eq!(&serde_json::from_str::<Value>(got).unwrap(), want);
+        }
+        assert_eq!(data.last().unwrap(), "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn completion_stream_is_the_same_json_as_before() {
+        let reply = reply(Endpoint::Completion, true);
+        let head = json!({"id": reply.id, "object": "text_completion",
+                          "created": reply.created, "model": "m", "system_fingerprint": null});
+        let with = |extra: Value| {
+            let mut v = head.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let lp = vec![TokenLogprob {
+            token: "Hi".into(),
+            logprob: -0.5,
+            top: vec![("Hi".into(), -0.5)],
+        }];
+        let data = sse_data(stream(reply, vec![events(lp)])).await;
+        let empty_lp = json!({"tokens": [], "token_logprobs": [], "top_logprobs": [],
+                              "text_offset": []});
+        let want = [
+            with(
+                json!({"choices": [{"index": 0, "text": "Hi", "finish_reason": null,
+                "logprobs": {"tokens": ["Hi"], "token_logprobs": [-0.5],
+                             "top_logprobs": [{"Hi": -0.5}], "text_offset": [0]}}]}),
+            ),
+            with(
+                json!({"choices": [{"index": 0, "text": " there", "finish_reason": null,
+                                     "logprobs": empty_lp}]}),
+            ),
+            with(
+                json!({"choices": [{"index": 0, "text": "", "logprobs": null,
+                                     "finish_reason": "length"}]}),
+            ),
+            with(json!({"choices": [],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                        "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
+                                            "time_to_first_token_seconds": 0.75, "sequences": 1}})),
+        ];
+        assert_eq!(data.len(), want.len() + 1, "{data:?}");
+        for (got, want) in data.iter().zip(&want) {
+            assert_eq!(&serde_json::from_str::<Value>(got).unwrap(), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn complete_answers_one_typed_body() {
+        let reply = reply(Endpoint::Chat, false);
+        let (id, created) = (reply.id.clone(), reply.created);
+        let resp = complete(reply, vec![events(vec![])]).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": id, "object": "chat.completion", "created": created, "model": "m",
+                   "system_fingerprint": null,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there",
+                                "refusal": null}, "logprobs": null, "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                   "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
+                                       "time_to_first_token_seconds": 0.75, "sequences": 1}})
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Turns an OpenAI request into generation jobs, or a 400 that names the bad parameter.
 //! Everything that can be checked before the engine sees the request is checked here, so
-//! the engine thread never fails on user input.
+//! the engine thread never fails on user input. The router calls it on the blocking pool:
+//! rendering the template and tokenizing a long prompt is too slow for an async handler.
 
 use std::collections::HashMap;
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use surge_protocol::openai::{Model, ModelList};
 
 use super::{ApiError, Lifecycle, Phase};
 
@@ -120,13 +121,13 @@ async fn metrics<S: WorkerInfo>(State(st): State<Arc<S>>) -> Response {
         .into_response()
 }
 
-async fn models<S: WorkerInfo>(State(st): State<Arc<S>>) -> Json<serde_json::Value> {
+async fn models<S: WorkerInfo>(State(st): State<Arc<S>>) -> Json<ModelList> {
     let ids = st.model_ids();
-    let data: Vec<_> = std::iter::once(&ids.name)
+    let data = std::iter::once(&ids.name)
         .chain(ids.aliases.iter())
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "surge"}))
+        .map(|id| Model::new(id, 0, "surge"))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(ModelList::new(data))
 }
 
 /// The fallback: OpenAI's error body with code `not_found`.

@@ -8,9 +8,12 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use surge_protocol::openai::{
+    Transcription, TranscriptionExecution, TranscriptionSegment, TranscriptionUsage,
+    VerboseTranscription,
+};
 
-use crate::whisper::Transcript;
+use crate::whisper::{Segment, Transcript};
 
 use super::languages;
 
@@ -73,17 +76,17 @@ pub struct Metering {
 
 impl Metering {
     /// OpenAI's usage object for audio: duration in whole seconds, rounded up.
-    pub fn usage(&self) -> Value {
-        json!({"type": "duration", "seconds": self.audio_seconds.max(0.0).ceil() as u64})
+    pub fn usage(&self) -> TranscriptionUsage {
+        TranscriptionUsage::duration(self.audio_seconds)
     }
 
-    pub fn execution(&self) -> Value {
-        json!({
-            "queue_seconds": self.queue_seconds,
-            "execution_seconds": self.execution_seconds,
-            "audio_seconds": self.audio_seconds,
-            "decode_seconds": self.decode_seconds,
-        })
+    pub fn execution(&self) -> TranscriptionExecution {
+        TranscriptionExecution {
+            queue_seconds: self.queue_seconds,
+            execution_seconds: self.execution_seconds,
+            audio_seconds: self.audio_seconds,
+            decode_seconds: self.decode_seconds,
+        }
     }
 
     pub fn headers(&self) -> [(&'static str, String); 4] {
@@ -111,25 +114,45 @@ impl Metering {
 /// The response body in `format`.
 pub fn body(format: ResponseFormat, t: &Transcript, m: &Metering) -> String {
     match format {
-        ResponseFormat::Json => json!({
-            "text": t.text,
-            "usage": m.usage(),
-            "surge_execution": m.execution(),
-        })
-        .to_string(),
-        ResponseFormat::VerboseJson => json!({
-            "task": "transcribe",
-            "language": languages::name(&t.language),
-            "duration": t.duration,
-            "text": t.text,
-            "segments": t.segments,
-            "usage": m.usage(),
-            "surge_execution": m.execution(),
-        })
-        .to_string(),
+        ResponseFormat::Json => to_json(&Transcription {
+            text: t.text.clone(),
+            usage: Some(m.usage()),
+            surge_execution: Some(m.execution()),
+        }),
+        ResponseFormat::VerboseJson => to_json(&VerboseTranscription {
+            task: "transcribe".into(),
+            language: languages::name(&t.language).to_string(),
+            duration: t.duration,
+            text: t.text.clone(),
+            segments: t.segments.iter().map(segment).collect(),
+            usage: Some(m.usage()),
+            surge_execution: Some(m.execution()),
+        }),
         ResponseFormat::Text => format!("{}\n", t.text),
         ResponseFormat::Srt => srt(t),
         ResponseFormat::Vtt => vtt(t),
+    }
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    // String keys and numbers only (non-finite floats become null): never fails.
+    serde_json::to_string(v).expect("a transcription serialises")
+}
+
+/// A segment as OpenAI's verbose_json has it. The temperature is widened from f32 as
+/// `json!` did, so the digits written stay the same.
+fn segment(s: &Segment) -> TranscriptionSegment {
+    TranscriptionSegment {
+        id: s.id as u64,
+        seek: s.seek as u64,
+        start: s.start,
+        end: s.end,
+        text: s.text.clone(),
+        tokens: s.tokens.clone(),
+        temperature: s.temperature as f64,
+        avg_logprob: s.avg_logprob,
+        compression_ratio: s.compression_ratio,
+        no_speech_prob: s.no_speech_prob,
     }
 }
 
@@ -202,8 +225,9 @@ pub fn vtt(t: &Transcript) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
-    use crate::whisper::Segment;
 
     fn segment(id: usize, start: f64, end: f64, text: &str) -> Segment {
         Segment {
@@ -279,11 +303,11 @@ mod tests {
     fn usage_rounds_up_to_whole_seconds() {
         let mut m = metering();
         m.audio_seconds = 2.0;
-        assert_eq!(m.usage()["seconds"], 2);
+        assert_eq!(m.usage().seconds(), Some(2));
         m.audio_seconds = 2.01;
-        assert_eq!(m.usage()["seconds"], 3);
+        assert_eq!(m.usage().seconds(), Some(3));
         m.audio_seconds = 0.2;
-        assert_eq!(m.usage()["seconds"], 1);
+        assert_eq!(m.usage().seconds(), Some(1));
     }
 
     #[test]
@@ -326,6 +350,33 @@ mod tests {
         assert_eq!(segs[1]["id"], 1);
         assert_eq!(segs[1]["start"], 2.5);
         assert_eq!(segs[0]["tokens"], json!([50363, 383]));
+    }
+
+    /// The typed bodies are what the `json!` bodies before them were, f32 digits included.
+    #[test]
+    fn json_bodies_are_unchanged_from_the_json_macro() {
+        let mut t = transcript();
+        t.segments[1].temperature = 0.2;
+        let m = metering();
+        let usage = json!({"type": "duration", "seconds": 3663});
+        let execution = json!({
+            "queue_seconds": 0.25, "execution_seconds": 1.5,
+            "audio_seconds": 3662.25, "decode_seconds": 0.01,
+        });
+        let before = json!({"text": t.text, "usage": usage, "surge_execution": execution});
+        let now: Value = serde_json::from_str(&body(ResponseFormat::Json, &t, &m)).unwrap();
+        assert_eq!(now, before);
+        let before = json!({
+            "task": "transcribe",
+            "language": "english",
+            "duration": t.duration,
+            "text": t.text,
+            "segments": t.segments,
+            "usage": usage,
+            "surge_execution": execution,
+        });
+        let now: Value = serde_json::from_str(&body(ResponseFormat::VerboseJson, &t, &m)).unwrap();
+        assert_eq!(now, before);
     }
 
     #[test]

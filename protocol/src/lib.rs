@@ -1,0 +1,12 @@
+//! The contracts of surge as types, shared by the gateway, the workers and the load
+//! tester so that a client, the proxy and a worker cannot disagree about a shape.
+//!
+//! - [`error`]: one error type → HTTP status, OpenAI `type`/`code`/`param`, `Retry-After`
+//! - [`openai`]: OpenAI requests, responses, stream chunks and usage, as surge speaks them
+//! - [`sse`]: server-sent event framing (writing) and an incremental reader
+//! - [`multipart`]: reading fields of a `multipart/form-data` body
+
+pub mod error;
+pub mod multipart;
+pub mod openai;
+pub mod sse;
