@@ -37,12 +37,19 @@ fn pool_view(gw: &Gateway) -> Value {
         .unwrap_or_else(|| panic!("no {LLM} pool in {v}"))
 }
 
-/// The sum of a metric's samples whose line contains every one of `labels`.
+/// The sum of the samples named `name` that have every one of `labels`: each a pair as
+/// written in the exposition (`state="ready"`) or a bare value some label has (a model).
 fn metric(gw: &Gateway, name: &str, labels: &[&str]) -> f64 {
+    use surge_protocol::prom;
     let (_, text) = http::get(&gw.url("/metrics"));
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    let has = |s: &prom::Sample, x: &str| match prom::series(&format!("m{{{x}}}")) {
+        Some((_, pairs)) => pairs.iter().all(|(k, v)| s.label(k) == Some(v.as_str())),
+        None => s.labels.iter().any(|(_, v)| v == x),
+    };
+    prom::parse(&text)
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|x| has(s, x)))
+        .map(|s| s.value)
         .sum()
 }
 

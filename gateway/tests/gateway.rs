@@ -372,13 +372,7 @@ fn metrics_show_requests_and_cold_starts() {
     assert_eq!(status, 200, "{v}");
     let (status, text) = http::get(&gw.url("/metrics"));
     assert_eq!(status, 200);
-    let sample = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let sample = |series: &str| surge_protocol::prom::value_of(&text, series).unwrap_or(0.0);
     assert!(
         sample(&format!(
             "surge_requests_total{{model=\"{LLM}\",route=\"chat_completions\",status=\"200\"}}"
@@ -712,10 +706,8 @@ fn worker_metric(pid: u32, name: &str) -> Option<f64> {
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    let (_headers, body) = text.split_once("\r\n\r\n")?;
+    surge_protocol::prom::value(body, name, &[])
 }
 
 /// A client that goes away mid-stream cancels its sequence in the worker (the gateway

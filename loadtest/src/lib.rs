@@ -12,16 +12,19 @@
 //! - `llm-bench` (`src/bin/llm-bench.rs`) benchmarks an LLM server process (surge's worker
 //!   or llama.cpp's `llama-server`) on load time, prefill, decode, concurrent-stream
 //!   throughput, time to first token and peak memory.
-//! - `whisper-bench` (`src/bin/whisper-bench.rs`) benchmarks surge's Whisper worker against
+//! - `whisper-bench` (`src/bin/whisper-bench/`) benchmarks surge's Whisper worker against
 //!   faster-whisper (`peers/faster_whisper_peer.py`) on load time, real-time factor,
 //!   concurrent throughput, peak memory and WER, in one run.
-//! - `gateway-bench` (`src/bin/gateway-bench.rs`) measures `surge serve`: the latency and
+//! - `gateway-bench` (`src/bin/gateway-bench/`) measures `surge serve`: the latency and
 //!   requests/s it costs over a direct worker (alternating in one run), and cold starts
 //!   from zero workers to the first token (LLM) or the full response (Whisper).
+//! - [`bench`] holds what the three benches share: surge processes on free ports, the
+//!   closed loop of clients, `/metrics` polling, the whole-run deadline, table headers.
 //! - [`wer`] and [`speech`] are for transcription tests too: word error rate with the
 //!   normalisation of `testdata/speech/`, clip synthesis, and faster-whisper's recorded WER
 //!   on those clips (the bar a transcript must clear).
 
+pub mod bench;
 pub mod client;
 pub mod dist;
 pub mod failon;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use surge_protocol::prom;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -40,19 +41,9 @@ pub fn parse(text: &str, t: f64) -> Option<MetricsSample> {
         ..MetricsSample::default()
     };
     let mut seen = false;
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((series, value)) = split_sample(line) else {
-            continue;
-        };
-        let (name, labels) = match series.find('{') {
-            Some(i) => (&series[..i], &series[i..]),
-            None => (series, ""),
-        };
-        let slot = match name {
-            "surge_workers" => match label(labels, "state") {
+    for sample in prom::parse(text) {
+        let slot = match sample.name.as_str() {
+            "surge_workers" => match sample.label("state") {
                 Some("ready") => &mut s.workers_ready,
                 Some("starting") => &mut s.workers_starting,
                 _ => &mut s.workers_other,
@@ -63,31 +54,10 @@ pub fn parse(text: &str, t: f64) -> Option<MetricsSample> {
             "surge_rejections_total" => &mut s.rejections,
             _ => continue,
         };
-        *slot += value;
+        *slot += sample.value;
         seen = true;
     }
     seen.then_some(s)
-}
-
-/// (series with labels, value) of a sample line; a trailing timestamp is ignored.
-fn split_sample(line: &str) -> Option<(&str, f64)> {
-    // Label values may contain spaces; the series ends after the closing brace.
-    let end = match line.find('{') {
-        Some(_) => line.rfind('}')? + 1,
-        None => line.find(char::is_whitespace)?,
-    };
-    let (series, rest) = line.split_at(end);
-    let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some((series, value))
-}
-
-/// The value of `key` in `{a="x",key="y"}`.
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    let inner = labels.strip_prefix('{')?.strip_suffix('}')?;
-    inner.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"'))
-    })
 }
 
 /// Scrapes `{base}/metrics` every `every` until `stop` turns true, then once more.

@@ -148,25 +148,18 @@ impl Worker {
         panic!("worker at {} not ready after {limit:?}", self.base);
     }
 
-    /// A metric's value from `/metrics` (first sample whose name matches).
+    /// A metric's value from `/metrics` (first sample whose name matches); 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
         let (_, text) = super::http::get(&self.url("/metrics"));
-        text.lines()
-            .find(|l| l.split([' ', '{']).next() == Some(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        surge_protocol::prom::value(&text, name, &[]).unwrap_or(0.0)
     }
 
-    /// A labelled sample's value, e.g. `("surge_worker_requests_total",
-    /// r#"endpoint="audio_transcriptions",status="200""#)`; 0 when absent.
+    /// A labelled sample's value (the first with all these labels), e.g.
+    /// `("surge_worker_requests_total", r#"endpoint="audio_transcriptions",status="200""#)`;
+    /// 0 when absent.
     pub fn labelled_metric(&self, name: &str, labels: &str) -> f64 {
         let (_, text) = super::http::get(&self.url("/metrics"));
-        let prefix = format!("{name}{{{labels}}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        surge_protocol::prom::value_of(&text, &format!("{name}{{{labels}}}")).unwrap_or(0.0)
     }
 }
 
