@@ -729,3 +729,144 @@ fn client_disconnect_cancels_the_worker_sequence() {
     let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat("smollm2", json!({})));
     assert_eq!(status, 200, "{v}");
 }
+
+/// Issue 13, defect 1: requests that gave up waiting (queue timeout, or a client that
+/// hung up) leave the queue at once. On a one-slot pool whose slot a long stream holds,
+/// three queued requests time out with 503; then the depth gauge is 0, `/admin/pools`
+/// shows nobody queued, and the next request queues again (503 at its timeout, not 429
+/// `queue_full`). A client that disconnects while queued leaves the queue within a
+/// second, long before its queue timeout.
+#[test]
+fn requests_that_stop_waiting_leave_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("surge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[models.{LLM}]\nconcurrency = 1\nmax_workers = 1\nqueue_size = 3\nqueue_timeout = 2\n"
+        ),
+    )
+    .unwrap();
+    let gw = start_gateway(&["--config", cfg.to_str().unwrap()]);
+    let (_stream, _pids) = long_stream_on_one_worker(&gw);
+    let depth = || {
+        let (_, text) = http::get(&gw.url("/metrics"));
+        surge_protocol::prom::value(&text, "surge_queue_depth", &[("model", LLM)])
+    };
+    let queued = || {
+        let (_, text) = http::get(&gw.url("/admin/pools"));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["model"] == LLM)
+            .map(|p| p["queued"].as_u64().unwrap())
+            .unwrap()
+    };
+    let url = gw.url("/v1/chat/completions");
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || http::post(&url, &chat(LLM, json!({}))))
+        })
+        .collect();
+    for w in waiters {
+        let (status, v) = w.join().unwrap();
+        assert_error(status, &v, 503, Some("queue_timeout"));
+    }
+    assert_eq!(depth(), Some(0.0));
+    assert_eq!(queued(), 0);
+    let (status, v) = http::post(&url, &chat(LLM, json!({})));
+    assert_error(status, &v, 503, Some("queue_timeout"));
+
+    // A client that hangs up while queued.
+    let body = chat(LLM, json!({})).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(1), || queued() == 1),
+        "the request never queued"
+    );
+    drop(s);
+    let left = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(1), || queued() == 0 && depth() == Some(0.0)),
+        "a client that hung up still queued after {:?}",
+        left.elapsed()
+    );
+}
+
+/// Issue 13, defect 2: an upload whose *filename* is `model` (`-F file=@model`) is
+/// routed by its `model` field, not by the file's bytes.
+#[test]
+fn an_upload_named_model_is_routed_by_the_model_field() {
+    let gw = gateway();
+    let samples: Vec<i16> = (0..8_000)
+        .map(|i| ((i as f32 * 0.05).sin() * 300.0) as i16)
+        .collect();
+    let audio = speech::wav(16_000, &samples);
+    let r = Form::new()
+        .file("file", "model", &audio)
+        .text("model", "whisper-1")
+        .post(&gw.url("/v1/audio/transcriptions"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["text"].is_string(), "{}", r.text);
+}
+
+/// Issue 13, defect 3: the gateway's time to first token ends at the first chunk with
+/// content, not at the empty role chunk the worker sends before prefill. A prompt long
+/// enough that prefill takes a while shows the difference: the histogram's sum grows by
+/// at least (nearly) the client's own time to first content.
+#[test]
+fn time_to_first_token_ends_at_the_first_content() {
+    let gw = gateway();
+    let ttft_sum = || {
+        let (_, text) = http::get(&gw.url("/metrics"));
+        surge_protocol::prom::value(
+            &text,
+            "surge_time_to_first_token_seconds_sum",
+            &[("model", LLM)],
+        )
+        .unwrap_or(0.0)
+    };
+    // Warm: the cold start is not what is measured.
+    let (status, _) = http::post(&gw.url("/v1/chat/completions"), &chat(LLM, json!({})));
+    assert_eq!(status, 200);
+    let passage = "The sea was calm and the boats rested in the harbour. ".repeat(40);
+    let body = json!({
+        "model": LLM,
+        "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                     {"role": "user", "content": format!("{passage}\nSummarise this.")}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": true,
+    });
+    let before = ttft_sum();
+    let start = Instant::now();
+    let (status, mut reader) = http::open_stream(&gw.url("/v1/chat/completions"), &body);
+    assert_eq!(status, 200);
+    let events = http::read_sse(&mut *reader, start);
+    let first_content = events
+        .iter()
+        .find(|e| {
+            serde_json::from_str::<Value>(&e.data).is_ok_and(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+            })
+        })
+        .expect("a content chunk")
+        .at;
+    let grew = ttft_sum() - before;
+    assert!(
+        grew >= first_content.as_secs_f64() * 0.8,
+        "TTFT sum grew by {grew:.3} s; the first content came after {first_content:?} (events: {:?})",
+        events.iter().map(|e| e.at).collect::<Vec<_>>()
+    );
+}

@@ -17,7 +17,8 @@ use surge_protocol::openai::{
 use tokio::time::Instant;
 
 use crate::scenario::{Class, ClassBody};
-use crate::sse::{parse_chunk, SseDecoder};
+use crate::sse::parse_chunk;
+use surge_protocol::sse::Decoder;
 use crate::transcribe::{audio_mime, multipart};
 use crate::workload::{filler_prompt, Params, Planned};
 
@@ -278,7 +279,7 @@ async fn exchange(
         return read_json(&bytes, rec).map(|()| Instant::now());
     }
     rec.streamed = true;
-    let mut decoder = SseDecoder::default();
+    let mut decoder = Decoder::default();
     let mut last: Option<Instant> = None;
     let mut counted = 0u64;
     let mut usage_tokens = None;
@@ -294,7 +295,7 @@ async fn exchange(
             }
             None => decoder.finish().into_iter().collect(),
         };
-        for data in events {
+        for data in events.into_iter().filter_map(|e| e.data) {
             let c = parse_chunk(&data).map_err(|e| ("bad_response".to_string(), e))?;
             if let Some(e) = c.error {
                 stream_error = Some(e);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 use surge_protocol::openai::{StreamChunk, Usage};
+use surge_protocol::sse::{Decoder, DONE};
 
 /// What a client saw of one streamed completion.
 #[derive(Debug, Clone, Default)]
@@ -52,31 +53,31 @@ pub fn stream_chat(base: &str, body: &Value) -> Result<StreamTiming, String> {
         .send_string(&body.to_string())
         .map_err(|e| e.to_string())?;
     let mut t = StreamTiming::default();
-    let mut line = String::new();
     let mut reader = BufReader::new(resp.into_reader());
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+    let mut decoder = Decoder::default();
+    'read: loop {
+        let piece = reader.fill_buf().map_err(|e| e.to_string())?.to_vec();
+        if piece.is_empty() {
             break;
         }
-        let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim_start) else {
-            continue;
-        };
-        if data == "[DONE]" {
-            break;
-        }
-        let c = parse_chunk(data)?;
-        if let Some(u) = c.usage {
-            t.prompt_tokens = Some(u.prompt_tokens);
-            t.completion_tokens = Some(u.completion_tokens);
-        }
-        if c.token {
-            let at = start.elapsed().as_secs_f64();
-            if t.token_times.is_empty() {
-                t.ttft = at;
+        reader.consume(piece.len());
+        for data in decoder.push(&piece).into_iter().filter_map(|e| e.data) {
+            if data == DONE {
+                break 'read;
             }
-            t.token_times.push(at);
-            t.text.push_str(&c.text);
+            let c = parse_chunk(&data)?;
+            if let Some(u) = c.usage {
+                t.prompt_tokens = Some(u.prompt_tokens);
+                t.completion_tokens = Some(u.completion_tokens);
+            }
+            if c.token {
+                let at = start.elapsed().as_secs_f64();
+                if t.token_times.is_empty() {
+                    t.ttft = at;
+                }
+                t.token_times.push(at);
+                t.text.push_str(&c.text);
+            }
         }
     }
     t.total = start.elapsed().as_secs_f64();
@@ -146,71 +147,9 @@ pub fn parse_chunk(data: &str) -> Result<Chunk, String> {
     })
 }
 
-/// Splits a byte stream into SSE events as bytes arrive in arbitrary pieces (a network
-/// read may hold half an event or several): `data:` lines are joined with newlines, an
-/// event ends at a blank line, and [`SseDecoder::finish`] flushes an unterminated last one.
-#[derive(Debug, Default)]
-pub struct SseDecoder {
-    line: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseDecoder {
-    /// Feeds bytes; returns the events completed by them.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut out = Vec::new();
-        for &b in bytes {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            if self.line.last() == Some(&b'\r') {
-                self.line.pop();
-            }
-            let line = String::from_utf8_lossy(&self.line).into_owned();
-            self.line.clear();
-            if line.is_empty() {
-                out.extend(self.data.take());
-            } else if let Some(d) = line.strip_prefix("data:") {
-                let d = d.strip_prefix(' ').unwrap_or(d);
-                match &mut self.data {
-                    Some(acc) => {
-                        acc.push('\n');
-                        acc.push_str(d);
-                    }
-                    None => self.data = Some(d.to_string()),
-                }
-            }
-            // Comments (`:`), `event:`, `id:` and `retry:` lines carry nothing we use.
-        }
-        out
-    }
-
-    /// The event still open at the end of the body, if any.
-    pub fn finish(&mut self) -> Option<String> {
-        let mut out = self.push(b"\n\n");
-        out.pop()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decoder_handles_split_and_joined_events() {
-        let body = "data: {\"a\":1}\n\n: keep-alive\r\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\n\n";
-        let mut whole = SseDecoder::default();
-        assert_eq!(whole.push(body.as_bytes()), ["{\"a\":1}", "x\ny", "[DONE]"]);
-        // Byte by byte gives the same events.
-        let mut d = SseDecoder::default();
-        let events: Vec<String> = body.bytes().flat_map(|b| d.push(&[b])).collect();
-        assert_eq!(events, ["{\"a\":1}", "x\ny", "[DONE]"]);
-        let mut d = SseDecoder::default();
-        assert!(d.push(b"data: tail").is_empty());
-        assert_eq!(d.finish().as_deref(), Some("tail"));
-        assert_eq!(d.finish(), None);
-    }
 
     #[test]
     fn chunks_carry_tokens_usage_and_errors() {

@@ -189,12 +189,14 @@ impl FinishReason {
 }
 
 /// The author of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
     Developer,
     User,
+    /// What a reader assumes of a response message that names no role.
+    #[default]
     Assistant,
     Tool,
 }
@@ -397,6 +399,7 @@ pub struct ChatChoice {
 /// The message of a chat choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {
+    #[serde(default)]
     pub role: Role,
     /// The text; `null` only beside tool calls.
     #[serde(default)]

@@ -14,6 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Deserialize;
 use surge_protocol::error::ErrorBody;
+use surge_protocol::openai::{StreamChunk, TranscriptionUsage, Usage};
 use surge_protocol::sse;
 
 use super::metrics::GatewayMetrics;
@@ -45,49 +46,18 @@ pub struct Counting<'a> {
     pub include_usage: bool,
 }
 
-/// The parts of a stream chunk or response the gateway looks at; chat and text
-/// completions both fit.
+/// The `usage` of a non-streamed response: tokens (chat, completions) or audio
+/// seconds (transcriptions).
 #[derive(Deserialize)]
-struct Peek {
-    choices: Option<Vec<ChoicePeek>>,
-    usage: Option<UsagePeek>,
+#[serde(untagged)]
+enum AnyUsage {
+    Tokens(Usage),
+    Audio(TranscriptionUsage),
 }
 
 #[derive(Deserialize)]
-struct ChoicePeek {
-    delta: Option<DeltaPeek>,
-    /// Text completions stream `text` instead of a delta.
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DeltaPeek {
-    content: Option<String>,
-    tool_calls: Option<serde::de::IgnoredAny>,
-}
-
-/// Token counts (LLM) or audio seconds (Whisper).
-#[derive(Deserialize)]
-struct UsagePeek {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    seconds: Option<f64>,
-}
-
-impl Peek {
-    fn has_token(&self) -> bool {
-        self.choices.iter().flatten().any(|c| {
-            c.text.as_deref().is_some_and(|t| !t.is_empty())
-                || c.delta.as_ref().is_some_and(|d| {
-                    d.content.as_deref().is_some_and(|t| !t.is_empty()) || d.tool_calls.is_some()
-                })
-        })
-    }
-
-    /// The usage chunk: no choices, usage set.
-    fn is_usage_chunk(&self) -> bool {
-        self.choices.as_ref().is_some_and(|c| c.is_empty()) && self.usage.is_some()
-    }
+struct WithUsage {
+    usage: Option<AnyUsage>,
 }
 
 impl ResponseBody {
@@ -136,8 +106,8 @@ impl ResponseBody {
                     }
                 }
                 if end {
-                    if let Ok(p) = serde_json::from_slice::<Peek>(body) {
-                        count_usage(c, p.usage.as_ref());
+                    if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(body) {
+                        count_usage(c, &u);
                     }
                 }
                 chunk
@@ -149,16 +119,16 @@ impl ResponseBody {
                 let now = Instant::now();
                 let mut out = Vec::new();
                 for event in decoder.push(chunk.as_deref().unwrap_or_default()) {
-                    let peek = event
+                    let chunk = event
                         .data
                         .as_deref()
-                        .and_then(|d| serde_json::from_str::<Peek>(d).ok());
-                    if let Some(p) = &peek {
-                        if p.has_token() {
+                        .and_then(|d| serde_json::from_str::<StreamChunk>(d).ok());
+                    if let Some(chunk) = &chunk {
+                        if chunk.has_token() {
                             observe_token(c, last_token, now);
                         }
-                        if p.is_usage_chunk() {
-                            count_usage(c, p.usage.as_ref());
+                        if let Some(u) = chunk.usage().filter(|_| chunk.is_usage()) {
+                            count_usage(c, &AnyUsage::Tokens(u.clone()));
                             if !c.include_usage {
                                 continue;
                             }
@@ -192,19 +162,19 @@ fn observe_token(c: &Counting, last: &mut Option<Instant>, now: Instant) {
 }
 
 /// Adds a response's `usage` to the token / audio counters.
-fn count_usage(c: &Counting, usage: Option<&UsagePeek>) {
-    let Some(u) = usage else { return };
+fn count_usage(c: &Counting, usage: &AnyUsage) {
     let m = c.metrics;
-    for (n, kind) in [
-        (u.prompt_tokens, "prompt"),
-        (u.completion_tokens, "completion"),
-    ] {
-        if let Some(n) = n {
-            m.tokens.with_label_values(&[c.model, kind]).inc_by(n);
+    match usage {
+        AnyUsage::Tokens(u) => {
+            for (n, kind) in [(u.prompt_tokens, "prompt"), (u.completion_tokens, "completion")] {
+                m.tokens.with_label_values(&[c.model, kind]).inc_by(n);
+            }
         }
-    }
-    if let Some(s) = u.seconds {
-        m.audio_seconds.with_label_values(&[c.model]).inc_by(s);
+        AnyUsage::Audio(u) => {
+            if let Some(s) = u.seconds() {
+                m.audio_seconds.with_label_values(&[c.model]).inc_by(s as f64);
+            }
+        }
     }
 }
 

@@ -69,7 +69,21 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         socket_dir.clone(),
     ));
     let metrics = Arc::new(GatewayMetrics::new().map_err(|e| e.to_string())?);
-    let pools = Pools::new(&cfg, &registry, provisioner, metrics.clone());
+    // The pools' actors outlive pingora's services (they drain after the proxy stops
+    // taking requests), so they get a runtime of their own.
+    let pool_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("surge-pools")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the pool runtime: {e}"))?;
+    let pools = Pools::new(
+        &cfg,
+        &registry,
+        provisioner,
+        metrics.clone(),
+        pool_runtime.handle().clone(),
+    );
     let draining = Arc::new(AtomicBool::new(false));
     let cfg = Arc::new(cfg);
 
@@ -110,6 +124,7 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
             grace: cfg.drain_grace,
         }),
     });
+    pool_runtime.shutdown_background();
     if own_socket_dir {
         let _ = std::fs::remove_dir_all(&socket_dir);
     }

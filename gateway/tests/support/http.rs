@@ -60,22 +60,23 @@ pub fn open_stream(url: &str, body: &Value) -> (u16, Box<dyn BufRead + Send>) {
 
 /// Reads every `data:` event until `[DONE]` (included) or the end of the body.
 pub fn read_sse(reader: &mut dyn BufRead, start: Instant) -> Vec<SseEvent> {
+    let mut decoder = surge_protocol::sse::Decoder::default();
     let mut out = Vec::new();
-    let mut line = String::new();
     loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        if let Some(data) = line.trim_end().strip_prefix("data:") {
-            let data = data.trim_start().to_string();
-            let done = data == "[DONE]";
+        let chunk = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b.to_vec(),
+        };
+        reader.consume(chunk.len());
+        for e in decoder.push(&chunk) {
+            let done = e.is_done();
+            let Some(data) = e.data else { continue };
             out.push(SseEvent {
                 at: start.elapsed(),
                 data,
             });
             if done {
-                break;
+                return out;
             }
         }
     }

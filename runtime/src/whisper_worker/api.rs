@@ -8,6 +8,8 @@
 
 use axum::body::Bytes;
 
+use surge_protocol::multipart;
+
 use crate::server::ApiError;
 
 use super::format::ResponseFormat;
@@ -37,76 +39,38 @@ pub async fn parse(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Result<TranscriptionRequest, ApiError> {
-    let content_type = content_type.unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "multipart/form-data" {
-        let got = if content_type.is_empty() {
-            "no Content-Type".to_string()
-        } else {
-            format!("Content-Type '{content_type}'")
-        };
-        return Err(ApiError::invalid(
-            format!(
-                "Audio uploads must be sent as multipart/form-data (with the audio in a \
-                 'file' field), got {got}"
-            ),
-            None,
-        ));
-    }
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        ApiError::invalid(
-            format!("Invalid multipart/form-data Content-Type '{content_type}': {e}"),
-            None,
-        )
-    })?;
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
-
+    let parts = multipart::read_form(content_type, Bytes::from(body)).await?;
     let mut file: Option<(Bytes, Option<String>)> = None;
     let mut model = None;
     let mut language = None;
     let mut prompt = None;
     let mut response_format = None;
     let mut temperature = None;
-    let malformed = |e: multer::Error| {
-        ApiError::invalid(
-            format!("Could not parse the multipart/form-data body: {e}"),
-            None,
-        )
-    };
-    while let Some(field) = form.next_field().await.map_err(malformed)? {
-        let name = field.name().unwrap_or("").to_string();
-        match name.as_str() {
+    for part in parts {
+        match part.name.as_str() {
             "file" => {
                 if file.is_some() {
                     return Err(invalid("Send exactly one 'file' field", "file"));
                 }
-                let filename = field.file_name().map(str::to_string);
-                if filename.is_none() && field.content_type().is_none() {
+                if !part.is_file() {
                     return Err(invalid(
                         "'file' must be an uploaded file (a multipart part with a filename), \
                          not a text field; with curl, use -F file=@path",
                         "file",
                     ));
                 }
-                let bytes = field.bytes().await.map_err(malformed)?;
-                if bytes.is_empty() {
+                if part.data.is_empty() {
                     return Err(invalid("The uploaded file is empty", "file"));
                 }
-                file = Some((bytes, filename));
+                file = Some((part.data, part.file_name));
             }
-            "model" => model = Some(text(field, "model").await?),
-            "language" => language = Some(text(field, "language").await?),
-            "prompt" => prompt = Some(text(field, "prompt").await?),
-            "response_format" => response_format = Some(text(field, "response_format").await?),
-            "temperature" => temperature = Some(text(field, "temperature").await?),
+            "model" => model = Some(part.text("model")?),
+            "language" => language = Some(part.text("language")?),
+            "prompt" => prompt = Some(part.text("prompt")?),
+            "response_format" => response_format = Some(part.text("response_format")?),
+            "temperature" => temperature = Some(part.text("temperature")?),
             "timestamp_granularities[]" | "timestamp_granularities" => {
-                granularity(&text(field, "timestamp_granularities").await?)?;
+                granularity(&part.text("timestamp_granularities")?)?;
             }
             // Fields we do not use (stream, include[], chunking_strategy, user, …).
             _ => {}
@@ -168,24 +132,6 @@ pub async fn parse(
         response_format,
         temperature,
     })
-}
-
-/// A text field's value; a file upload or non-UTF-8 data where text belongs is a 400.
-async fn text(field: multer::Field<'_>, param: &'static str) -> Result<String, ApiError> {
-    if field.file_name().is_some() {
-        return Err(invalid(
-            format!("'{param}' must be a text field, not a file upload"),
-            param,
-        ));
-    }
-    let bytes = field.bytes().await.map_err(|e| {
-        ApiError::invalid(
-            format!("Could not parse the multipart/form-data body: {e}"),
-            None,
-        )
-    })?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| invalid(format!("'{param}' must be UTF-8 text"), param))
 }
 
 /// Only segment timestamps exist: word timestamps need cross-attention alignment, which

@@ -99,7 +99,8 @@ impl PoolActor {
             demand_changed: now,
             last_tick: now,
         };
-        tokio::spawn(actor.run(rx));
+        let runtime = actor.env.runtime.clone();
+        runtime.spawn(actor.run(rx));
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {

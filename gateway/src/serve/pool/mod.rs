@@ -62,6 +62,9 @@ pub struct PoolEnv {
     /// Rung when a start does not fit the budget, so room is made without waiting for
     /// the next autoscaler tick.
     pub kick: Arc<Notify>,
+    /// Where the pool actors and the tasks they start (worker processes, their
+    /// watchers) run: one runtime for all pools, apart from pingora's per-service ones.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// What a pool's actor is asked to do.
@@ -286,6 +289,7 @@ impl Pools {
         registry: &Registry,
         provisioner: Arc<dyn Provisioner>,
         metrics: Arc<GatewayMetrics>,
+        runtime: tokio::runtime::Handle,
     ) -> Arc<Pools> {
         let gpus = gpus::discover();
         let env = PoolEnv {
@@ -293,6 +297,7 @@ impl Pools {
             metrics,
             budget: Arc::new(Budget::new(cfg.cpu_budget, &gpus, cfg.gpu_memory_fraction)),
             kick: Arc::new(Notify::new()),
+            runtime,
         };
         let mut placer = Placer::new(gpus);
         let pools = registry

@@ -70,6 +70,7 @@ fn env(fake: &Arc<Fake>, budget: Budget) -> PoolEnv {
         metrics: Arc::new(GatewayMetrics::new().unwrap()),
         budget: Arc::new(budget),
         kick: Arc::new(Notify::new()),
+        runtime: tokio::runtime::Handle::current(),
     }
 }
 
