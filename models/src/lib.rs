@@ -30,7 +30,7 @@ pub use cache::{FileCheck, ModelCache, ResolvedModel};
 pub use error::{ModelsError, Result};
 pub use manifest::{FileEntry, Manifest, ModelDefaults, ModelFormat, ModelKind};
 pub use progress::ProgressMode;
-pub use pull::{pull, PullOptions, PullOutcome, PullRequest};
+pub use pull::{pull, pull_defaults, PullOptions, PullOutcome, PullRequest};
 pub use spec::Source;
 
 /// A cancellation flag shared with a Ctrl-C handler; long copies check it between chunks.

@@ -84,6 +84,14 @@ impl PullOutcome {
     }
 }
 
+/// Pulls every default model of the catalog that is not cached yet (`surge models pull
+/// --all-defaults`; `surge serve` at start), in catalog order.
+pub fn pull_defaults(cache: &ModelCache, opts: &PullOptions) -> Result<Vec<PullOutcome>> {
+    crate::catalog::defaults()
+        .map(|e| pull(cache, &PullRequest::from_catalog(e)?, opts))
+        .collect()
+}
+
 pub fn pull(cache: &ModelCache, req: &PullRequest, opts: &PullOptions) -> Result<PullOutcome> {
     check_name(&req.name)?;
     let _model_lock = cache.lock_model(&req.name)?;

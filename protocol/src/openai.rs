@@ -743,11 +743,19 @@ pub struct Model {
     pub created: u64,
     #[serde(default)]
     pub owned_by: String,
+    /// surge: the canonical name an alias stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// surge: `llm` or `whisper`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl Model {
     pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
         Model {
+            root: None,
+            kind: None,
             id: id.into(),
             object: "model".into(),
             created,

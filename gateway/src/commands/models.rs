@@ -205,24 +205,6 @@ fn default_requests() -> Result<Vec<PullRequest>, ModelsError> {
     catalog::defaults().map(PullRequest::from_catalog).collect()
 }
 
-/// Pulls every default model of the catalog that is not cached yet, reporting each one
-/// (what `surge models pull --all-defaults` does; `surge serve` calls it at start).
-pub fn pull_defaults(
-    cache: &ModelCache,
-    cancel: &Cancel,
-    progress: ProgressMode,
-) -> Result<(), ModelsError> {
-    let opts = PullOptions {
-        cancel: cancel.clone(),
-        progress,
-        force: false,
-    };
-    for req in default_requests()? {
-        report(pull(cache, &req, &opts)?);
-    }
-    Ok(())
-}
-
 fn report(outcome: PullOutcome) {
     let m = outcome.manifest();
     let what = match outcome {

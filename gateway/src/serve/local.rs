@@ -36,10 +36,10 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
             Ok(()) => reply::json(session, 200, &gw.pools.view().await).await?,
             Err(e) => gw.reject(session, &e).await?,
         },
-        "/v1/models" => reply::json(session, 200, &gw.registry.list_json()).await?,
+        "/v1/models" => reply::json(session, 200, &gw.registry.list()).await?,
         p if p.starts_with("/v1/models/") => {
             let id = &p["/v1/models/".len()..];
-            match gw.registry.model_json(id) {
+            match gw.registry.model(id) {
                 Some(v) => reply::json(session, 200, &v).await?,
                 None => {
                     let e = ApiError::ModelNotFound(id.to_string());

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
 use surge_models::{Manifest, ModelCache, ModelKind};
+use surge_protocol::openai::{Model, ModelList};
 
 /// One servable model.
 #[derive(Debug, Clone)]
@@ -76,19 +76,16 @@ impl Registry {
         &self.entries
     }
 
-    fn object(&self, id: &str, e: &ModelEntry) -> Value {
-        json!({
-            "id": id,
-            "object": "model",
-            "created": self.created,
-            "owned_by": "surge",
-            "root": e.name,
-            "kind": e.kind_name(),
-        })
+    fn object(&self, id: &str, e: &ModelEntry) -> Model {
+        Model {
+            root: Some(e.name.clone()),
+            kind: Some(e.kind_name().to_string()),
+            ..Model::new(id, self.created, "surge")
+        }
     }
 
     /// `GET /v1/models`: every name and alias.
-    pub fn list_json(&self) -> Value {
+    pub fn list(&self) -> ModelList {
         let mut data = Vec::new();
         for e in &self.entries {
             data.push(self.object(&e.name, e));
@@ -96,11 +93,11 @@ impl Registry {
                 data.push(self.object(a, e));
             }
         }
-        json!({"object": "list", "data": data})
+        ModelList::new(data)
     }
 
     /// `GET /v1/models/{id}`.
-    pub fn model_json(&self, id: &str) -> Option<Value> {
+    pub fn model(&self, id: &str) -> Option<Model> {
         self.resolve(id).map(|e| self.object(id, e))
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
-use surge_models::{Cancel, ModelCache, ProgressMode};
+use surge_models::{Cancel, ModelCache, ProgressMode, PullOptions, PullOutcome};
 
 use super::auth::Keys;
 use super::config::GatewayConfig;
@@ -39,8 +39,17 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     let root = cfg.home.clone().unwrap_or_else(ModelCache::default_root);
     let cache = ModelCache::open(&root).map_err(|e| e.to_string())?;
     if cfg.pull_defaults {
-        crate::commands::models::pull_defaults(&cache, &Cancel::default(), ProgressMode::Auto)
+        let opts = PullOptions {
+            cancel: Cancel::default(),
+            progress: ProgressMode::Auto,
+            force: false,
+        };
+        let pulled = surge_models::pull_defaults(&cache, &opts)
             .map_err(|e| format!("pulling the default models: {e}"))?;
+        for outcome in pulled {
+            let fresh = matches!(outcome, PullOutcome::Pulled(_));
+            tracing::info!(model = %outcome.manifest().name, fresh, "default model in the cache");
+        }
     }
     let registry = Registry::from_cache(&cache).map_err(|e| e.to_string())?;
     if registry.entries().is_empty() {
