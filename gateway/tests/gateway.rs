@@ -393,6 +393,45 @@ fn metrics_show_requests_and_cold_starts() {
     );
 }
 
+/// Issue 13, defect 4: the CPU budget is real. The shared gateway runs the default pool
+/// config, which charges each CPU worker `worker_cores = 1` against `cpu_budget`; its LLM
+/// worker is started with `--threads 1`, reports 1 compute thread in `/health` (read with
+/// the gateway's own health client) and, having served a request, runs no helper thread
+/// in its compute pools (before the fix it ran one per core beyond the first in each).
+#[test]
+fn cpu_workers_run_on_the_cores_they_are_charged() {
+    use support::procfs::{cmdline, pool_threads, thread_names};
+    let gw = gateway();
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat(LLM, json!({})));
+    assert_eq!(status, 200, "{v}");
+    let (pid, args) = worker_pids(gw)
+        .into_iter()
+        .find_map(|pid| {
+            let args = cmdline(pid)?;
+            args.iter().any(|a| a == LLM).then_some((pid, args))
+        })
+        .expect("an LLM worker");
+    assert!(args.windows(2).any(|w| w == ["--threads", "1"]), "{args:?}");
+    let socket = args
+        .iter()
+        .find_map(|a| a.strip_prefix("unix:"))
+        .expect("a unix socket");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = rt
+        .block_on(surge_protocol::worker::health::get(
+            std::path::Path::new(socket),
+            Duration::from_secs(5),
+        ))
+        .expect("the worker answers /health");
+    assert_eq!(reply.code, 200);
+    let health = reply.health.expect("a protocol /health body");
+    assert_eq!(health.threads, Some(1), "{health:?}");
+    assert_eq!(pool_threads(pid), (0, 0), "{:?}", thread_names(pid));
+}
+
 /// API keys from the config file: no or a wrong key → 401; a key over its
 /// requests-per-second → 429 with `Retry-After` and `x-ratelimit-*` headers. (An unknown
 /// model keeps these requests from starting workers: keys are checked before routing.)

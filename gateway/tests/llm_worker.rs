@@ -426,6 +426,26 @@ fn health_reports_the_cold_start_breakdown() {
     );
 }
 
+/// `--threads N` sizes the worker's compute pools: `/health` reports N, and once it has
+/// served a request its kernel pool and candle's pool run N - 1 helper threads each.
+#[test]
+fn threads_flag_sizes_the_compute_pools() {
+    use support::procfs::{pool_threads, thread_names};
+    let w = Worker::start(LLM, &["--threads", "1"]);
+    let (status, body) = post(
+        &w.url("/v1/chat/completions"),
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, text) = get(&w.url("/health"));
+    assert_eq!(status, 200, "{text}");
+    let health: surge_protocol::worker::health::Health =
+        serde_json::from_str(&text).expect("a protocol /health body");
+    assert_eq!(health.threads, Some(1), "{text}");
+    let pid = w.child.id();
+    assert_eq!(pool_threads(pid), (0, 0), "{:?}", thread_names(pid));
+}
+
 #[test]
 fn sigterm_drains_in_flight_streams_and_exits_zero() {
     let mut w = Worker::start(LLM, &["--max-num-seqs", "4"]);

@@ -5,8 +5,10 @@
 //! - [`openai`]: OpenAI requests, responses, stream chunks and usage, as surge speaks them
 //! - [`sse`]: server-sent event framing (writing) and an incremental reader
 //! - [`multipart`]: reading fields of a `multipart/form-data` body
+//! - [`worker`]: gateway ↔ worker: `surge worker`'s options, where it listens, its `/health`
 
 pub mod error;
 pub mod multipart;
 pub mod openai;
 pub mod sse;
+pub mod worker;

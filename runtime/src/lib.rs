@@ -16,3 +16,7 @@ pub mod server;
 pub mod whisper;
 pub mod whisper_worker;
 pub mod worker;
+
+/// Whether this build runs models on CUDA GPUs (the `cuda` feature). Without it a worker
+/// refuses `--device cuda…`, and the gateway places every pool on the CPU.
+pub const CUDA: bool = cfg!(feature = "cuda");

@@ -1,47 +1,22 @@
 //! `surge worker`: one model per process. Resolves the model in the shared cache (offline)
 //! and runs the worker kind its manifest names.
 
-use std::path::PathBuf;
-
 use candle_core::Device;
 use surge_models::{ModelCache, ModelKind};
 
 use crate::llm_worker::{self, LlmWorkerConfig};
 use crate::server::startup::StartupPhase;
-use crate::server::{Listen, StartupTimer};
+use crate::server::StartupTimer;
 use crate::whisper_worker::{self, WhisperWorkerConfig};
+
+/// Everything `surge worker` accepts: the flags, their defaults and docs are the
+/// contract's (`surge_protocol::worker::WorkerOptions`).
+pub use surge_protocol::worker::WorkerOptions;
 
 /// Largest request body an LLM worker accepts unless told otherwise: chat JSON.
 pub const LLM_MAX_BODY_BYTES: usize = 4 << 20;
 /// Largest upload a Whisper worker accepts unless told otherwise: OpenAI's 25 MiB limit.
 pub const WHISPER_MAX_BODY_BYTES: usize = 25 << 20;
-
-/// Everything `surge worker` accepts; parsed by the binary, defaults documented there.
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    pub model: String,
-    pub listen: Listen,
-    pub device: String,
-    pub cache_dir: Option<PathBuf>,
-    pub max_num_seqs: usize,
-    pub kv_cache_mb: usize,
-    pub prefill_chunk: usize,
-    pub default_max_tokens: usize,
-    pub max_context: Option<usize>,
-    /// `None`: the kind's default ([`LLM_MAX_BODY_BYTES`], [`WHISPER_MAX_BODY_BYTES`]).
-    pub max_body_bytes: Option<usize>,
-    /// Whisper: longest upload accepted, in seconds of audio.
-    pub max_audio_seconds: f64,
-    /// Whisper: most sequences decoded together.
-    pub max_batch: usize,
-    /// Whisper: most windows encoded together.
-    pub encode_batch: usize,
-    /// Whisper: how long a lone window waits for company, in milliseconds.
-    pub batch_wait_ms: u64,
-    /// Exit as soon as the parent process is gone, so a worker never outlives the gateway
-    /// (or test) that started it, even when that parent was SIGKILLed.
-    pub exit_with_parent: bool,
-}
 
 /// `cpu`, `cuda` or `cuda:N`. CUDA needs a build with the `cuda` feature.
 pub fn parse_device(s: &str) -> Result<Device, String> {
@@ -56,6 +31,11 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
                     .ok_or_else(|| format!("bad device '{s}' (expected cpu, cuda or cuda:N)"))?,
                 None => return Err(format!("bad device '{s}' (expected cpu, cuda or cuda:N)")),
             };
+            if !crate::CUDA {
+                return Err(format!(
+                    "device {s}: this surge was built without the `cuda` feature (CPU only)"
+                ));
+            }
             Device::new_cuda(ordinal).map_err(|e| format!("device {s}: {e}"))
         }
     }
@@ -96,7 +76,10 @@ pub fn default_max_body_bytes(kind: ModelKind) -> usize {
     }
 }
 
-/// Thread pools for `kind`, set before any pool starts; an operator's own values win.
+/// Thread pools for `kind`, set before any pool starts. `threads` is `--threads`: when
+/// given it sizes every pool and wins over the environment; without it every pool gets
+/// every core unless the operator's own `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` /
+/// `SURGE_KERNEL_THREADS` say otherwise. Returns the compute thread count.
 ///
 /// LLM: candle's CPU ops use its own pool plus rayon; with two pools on two cores they
 /// fight. One candle pool of all cores and a single rayon thread measured +35% aggregate
@@ -105,19 +88,34 @@ pub fn default_max_body_bytes(kind: ModelKind) -> usize {
 /// Whisper: the model runs in f32, and candle's f32 GEMM parallelises over rayon with as
 /// many threads as `RAYON_NUM_THREADS` says; one rayon thread would make every matmul
 /// single-threaded, so both get every core.
-fn tune_cpu_threads(kind: ModelKind) {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", cores.to_string());
+fn tune_cpu_threads(kind: ModelKind, threads: Option<usize>) -> usize {
+    let (cores, pinned) = match threads {
+        Some(n) => (n.max(1), true),
+        None => (
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            false,
+        ),
+    };
+    let (candle, rayon) = pool_sizes(kind, cores);
+    if pinned || std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", candle.to_string());
     }
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let rayon = match kind {
-            ModelKind::Llm => 1,
-            ModelKind::Whisper => cores,
-        };
+    if pinned || std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", rayon.to_string());
+    }
+    if pinned {
+        crate::kernels::set_threads(cores);
+    }
+    crate::kernels::threads()
+}
+
+/// `(CANDLE_NUM_THREADS, RAYON_NUM_THREADS)` for a worker of `kind` on `cores` threads.
+fn pool_sizes(kind: ModelKind, cores: usize) -> (usize, usize) {
+    match kind {
+        ModelKind::Llm => (cores, 1),
+        ModelKind::Whisper => (cores, cores),
     }
 }
 
@@ -128,7 +126,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
     if opts.exit_with_parent {
         watch_parent();
     }
-    let cache = match &opts.cache_dir {
+    let cache = match &opts.home {
         Some(d) => ModelCache::open(d),
         None => ModelCache::open_default(),
     }
@@ -136,7 +134,8 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
     let model = cache.resolve(&opts.model).map_err(|e| e.to_string())?;
     startup.lap(StartupPhase::Resolve);
     // Resolving reads only manifests: no thread pool has started yet.
-    tune_cpu_threads(model.manifest.kind);
+    let threads = tune_cpu_threads(model.manifest.kind, opts.threads);
+    tracing::debug!(threads, "compute threads");
     let max_body_bytes = opts
         .max_body_bytes
         .unwrap_or_else(|| default_max_body_bytes(model.manifest.kind));
@@ -209,6 +208,24 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_pools_follow_the_kind() {
+        assert_eq!(pool_sizes(ModelKind::Llm, 1), (1, 1));
+        assert_eq!(pool_sizes(ModelKind::Llm, 4), (4, 1));
+        assert_eq!(pool_sizes(ModelKind::Whisper, 3), (3, 3));
+    }
+
+    #[test]
+    fn cuda_devices_need_the_cuda_build() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+        if !crate::CUDA {
+            let e = parse_device("cuda:0").unwrap_err();
+            assert!(e.contains("`cuda` feature"), "{e}");
+        }
+    }
 
     #[test]
     fn body_limit_defaults_depend_on_the_kind() {

@@ -25,13 +25,23 @@ const GPU_MEMORY_FACTOR: u64 = 3;
 /// Chooses a device for pools configured with `device = "auto"`: the emptiest GPU whose
 /// unclaimed memory still fits one worker of the model, otherwise the CPU. GPUs are
 /// shared between models this way; a pool's further workers go to the same device
-/// (and are charged against its [`Budget`]). Whisper runs on the CPU kernels only.
+/// (and are charged against its [`Budget`]). Whisper runs on the CPU kernels only. A
+/// binary built without the `cuda` feature places everything on the CPU: its workers
+/// could not use a GPU.
 pub struct Placer {
     gpus: Vec<(Gpu, u64)>,
 }
 
 impl Placer {
+    /// A placer for this binary ([`surge_runtime::CUDA`] says whether it can use GPUs).
     pub fn new(gpus: Vec<Gpu>) -> Self {
+        Self::with_cuda(gpus, surge_runtime::CUDA)
+    }
+
+    /// A placer for a build with (`cuda`) or without CUDA support: without it, `gpus`
+    /// are ignored.
+    pub fn with_cuda(gpus: Vec<Gpu>, cuda: bool) -> Self {
+        let gpus = if cuda { gpus } else { Vec::new() };
         let gpus = gpus
             .into_iter()
             .map(|g| {
@@ -168,12 +178,34 @@ mod tests {
             aliases: vec![],
             size: mib << 20,
         };
-        let mut p = Placer::new(vec![gpu(0, 1), gpu(1, 2)]);
+        let mut p = Placer::with_cuda(vec![gpu(0, 1), gpu(1, 2)], true);
         assert_eq!(p.place(&model(ModelKind::Whisper, 75)), "cpu");
         assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cuda:1"); // 1.2 GiB: only GPU 1 fits
         assert_eq!(p.place(&model(ModelKind::Llm, 200)), "cuda:0"); // now the emptier one
         assert_eq!(p.place(&model(ModelKind::Llm, 400)), "cpu"); // nothing left fits
         assert_eq!(Placer::new(vec![]).place(&model(ModelKind::Llm, 1)), "cpu");
+    }
+
+    /// Defect 5: a binary without CUDA support puts every pool on the CPU, whatever GPUs
+    /// the driver reports (its workers would fail on `--device cuda:N`).
+    #[test]
+    fn a_cpu_only_build_places_everything_on_the_cpu() {
+        let llm = ModelEntry {
+            name: "m".into(),
+            kind: ModelKind::Llm,
+            aliases: vec![],
+            size: 100 << 20,
+        };
+        let gpus = vec![gpu(0, 80), gpu(1, 40)];
+        let mut cpu_only = Placer::with_cuda(gpus.clone(), false);
+        assert_eq!(cpu_only.place(&llm), "cpu");
+        assert_eq!(cpu_only.place(&llm), "cpu");
+        assert_eq!(Placer::with_cuda(gpus.clone(), true).place(&llm), "cuda:0");
+        assert_eq!(
+            Placer::new(gpus).place(&llm) == "cpu",
+            !surge_runtime::CUDA,
+            "Placer::new follows this build"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use surge_protocol::worker::WorkerOptions;
 
 /// Everything `surge serve` runs with.
 #[derive(Debug, Clone)]
@@ -63,10 +64,12 @@ pub struct PoolConfig {
     /// Longest a starting worker may take to answer /health.
     #[serde(with = "secs")]
     pub ready_timeout: Duration,
-    /// `cpu`, `cuda`, `cuda:N`, or `auto` (a GPU when one fits, else the CPU).
+    /// `cpu`, `cuda`, `cuda:N`, or `auto` (a GPU when one fits, else the CPU). CUDA
+    /// needs a surge built with the `cuda` feature.
     pub device: String,
-    /// Extra `surge worker` arguments (e.g. `["--max-num-seqs", "32"]`).
-    pub worker_args: Vec<String>,
+    /// Extra `surge worker` arguments (e.g. `["--max-num-seqs", "32"]`), parsed when the
+    /// config is read.
+    pub worker_args: WorkerArgs,
     /// The autoscaler aims at this share of `concurrency` per worker (Knative's 0.7).
     pub target_utilization: f64,
     /// Demand is averaged over this window for ordinary decisions (seconds in TOML)...
@@ -82,8 +85,122 @@ pub struct PoolConfig {
     pub max_scale_up_rate: f64,
     /// One decision may remove at most this many workers.
     pub scale_down_step: usize,
-    /// CPU cores one CPU worker is charged against the machine's `cpu_budget`.
+    /// CPU cores one CPU worker is charged against the machine's `cpu_budget`; a CPU
+    /// worker runs on that many compute threads (`--threads`, rounded up).
     pub worker_cores: f64,
+}
+
+impl PoolConfig {
+    /// Compute threads of one CPU worker: `worker_cores` rounded up, at least 1.
+    pub fn cpu_threads(&self) -> usize {
+        cpu_threads(self.worker_cores)
+    }
+}
+
+fn cpu_threads(worker_cores: f64) -> usize {
+    if worker_cores.is_finite() && worker_cores > 1.0 {
+        worker_cores.ceil() as usize
+    } else {
+        1
+    }
+}
+
+/// A pool's `worker_args`: extra `surge worker` arguments, parsed once when the config
+/// is read, by the same [`WorkerOptions`] the worker parses them with, so a typo fails
+/// `surge serve` at start with clap's message instead of making every worker exit.
+/// The flags the gateway sets itself (`--model`, `--listen`, `--device`, `--home`,
+/// `--exit-with-parent`) are refused here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct WorkerArgs {
+    args: Vec<String>,
+    /// The parsed options; `model` is empty (the pool's model is set per worker).
+    options: WorkerOptions,
+    /// `--threads` for CPU workers that give none: the pool's `worker_cores` rounded up
+    /// (kept in step by [`pool_from_table`] and [`GatewayConfig::pool`]).
+    cpu_threads: usize,
+}
+
+/// Flags of `surge worker` that the gateway sets itself, and where to set them instead.
+const GATEWAY_FLAGS: [(&str, &str); 5] = [
+    ("--model", "the pool's model"),
+    ("--listen", "a socket per worker"),
+    ("--device", "the pool's `device`"),
+    ("--home", "the top-level `home`"),
+    ("--exit-with-parent", "always"),
+];
+
+impl WorkerArgs {
+    /// Parses extra `surge worker` arguments; the error is clap's message (or names a
+    /// flag the gateway sets itself).
+    pub fn parse(args: Vec<String>) -> Result<WorkerArgs, String> {
+        for a in &args {
+            for (flag, instead) in GATEWAY_FLAGS {
+                if a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')) {
+                    return Err(format!(
+                        "worker_args: {flag} is set by the gateway ({instead})"
+                    ));
+                }
+            }
+        }
+        let argv = ["--model".to_string(), String::new()]
+            .into_iter()
+            .chain(args.iter().cloned());
+        let options = WorkerOptions::parse_args(argv)
+            .map_err(|e| format!("worker_args {args:?}: {}", clap_message(&e)))?;
+        Ok(WorkerArgs {
+            args,
+            options,
+            cpu_threads: 1,
+        })
+    }
+
+    /// The arguments as written.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The parsed options (`model` empty; `listen`, `device`, `home` and
+    /// `exit_with_parent` at their defaults: the gateway sets them per worker).
+    pub fn options(&self) -> &WorkerOptions {
+        &self.options
+    }
+
+    /// `--threads` for a CPU worker whose `worker_args` give none.
+    pub fn cpu_threads(&self) -> usize {
+        self.cpu_threads
+    }
+
+    /// Sets [`WorkerArgs::cpu_threads`] from a pool's `worker_cores`.
+    pub fn set_worker_cores(&mut self, worker_cores: f64) {
+        self.cpu_threads = cpu_threads(worker_cores);
+    }
+}
+
+impl Default for WorkerArgs {
+    fn default() -> Self {
+        WorkerArgs::parse(Vec::new()).expect("no arguments parse")
+    }
+}
+
+impl TryFrom<Vec<String>> for WorkerArgs {
+    type Error = String;
+    fn try_from(args: Vec<String>) -> Result<Self, String> {
+        WorkerArgs::parse(args)
+    }
+}
+
+/// clap's error on one line, without its usage and help hints.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect();
+    lines.join("; ").trim_start_matches("error: ").to_string()
 }
 
 impl Default for PoolConfig {
@@ -97,7 +214,7 @@ impl Default for PoolConfig {
             queue_timeout: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(120),
             device: "auto".into(),
-            worker_args: Vec::new(),
+            worker_args: WorkerArgs::default(),
             target_utilization: 0.7,
             stable_window: Duration::from_secs(60),
             panic_window: Duration::from_secs(6),
@@ -149,11 +266,13 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// The pool settings of `model` (its own entry, else the defaults).
     pub fn pool(&self, model: &str, aliases: &[String]) -> PoolConfig {
-        std::iter::once(model)
+        let mut p = std::iter::once(model)
             .chain(aliases.iter().map(String::as_str))
             .find_map(|n| self.models.get(n))
             .cloned()
-            .unwrap_or_else(|| self.defaults.clone())
+            .unwrap_or_else(|| self.defaults.clone());
+        p.worker_args.set_worker_cores(p.worker_cores);
+        p
     }
 }
 
@@ -251,6 +370,11 @@ impl GatewayConfig {
 
     /// Checks settings that parse but cannot work.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_for(surge_runtime::CUDA)
+    }
+
+    /// [`GatewayConfig::validate`] for a build with (`cuda`) or without CUDA support.
+    pub fn validate_for(&self, cuda: bool) -> Result<(), String> {
         let pools = std::iter::once(("[defaults]".to_string(), &self.defaults)).chain(
             self.models
                 .iter()
@@ -283,6 +407,17 @@ impl GatewayConfig {
             if p.scale_down_step == 0 {
                 return Err(format!("{what}: scale_down_step must be at least 1"));
             }
+            check_device(&p.device, cuda).map_err(|e| format!("{what}: {e}"))?;
+            if let Some(t) = p.worker_args.options().threads {
+                if !p.device.starts_with("cuda") && t > p.cpu_threads() {
+                    return Err(format!(
+                        "{what}: worker_args --threads {t} is more than worker_cores = {} \
+                         (what each CPU worker is charged against cpu_budget); raise \
+                         worker_cores instead",
+                        p.worker_cores
+                    ));
+                }
+            }
             if p.panic_window.is_zero() || p.stable_window < p.panic_window {
                 return Err(format!(
                     "{what}: panic_window must be positive and at most stable_window"
@@ -303,7 +438,36 @@ impl GatewayConfig {
 }
 
 fn pool_from_table(t: toml::Table) -> Result<PoolConfig, String> {
-    PoolConfig::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())
+    let mut p = PoolConfig::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())?;
+    p.worker_args.set_worker_cores(p.worker_cores);
+    Ok(p)
+}
+
+/// `auto`, `cpu`, `cuda` or `cuda:N`; CUDA only in a build that has it.
+fn check_device(device: &str, cuda: bool) -> Result<(), String> {
+    let gpu = match device {
+        "auto" | "cpu" => false,
+        "cuda" => true,
+        d => {
+            let n = d
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok());
+            if n.is_none() {
+                return Err(format!(
+                    "device = {d:?}: expected auto, cpu, cuda or cuda:N"
+                ));
+            }
+            true
+        }
+    };
+    if gpu && !cuda {
+        return Err(format!(
+            "device = {device:?}, but this surge was built without the `cuda` feature \
+             (rebuild with `cargo build --release --features cuda`, or use device = \"cpu\" \
+             or \"auto\")"
+        ));
+    }
+    Ok(())
 }
 
 /// `Duration` as (fractional) seconds in TOML.
@@ -411,7 +575,8 @@ key = "sk-two"
         assert_eq!(m.max_workers, 8);
         assert_eq!(m.idle_timeout, Duration::from_secs(30));
         assert_eq!(m.device, "cpu");
-        assert_eq!(m.worker_args, ["--max-num-seqs", "32"]);
+        assert_eq!(m.worker_args.args(), ["--max-num-seqs", "32"]);
+        assert_eq!(m.worker_args.options().max_num_seqs, 32);
         assert_eq!(c.pool("other", &[]), c.defaults);
         assert_eq!(c.keys.len(), 2);
         assert_eq!(c.keys[0].name.as_deref(), Some("team-a"));
@@ -429,6 +594,103 @@ key = "sk-two"
         ] {
             let e = GatewayConfig::from_toml_str(text).unwrap_err();
             assert!(e.contains(key), "{text:?} -> {e}");
+        }
+    }
+
+    /// `worker_args` are parsed when the config is read: a typo is clap's error at start
+    /// (not a crash loop of workers), and flags the gateway sets are refused.
+    #[test]
+    fn worker_args_are_checked_when_the_config_is_read() {
+        let e =
+            GatewayConfig::from_toml_str("[defaults]\nworker_args = [\"--max-num-seq\", \"32\"]")
+                .unwrap_err();
+        assert!(e.contains("unexpected argument '--max-num-seq'"), "{e}");
+        assert!(e.contains("'--max-num-seqs'"), "{e}");
+        assert!(!e.contains("Usage"), "{e}");
+        let e =
+            GatewayConfig::from_toml_str("[models.m]\nworker_args = [\"--kv-cache-mb\", \"lots\"]")
+                .unwrap_err();
+        assert!(e.contains("[models.m]") && e.contains("lots"), "{e}");
+        for flag in [
+            "--device",
+            "--listen=unix:/x",
+            "--model",
+            "--home",
+            "--exit-with-parent",
+        ] {
+            let text = format!("[defaults]\nworker_args = [\"{flag}\", \"x\"]");
+            let e = GatewayConfig::from_toml_str(&text).unwrap_err();
+            assert!(e.contains("set by the gateway"), "{flag}: {e}");
+        }
+        // --threads beyond what the worker is charged would make the CPU budget fiction.
+        let e = GatewayConfig::from_toml_str(
+            "[defaults]\nworker_cores = 1.5\nworker_args = [\"--threads\", \"3\"]",
+        )
+        .unwrap_err();
+        assert!(e.contains("worker_cores"), "{e}");
+        let c = GatewayConfig::from_toml_str(
+            "[defaults]\nworker_cores = 1.5\nworker_args = [\"--threads\", \"2\", \"--max-batch\", \"4\"]",
+        )
+        .unwrap();
+        let o = c.defaults.worker_args.options();
+        assert_eq!((o.threads, o.max_batch, o.max_num_seqs), (Some(2), 4, 16));
+        assert_eq!(c.defaults.worker_args.cpu_threads(), 2);
+    }
+
+    #[test]
+    fn cpu_threads_are_worker_cores_rounded_up() {
+        for (cores, threads) in [(0.0, 1), (0.5, 1), (1.0, 1), (1.01, 2), (2.0, 2), (3.5, 4)] {
+            let c = GatewayConfig::from_toml_str(&format!("[models.m]\nworker_cores = {cores:?}"))
+                .unwrap();
+            let p = c.pool("m", &[]);
+            assert_eq!(
+                (p.cpu_threads(), p.worker_args.cpu_threads()),
+                (threads, threads),
+                "{cores}"
+            );
+        }
+        assert_eq!(
+            GatewayConfig::default()
+                .pool("x", &[])
+                .worker_args
+                .cpu_threads(),
+            1
+        );
+    }
+
+    /// A CPU-only build refuses an explicit CUDA device at start, naming the feature.
+    #[test]
+    fn cuda_devices_need_a_cuda_build() {
+        for device in ["cuda", "cuda:0", "cuda:3"] {
+            let c = GatewayConfig::from_toml_str("")
+                .map(|mut c| {
+                    c.models.insert(
+                        "m".into(),
+                        PoolConfig {
+                            device: device.into(),
+                            ..PoolConfig::default()
+                        },
+                    );
+                    c
+                })
+                .unwrap();
+            let e = c.validate_for(false).unwrap_err();
+            assert!(
+                e.contains("[models.m]") && e.contains("`cuda` feature"),
+                "{e}"
+            );
+            assert!(c.validate_for(true).is_ok(), "{device}");
+        }
+        for device in ["gpu", "cuda:x", "cuda0", ""] {
+            let mut c = GatewayConfig::default();
+            c.defaults.device = device.into();
+            assert!(c.validate_for(true).is_err(), "{device:?}");
+        }
+        let mut c = GatewayConfig::default();
+        c.defaults.device = "cpu".into();
+        assert!(c.validate_for(false).is_ok());
+        if !surge_runtime::CUDA {
+            assert!(GatewayConfig::from_toml_str("[defaults]\ndevice = \"cuda:0\"").is_err());
         }
     }
 

@@ -2,28 +2,59 @@
 //!
 //! [`Provisioner`] is the seam for other backends (a cluster scheduler later); the
 //! [`LocalProvisioner`] runs `surge worker` (this same executable) per worker on a fresh
-//! Unix socket. A worker is ready when its `/health` answers 200. Workers die with the
-//! gateway: they are started with `--exit-with-parent` (they poll their parent pid, so
-//! even a SIGKILLed gateway leaves no orphans) and are killed when their handle drops.
+//! Unix socket, its command line rendered from [`WorkerSpec::options`]. A worker is
+//! ready when its `/health` answers 200. Workers die with the gateway: they are started
+//! with `--exit-with-parent` (they poll their parent pid, so even a SIGKILLed gateway
+//! leaves no orphans) and are killed when their handle drops.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use surge_protocol::worker::health::{self, Health};
+use surge_protocol::worker::{Listen, WorkerOptions, SPAWNED_AT_ENV};
 use tokio::process::Command;
 use tokio::sync::watch;
+
+use super::config::{PoolConfig, WorkerArgs};
 
 /// What to run: one model on one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerSpec {
     pub model: String,
     pub device: String,
-    /// Extra `surge worker` arguments.
-    pub args: Vec<String>,
+    /// The pool's `worker_args`, parsed, and the `--threads` a CPU worker gets.
+    pub args: WorkerArgs,
+}
+
+impl WorkerSpec {
+    /// A worker of a pool configured by `cfg`, on `device` (already placed: not `auto`).
+    pub fn new(model: &str, device: &str, cfg: &PoolConfig) -> WorkerSpec {
+        let mut args = cfg.worker_args.clone();
+        args.set_worker_cores(cfg.worker_cores);
+        WorkerSpec {
+            model: model.to_string(),
+            device: device.to_string(),
+            args,
+        }
+    }
+
+    /// The options of one worker listening on `listen`: the pool's `worker_args`, this
+    /// spec's model and device, `--exit-with-parent`, the gateway's model cache, and for
+    /// CPU workers `--threads` from the pool's `worker_cores` unless `worker_args` set it.
+    pub fn options(&self, listen: Listen, home: Option<PathBuf>) -> WorkerOptions {
+        let mut o = self.args.options().clone();
+        o.model = self.model.clone();
+        o.device = self.device.clone();
+        o.listen = listen;
+        o.home = home;
+        o.exit_with_parent = true;
+        if !self.device.starts_with("cuda") {
+            o.threads = o.threads.or(Some(self.args.cpu_threads()));
+        }
+        o
+    }
 }
 
 /// A started, ready worker.
@@ -132,23 +163,13 @@ impl Provisioner for LocalProvisioner {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         // Lets the worker measure fork/exec and process start (its `exec` phase).
-        cmd.env(
-            surge_runtime::server::startup::SPAWNED_AT_ENV,
-            spawned_at.to_string(),
-        );
+        cmd.env(SPAWNED_AT_ENV, spawned_at.to_string());
+        let options = spec.options(Listen::Unix(socket.clone()), self.home.clone());
         cmd.arg("worker")
-            .args(["--model", &spec.model])
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--device", &spec.device])
-            .arg("--exit-with-parent")
-            .args(&spec.args)
+            .args(options.to_args())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some(home) = &self.home {
-            cmd.args(["--home".as_ref(), home.as_os_str()]);
-        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
@@ -176,13 +197,15 @@ impl Provisioner for LocalProvisioner {
             if let Some(why) = handle.exited.borrow().clone() {
                 return Err(format!("{why} before becoming ready"));
             }
-            if let Some((200, body)) = health_body(&handle.socket).await {
-                let cold_start = started.elapsed();
-                return Ok(WorkerHandle {
-                    cold_start,
-                    startup: startup_phases(&body, cold_start),
-                    ..handle
-                });
+            if let Some(r) = health::get(&handle.socket, HEALTH_TIMEOUT).await {
+                if r.code == 200 {
+                    let cold_start = started.elapsed();
+                    return Ok(WorkerHandle {
+                        cold_start,
+                        startup: startup_phases(r.health.as_ref(), cold_start),
+                        ..handle
+                    });
+                }
             }
             if Instant::now() >= deadline {
                 self.stop(&handle, Duration::ZERO).await;
@@ -219,40 +242,26 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Longest a `/health` request may take (the worker answers it from memory).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `GET /health` over the worker's socket; the status code, or `None` if unreachable.
 pub async fn health(socket: &Path) -> Option<u16> {
-    health_body(socket).await.map(|(code, _)| code)
-}
-
-/// `GET /health`: the status code and the JSON body (`Null` when it is not JSON).
-async fn health_body(socket: &Path) -> Option<(u16, Value)> {
-    let mut s = UnixStream::connect(socket).await.ok()?;
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = std::str::from_utf8(&buf).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Some((code, body))
+    health::get(socket, HEALTH_TIMEOUT).await.map(|r| r.code)
 }
 
 /// The worker's startup phases from its `/health` body, and `readiness` for the rest
-/// of the gateway-measured `cold_start`.
-fn startup_phases(health: &Value, cold_start: Duration) -> Vec<(String, f64)> {
-    let Some(s) = health.get("startup").filter(|s| s.is_object()) else {
+/// of the gateway-measured `cold_start`; empty when the body has no breakdown.
+fn startup_phases(health: Option<&Health>, cold_start: Duration) -> Vec<(String, f64)> {
+    let Some(s) = health.and_then(|h| h.startup.as_ref()) else {
         return Vec::new();
     };
-    let mut out: Vec<(String, f64)> = ["exec", "init", "resolve", "weights", "tokenizer", "warmup"]
+    // Only a known spawn time is a phase (an old worker without one reports no `exec`).
+    let mut out: Vec<(String, f64)> = s
+        .phases()
         .iter()
-        .filter_map(|p| Some((p.to_string(), s.get(format!("{p}_s"))?.as_f64()?)))
+        .filter(|(p, _)| *p != "exec" || s.exec_s.is_some())
+        .map(|(p, v)| (p.to_string(), *v))
         .collect();
     let accounted: f64 = out.iter().map(|(_, v)| v).sum();
     out.push((
@@ -266,18 +275,84 @@ fn startup_phases(health: &Value, cold_start: Duration) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
 
+    fn body(json: serde_json::Value) -> Option<Health> {
+        Some(serde_json::from_value(json).unwrap())
+    }
+
     #[test]
     fn startup_phases_add_up_to_the_cold_start() {
-        let health = serde_json::json!({"status": "ok", "startup": {
-            "exec_s": 0.01, "init_s": 0.002, "resolve_s": 0.001, "weights_s": 0.1,
-            "tokenizer_s": 0.02, "warmup_s": 0.03, "total_s": 0.163, "exec_source": "env"
-        }});
-        let p = startup_phases(&health, Duration::from_millis(170));
+        let health = body(
+            serde_json::json!({"status": "ok", "model": "m", "kind": "llm",
+                "uptime_seconds": 1.0, "startup": {
+                "exec_s": 0.01, "init_s": 0.002, "resolve_s": 0.001, "weights_s": 0.1,
+                "tokenizer_s": 0.02, "warmup_s": 0.03, "total_s": 0.163, "listening_s": null,
+                "exec_source": "env"
+            }}),
+        );
+        let p = startup_phases(health.as_ref(), Duration::from_millis(170));
         assert_eq!(p.len(), 7);
         assert_eq!(p[3], ("weights".to_string(), 0.1));
         let sum: f64 = p.iter().map(|(_, v)| v).sum();
         assert!((sum - 0.170).abs() < 1e-9, "{p:?}");
-        // An older worker without the object: no breakdown.
-        assert!(startup_phases(&serde_json::json!({"status": "ok"}), Duration::ZERO).is_empty());
+        // Not ready yet, or not a worker's body: no breakdown.
+        let loading = body(serde_json::json!({"status": "loading", "model": "m",
+            "kind": "llm", "uptime_seconds": 1.0, "startup": null}));
+        assert!(startup_phases(loading.as_ref(), Duration::ZERO).is_empty());
+        assert!(startup_phases(None, Duration::ZERO).is_empty());
+    }
+
+    fn pool(toml: &str) -> PoolConfig {
+        super::super::config::GatewayConfig::from_toml_str(toml)
+            .unwrap()
+            .pool("m", &[])
+    }
+
+    /// The argv a worker gets: the pool's options, the gateway's own flags, and for a CPU
+    /// worker `--threads` = `worker_cores` rounded up.
+    #[test]
+    fn worker_argv_comes_from_the_pool() {
+        let cfg =
+            pool("[defaults]\nworker_cores = 1.5\nworker_args = [\"--max-num-seqs\", \"32\"]");
+        let spec = WorkerSpec::new("smollm2", "cpu", &cfg);
+        let listen = Listen::Unix("/tmp/s/w1.sock".into());
+        let o = spec.options(listen.clone(), Some("/cache".into()));
+        assert_eq!(
+            o.to_args(),
+            [
+                "--model",
+                "smollm2",
+                "--listen",
+                "unix:/tmp/s/w1.sock",
+                "--device",
+                "cpu",
+                "--home",
+                "/cache",
+                "--max-num-seqs",
+                "32",
+                "--threads",
+                "2",
+                "--exit-with-parent"
+            ]
+        );
+        assert_eq!(WorkerOptions::parse_args(o.to_args()).unwrap(), o);
+        // The literal form (what a pool built before `WorkerSpec::new` does) agrees when
+        // the config came from `GatewayConfig::pool`.
+        let literal = WorkerSpec {
+            model: "smollm2".into(),
+            device: "cpu".into(),
+            args: cfg.worker_args.clone(),
+        };
+        assert_eq!(literal, spec);
+        // GPU workers are charged memory, not cores: no --threads unless asked for.
+        let gpu = WorkerSpec::new("smollm2", "cuda:0", &cfg).options(listen.clone(), None);
+        assert_eq!((gpu.threads, gpu.device.as_str()), (None, "cuda:0"));
+        // An explicit --threads (at most worker_cores) wins.
+        let cfg = pool("[defaults]\nworker_cores = 4\nworker_args = [\"--threads\", \"3\"]");
+        let o = WorkerSpec::new("m", "cpu", &cfg).options(listen, None);
+        assert_eq!(o.threads, Some(3));
+        // The defaults: one core per worker, one thread.
+        let o = WorkerSpec::new("m", "cpu", &PoolConfig::default())
+            .options(Listen::Unix("/s".into()), None);
+        assert_eq!(o.threads, Some(1));
     }
 }

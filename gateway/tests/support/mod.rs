@@ -4,5 +4,6 @@
 pub mod fake_sources;
 pub mod gateway;
 pub mod http;
+pub mod procfs;
 pub mod speech;
 pub mod worker;

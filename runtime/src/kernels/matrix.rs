@@ -155,7 +155,7 @@ impl QuantMatrix {
         const BYTES: usize = 34;
         let nb = cols / BLOCK;
         let mut ggml = vec![0u8; rows * nb * BYTES];
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = super::threads();
         let rows_per = rows.div_ceil(threads).max(1);
         std::thread::scope(|s| {
             for (src, dst) in w

@@ -50,7 +50,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 pub use matrix::{QuantFormat, QuantMatrix, ROWS_PER_GROUP};
-pub use pool::{global_pool, Pool};
+pub use pool::{global_pool, set_threads, threads, Pool};
 
 use acts::Q8Acts;
 use split::Split;

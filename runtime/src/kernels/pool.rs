@@ -223,22 +223,44 @@ fn worker(sh: &Shared, i: usize) {
     }
 }
 
-/// The process-wide pool used by [`super::matmul`]: `SURGE_KERNEL_THREADS`
-/// threads (default: available cores), `SURGE_KERNEL_SPIN_US` spin (default
-/// 50). Created on first use; lives for the process.
+/// The compute thread count set by [`set_threads`] (the worker's `--threads`).
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Sets the process's compute thread count: the size of the [`global_pool`], and what
+/// [`threads`] answers. Call before the pool is first used (the worker does, from its
+/// `--threads`); returns false, changing nothing, when a count was already set or the
+/// pool already exists with another size.
+pub fn set_threads(n: usize) -> bool {
+    let n = n.max(1);
+    THREADS.set(n).is_ok() && POOL.get().is_none_or(|p| p.threads() == n)
+}
+
+/// The process's compute threads: [`set_threads`]' count, else `SURGE_KERNEL_THREADS`,
+/// else every available core. Whatever else sizes itself to the machine (load-time
+/// repacking, decoder slots) uses this, so a worker started with `--threads N` keeps to N.
+pub fn threads() -> usize {
+    if let Some(&n) = THREADS.get() {
+        return n;
+    }
+    std::env::var("SURGE_KERNEL_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+/// The process-wide pool used by [`super::matmul`]: [`threads`] threads (the caller
+/// included, so `threads() - 1` workers named `surge-kernel-N`), `SURGE_KERNEL_SPIN_US`
+/// spin (default 50). Created on first use; lives for the process.
 pub fn global_pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let env = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        };
-        let threads = env("SURGE_KERNEL_THREADS")
-            .filter(|&t| t > 0)
-            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
-        let spin = Duration::from_micros(env("SURGE_KERNEL_SPIN_US").unwrap_or(50) as u64);
-        Pool::new(threads, spin)
+        let spin = std::env::var("SURGE_KERNEL_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(50);
+        Pool::new(threads(), Duration::from_micros(spin))
     })
 }
 
@@ -298,6 +320,18 @@ mod tests {
             });
         }
         assert_eq!(total.load(Ordering::Relaxed), 30_000);
+    }
+
+    #[test]
+    fn kernels_pool_names_its_workers() {
+        let pool = Pool::new(3, Duration::from_micros(10));
+        let names: Vec<_> = pool
+            .workers
+            .iter()
+            .map(|(t, _)| t.name().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(names, ["surge-kernel-0", "surge-kernel-1"]);
+        assert!(Pool::new(1, Duration::ZERO).workers.is_empty());
     }
 
     #[test]

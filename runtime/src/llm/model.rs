@@ -201,10 +201,7 @@ impl LlmModel {
         // Repacking is most of a CPU load and layers are independent: one contiguous
         // run of layers per core (the file is mapped, so threads read it without locks).
         let threads = if device.is_cpu() {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(config.n_layer)
-                .max(1)
+            crate::kernels::threads().min(config.n_layer).max(1)
         } else {
             1
         };

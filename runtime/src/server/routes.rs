@@ -9,8 +9,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use surge_protocol::openai::{Model, ModelList};
+use surge_protocol::worker::health::{Health, Status};
 
 use super::{ApiError, Lifecycle, Phase};
 
@@ -59,54 +59,44 @@ pub trait WorkerInfo: Send + Sync + 'static {
 /// `/health`, `/metrics`, `/v1/models` and the OpenAI-shaped 404 fallback.
 pub fn base_router<S: WorkerInfo>() -> Router<Arc<S>> {
     Router::new()
-        .route("/health", get(health::<S>))
+        .route("/health", get(health_route::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/v1/models", get(models::<S>))
         .fallback(not_found)
 }
 
 /// `GET /health`: 200 once ready; 503 while loading or draining; 500 when the engine
-/// failed. The body (JSON):
-///
-/// ```json
-/// {"status": "ok", "model": "smollm2-135m-instruct", "kind": "llm",
-///  "load_seconds": 0.16, "uptime_seconds": 12.5, "error": null,
-///  "startup": {"exec_s": 0.003, "init_s": 0.001, "resolve_s": 0.001,
-///              "weights_s": 0.12, "tokenizer_s": 0.03, "warmup_s": 0.01,
-///              "total_s": 0.17, "listening_s": 0.004, "exec_source": "env"}}
-/// ```
-///
-/// - `status`: `loading`, `ok`, `draining` or `failed`; `error` the failure, else null.
-/// - `load_seconds`: engine thread start → ready (null until ready).
-/// - `startup` (null until ready; see [`super::startup`]): one cold start, in seconds,
-///   along its critical path. `exec_s` spawn → `main` (null when the parent set no
-///   `SURGE_SPAWNED_AT_UNIX_NS` and `/proc` gave nothing; `exec_source` is `env`,
-///   `proc` — 10 ms resolution — or `none`), `init_s` `main` → model lookup, `resolve_s`
-///   cache and manifest, `weights_s` weights read and converted, `tokenizer_s`
-///   tokenizer and chat template (LLM) or mel filters and rules (Whisper), `warmup_s`
-///   one small forward before readiness. Every phase is ≥ 0 and their sum ≤ `total_s`
-///   (spawn → ready; from `main` when `exec_s` is null). `listening_s` is spawn → socket
-///   bound, which happens beside the load, so it is not a phase.
+/// failed. The body is a [`Health`]; its fields, their order and meaning are documented
+/// in [`surge_protocol::worker::health`], and `startup` comes from [`super::startup`].
 pub fn health_response(life: &Lifecycle, model: &str, kind: &str) -> Response {
-    let (code, status) = match life.phase() {
-        Phase::Ready => (StatusCode::OK, "ok"),
-        Phase::Loading => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
-        Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        Phase::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
-    };
-    let body = json!({
-        "status": status,
-        "model": model,
-        "kind": kind,
-        "load_seconds": life.load_seconds(),
-        "uptime_seconds": life.uptime_seconds(),
-        "error": life.failure(),
-        "startup": life.startup(),
-    });
+    let (code, status) = health(life, model, kind);
+    // Through a `Value`, as before the typed body: the same bytes whatever the order.
+    let body = serde_json::to_value(&status).unwrap_or_default();
     (code, Json(body)).into_response()
 }
 
-async fn health<S: WorkerInfo>(State(st): State<Arc<S>>) -> Response {
+/// The status code and body of `/health`.
+pub fn health(life: &Lifecycle, model: &str, kind: &str) -> (StatusCode, Health) {
+    let (code, status) = match life.phase() {
+        Phase::Ready => (StatusCode::OK, Status::Ok),
+        Phase::Loading => (StatusCode::SERVICE_UNAVAILABLE, Status::Loading),
+        Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, Status::Draining),
+        Phase::Failed => (StatusCode::INTERNAL_SERVER_ERROR, Status::Failed),
+    };
+    let body = Health {
+        error: life.failure().map(str::to_string),
+        kind: kind.to_string(),
+        load_seconds: life.load_seconds(),
+        model: model.to_string(),
+        startup: life.startup().map(|r| r.0),
+        status,
+        threads: Some(crate::kernels::threads()),
+        uptime_seconds: life.uptime_seconds(),
+    };
+    (code, body)
+}
+
+async fn health_route<S: WorkerInfo>(State(st): State<Arc<S>>) -> Response {
     health_response(st.life(), &st.model_ids().name, st.kind())
 }
 
@@ -152,5 +142,62 @@ mod tests {
         let e = ids.check(Some("gpt-4o-transcribe")).unwrap_err();
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body()["error"]["code"], "model_not_found");
+    }
+
+    /// The body the worker writes parses as the protocol's type, and keeps the keys (and
+    /// their order) it had before the type existed.
+    #[test]
+    fn health_body_is_the_protocol_type() {
+        use super::super::startup::{StartupPhase, StartupTimer};
+        let life = Lifecycle::default();
+        let (code, h) = health(&life, "m", "llm");
+        assert_eq!(
+            (code, h.status, h.startup),
+            (StatusCode::SERVICE_UNAVAILABLE, Status::Loading, None)
+        );
+        let mut t = StartupTimer::start();
+        t.lap(StartupPhase::Weights);
+        life.set_startup(t.finish(None));
+        life.set_ready(0.5);
+        let (code, written) = health(&life, "m", "llm");
+        assert_eq!(code, StatusCode::OK);
+        let text = serde_json::to_string(&serde_json::to_value(&written).unwrap()).unwrap();
+        let read: Health = serde_json::from_str(&text).unwrap();
+        // Every key read back, as the text says (serde_json's default float parser may
+        // be an ulp off the written value, for the typed reader and `Value` alike).
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), v);
+        assert_eq!(
+            (&read.model, &read.kind, read.load_seconds),
+            (&written.model, &written.kind, written.load_seconds)
+        );
+        assert_eq!(read.status, Status::Ok);
+        assert_eq!(read.threads, Some(crate::kernels::threads()));
+        assert!(read.startup.unwrap().weights_s >= 0.0);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "error",
+                "kind",
+                "load_seconds",
+                "model",
+                "startup",
+                "status",
+                "threads",
+                "uptime_seconds"
+            ]
+        );
+        assert_eq!(text, serde_json::to_string(&written).unwrap());
+        life.set_failed("boom");
+        let (code, h) = health(&life, "m", "llm");
+        assert_eq!(
+            (code, h.status, h.error.as_deref()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Status::Failed,
+                Some("boom")
+            )
+        );
     }
 }

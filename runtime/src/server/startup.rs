@@ -10,17 +10,20 @@
 //! the engine thread) and records consecutive laps, so the phases never overlap and their
 //! sum never exceeds `total_s`. Binding the listener runs beside the load, so it is an
 //! offset (`listening_s`), not a phase. The finished [`StartupReport`] goes into
-//! `/health` (see [`super::routes::health_response`]), the `ready` log line and the
+//! `/health` (see [`super::routes::health_response`]; its shape is
+//! [`surge_protocol::worker::health::Startup`]), the `ready` log line and the
 //! `surge_worker_startup_seconds{phase}` gauge.
 
+use std::ops::Deref;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{opts, GaugeVec, Registry};
-use serde::Serialize;
+use surge_protocol::worker::health::Startup;
 
+pub use surge_protocol::worker::health::ExecSource;
 /// The environment variable a parent sets to the Unix time (ns) at which it spawned us.
-pub const SPAWNED_AT_ENV: &str = "SURGE_SPAWNED_AT_UNIX_NS";
+pub use surge_protocol::worker::SPAWNED_AT_ENV;
 
 /// The critical-path phases, in order, as they appear in `/health` and the gauge.
 pub const PHASES: [StartupPhase; 6] = [
@@ -68,18 +71,6 @@ struct ProcessStart {
     /// spawn → main, when known.
     exec_s: Option<f64>,
     source: ExecSource,
-}
-
-/// Where the spawn time came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecSource {
-    /// The parent's [`SPAWNED_AT_ENV`]: exact.
-    Env,
-    /// `/proc/self/stat`'s start time: clock ticks (10 ms) since boot.
-    Proc,
-    /// Neither: the clock starts at `main`, `exec_s` is null.
-    None,
 }
 
 static PROCESS: OnceLock<ProcessStart> = OnceLock::new();
@@ -203,43 +194,32 @@ impl StartupTimer {
     /// The report at readiness (now). `listening_at`: when the socket was bound.
     pub fn finish(&self, listening_at: Option<Instant>) -> StartupReport {
         let now = Instant::now();
-        StartupReport {
+        StartupReport(Startup {
             exec_s: self.exec_s,
-            init_s: self.get(StartupPhase::Init),
-            resolve_s: self.get(StartupPhase::Resolve),
-            weights_s: self.get(StartupPhase::Weights),
-            tokenizer_s: self.get(StartupPhase::Tokenizer),
-            warmup_s: self.get(StartupPhase::Warmup),
-            total_s: self.since_spawn(now),
-            listening_s: listening_at.map(|t| self.since_spawn(t)),
             exec_source: self.source,
-        }
+            init_s: self.get(StartupPhase::Init),
+            listening_s: listening_at.map(|t| self.since_spawn(t)),
+            resolve_s: self.get(StartupPhase::Resolve),
+            tokenizer_s: self.get(StartupPhase::Tokenizer),
+            total_s: self.since_spawn(now),
+            warmup_s: self.get(StartupPhase::Warmup),
+            weights_s: self.get(StartupPhase::Weights),
+        })
     }
 }
 
-/// Where one cold start's time went, in seconds; the `startup` object of `/health`.
-/// `exec_s + init_s + resolve_s + weights_s + tokenizer_s + warmup_s <= total_s`; the rest
-/// is bookkeeping between phases (well under a millisecond).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct StartupReport {
-    /// spawn → `main`; null when the spawn time is unknown.
-    pub exec_s: Option<f64>,
-    /// `main` → model lookup (logging, arguments, async runtime).
-    pub init_s: f64,
-    /// Cache open and manifest read.
-    pub resolve_s: f64,
-    /// Weights read and converted to the in-memory format.
-    pub weights_s: f64,
-    /// Tokenizer and chat template / mel filters and rules.
-    pub tokenizer_s: f64,
-    /// Warm-up before readiness.
-    pub warmup_s: f64,
-    /// spawn (or `main` when `exec_s` is null) → ready.
-    pub total_s: f64,
-    /// spawn → listening socket bound (in parallel with the load, not a phase).
-    pub listening_s: Option<f64>,
-    /// `env`, `proc` or `none`: where the spawn time came from.
-    pub exec_source: ExecSource,
+/// Where one cold start's time went, in seconds: the `startup` object of `/health`
+/// ([`Startup`], which it derefs to), plus what the worker does with it (the gauge, the
+/// log line). `exec_s + init_s + resolve_s + weights_s + tokenizer_s + warmup_s <=
+/// total_s`; the rest is bookkeeping between phases (well under a millisecond).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartupReport(pub Startup);
+
+impl Deref for StartupReport {
+    type Target = Startup;
+    fn deref(&self) -> &Startup {
+        &self.0
+    }
 }
 
 impl StartupReport {
@@ -313,6 +293,11 @@ mod tests {
     }
 
     #[test]
+    fn phase_names_are_the_protocol_ones() {
+        assert_eq!(PHASES.map(StartupPhase::name), Startup::PHASES);
+    }
+
+    #[test]
     fn exec_seconds_never_negative() {
         assert_eq!(exec_seconds(1_000_000_000, 1_250_000_000), 0.25);
         assert_eq!(exec_seconds(2_000_000_000, 1_000_000_000), 0.0);
@@ -339,7 +324,7 @@ mod tests {
 
     #[test]
     fn report_serializes_with_the_documented_keys() {
-        let r = StartupReport {
+        let r = StartupReport(Startup {
             exec_s: None,
             init_s: 0.001,
             resolve_s: 0.002,
@@ -349,8 +334,8 @@ mod tests {
             total_s: 0.2,
             listening_s: Some(0.004),
             exec_source: ExecSource::None,
-        };
-        let v = serde_json::to_value(r).unwrap();
+        });
+        let v = serde_json::to_value(*r).unwrap();
         for k in [
             "exec_s",
             "init_s",

@@ -64,9 +64,8 @@ pub async fn run(cfg: WhisperWorkerConfig, listen: Listen) -> i32 {
             return 1;
         }
     };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // The worker's compute threads (`--threads`, else every core).
+    let cores = crate::kernels::threads();
     let aliases = cfg
         .aliases
         .iter()
