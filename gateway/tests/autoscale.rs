@@ -25,16 +25,7 @@ fn fast_gateway(dir: &tempfile::TempDir, pool: &str) -> Gateway {
 }
 
 fn pool_view(gw: &Gateway) -> Value {
-    let (status, text) = http::get(&gw.url("/admin/pools"));
-    assert_eq!(status, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["model"] == LLM)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {LLM} pool in {v}"))
+    support::gateway::pool_view(gw, LLM)
 }
 
 /// The sum of the samples named `name` that have every one of `labels`: each a pair as

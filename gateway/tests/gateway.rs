@@ -792,17 +792,7 @@ fn requests_that_stop_waiting_leave_the_queue() {
         let (_, text) = http::get(&gw.url("/metrics"));
         surge_protocol::prom::value(&text, "surge_queue_depth", &[("model", LLM)])
     };
-    let queued = || {
-        let (_, text) = http::get(&gw.url("/admin/pools"));
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["model"] == LLM)
-            .map(|p| p["queued"].as_u64().unwrap())
-            .unwrap()
-    };
+    let queued = || support::gateway::pool_view(&gw, LLM)["queued"].as_u64().unwrap();
     let url = gw.url("/v1/chat/completions");
     let waiters: Vec<_> = (0..3)
         .map(|_| {

@@ -6,7 +6,7 @@
 //! pool's `worker_cores`; a GPU has `gpu_memory_fraction` of its memory and each worker
 //! placed on it costs its weights × [`GPU_MEMORY_FACTOR`]. When a device is full the
 //! autoscaler stops idle workers of other models, least recently used first
-//! ([`super::scaling`]), like a cache of warm models. One worker is always allowed on an
+//! ([`super::pool::Pools::make_room`]), like a cache of warm models. One worker is always allowed on an
 //! empty device, whatever it costs, so a large model is slow rather than unservable.
 
 use std::collections::HashMap;

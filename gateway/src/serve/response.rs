@@ -128,7 +128,7 @@ impl ResponseBody {
                             observe_token(c, last_token, now);
                         }
                         if let Some(u) = chunk.usage().filter(|_| chunk.is_usage()) {
-                            count_usage(c, &AnyUsage::Tokens(u.clone()));
+                            count_usage(c, &AnyUsage::Tokens(*u));
                             if !c.include_usage {
                                 continue;
                             }

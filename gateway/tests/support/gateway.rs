@@ -113,3 +113,17 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// `model`'s pool as `/admin/pools` shows it.
+pub fn pool_view(gw: &Gateway, model: &str) -> serde_json::Value {
+    let (status, text) = super::http::get(&gw.url("/admin/pools"));
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == model)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {model} pool in {v}"))
+}

@@ -140,7 +140,7 @@ mod tests {
         assert!(ids.check(Some("whisper-tiny.en")).is_ok());
         assert!(ids.check(Some("whisper-1")).is_ok());
         let e = ids.check(Some("gpt-4o-transcribe")).unwrap_err();
-        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.status(), 404);
         assert_eq!(e.body()["error"]["code"], "model_not_found");
     }
 
