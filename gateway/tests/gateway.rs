@@ -792,7 +792,11 @@ fn requests_that_stop_waiting_leave_the_queue() {
         let (_, text) = http::get(&gw.url("/metrics"));
         surge_protocol::prom::value(&text, "surge_queue_depth", &[("model", LLM)])
     };
-    let queued = || support::gateway::pool_view(&gw, LLM)["queued"].as_u64().unwrap();
+    let queued = || {
+        support::gateway::pool_view(&gw, LLM)["queued"]
+            .as_u64()
+            .unwrap()
+    };
     let url = gw.url("/v1/chat/completions");
     let waiters: Vec<_> = (0..3)
         .map(|_| {
@@ -825,7 +829,8 @@ fn requests_that_stop_waiting_leave_the_queue() {
     drop(s);
     let left = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(1), || queued() == 0 && depth() == Some(0.0)),
+        wait_until(Duration::from_secs(1), || queued() == 0
+            && depth() == Some(0.0)),
         "a client that hung up still queued after {:?}",
         left.elapsed()
     );

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 
 use crate::scenario::{Class, ClassBody};
 use crate::sse::parse_chunk;
-use surge_protocol::sse::Decoder;
 use crate::transcribe::{audio_mime, multipart};
 use crate::workload::{filler_prompt, Params, Planned};
+use surge_protocol::sse::Decoder;
 
 /// Error bodies are kept up to this many bytes.
 const ERROR_BODY_MAX: usize = 512;

@@ -281,13 +281,19 @@ mod tests {
             model: "m".into(),
             retry_after: Duration::from_millis(1500),
         };
-        assert_eq!((q.status(), q.retry_after(), q.kind()), (429, Some(2), "rate_limit_error"));
+        assert_eq!(
+            (q.status(), q.retry_after(), q.kind()),
+            (429, Some(2), "rate_limit_error")
+        );
         assert_eq!(ApiError::Unauthorized.kind(), "authentication_error");
         assert_eq!(ApiError::ShuttingDown.status(), 503);
         assert_eq!(ApiError::ShuttingDown.retry_after(), Some(1));
         assert_eq!(ApiError::Internal("x".into()).kind(), "server_error");
         let c = ApiError::ContextLengthExceeded("too long".into());
-        assert_eq!((c.status(), c.code(), c.param()), (400, "context_length_exceeded", Some("messages")));
+        assert_eq!(
+            (c.status(), c.code(), c.param()),
+            (400, "context_length_exceeded", Some("messages"))
+        );
     }
 
     #[test]

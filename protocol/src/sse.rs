@@ -142,13 +142,19 @@ mod tests {
 
     #[test]
     fn split_and_joined_events_decode_alike() {
-        let body = "data: {\"a\":1}\n\n: keep-alive\r\n\r\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\n\n";
+        let body =
+            "data: {\"a\":1}\n\n: keep-alive\r\n\r\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\n\n";
         let mut whole = Decoder::default();
         let events = whole.push(body.as_bytes());
         let data: Vec<_> = events.iter().map(|e| e.data.clone()).collect();
         assert_eq!(
             data,
-            [Some("{\"a\":1}".into()), None, Some("x\ny".into()), Some("[DONE]".into())]
+            [
+                Some("{\"a\":1}".into()),
+                None,
+                Some("x\ny".into()),
+                Some("[DONE]".into())
+            ]
         );
         assert!(events[3].is_done());
         // The raw bytes of all events are the body, byte for byte.
@@ -184,6 +190,9 @@ mod tests {
                 "[DONE]"
             ]
         );
-        assert_eq!(&json_event(&serde_json::json!({"a": 1}))[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(
+            &json_event(&serde_json::json!({"a": 1}))[..],
+            b"data: {\"a\":1}\n\n"
+        );
     }
 }

@@ -334,9 +334,12 @@ impl ProxyHttp for Gateway {
         let gateway_error = match ctx.error.take() {
             Some(g) => Some(g),
             // The worker could not be reached or broke before it answered.
-            None if session.response_written().is_none() && upstream => Some(ApiError::Upstream(
-                format!("the worker for model '{}' failed: {what}", ctx.model_label()),
-            )),
+            None if session.response_written().is_none() && upstream => {
+                Some(ApiError::Upstream(format!(
+                    "the worker for model '{}' failed: {what}",
+                    ctx.model_label()
+                )))
+            }
             // The client is gone or sent garbage.
             None if session.response_written().is_none()
                 && matches!(e.esource(), ErrorSource::Downstream) =>

@@ -57,5 +57,12 @@ pub async fn error(
     if let Some(s) = e.retry_after() {
         headers.push(("Retry-After", s.to_string()));
     }
-    write(session, e.status(), "application/json", e.body_bytes(), &headers).await
+    write(
+        session,
+        e.status(),
+        "application/json",
+        e.body_bytes(),
+        &headers,
+    )
+    .await
 }

@@ -166,13 +166,18 @@ fn count_usage(c: &Counting, usage: &AnyUsage) {
     let m = c.metrics;
     match usage {
         AnyUsage::Tokens(u) => {
-            for (n, kind) in [(u.prompt_tokens, "prompt"), (u.completion_tokens, "completion")] {
+            for (n, kind) in [
+                (u.prompt_tokens, "prompt"),
+                (u.completion_tokens, "completion"),
+            ] {
                 m.tokens.with_label_values(&[c.model, kind]).inc_by(n);
             }
         }
         AnyUsage::Audio(u) => {
             if let Some(s) = u.seconds() {
-                m.audio_seconds.with_label_values(&[c.model]).inc_by(s as f64);
+                m.audio_seconds
+                    .with_label_values(&[c.model])
+                    .inc_by(s as f64);
             }
         }
     }
@@ -204,21 +209,29 @@ mod tests {
         let role = br#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}
 
 "#;
-        assert!(body.filter(Some(Bytes::from_static(role)), false, &c).is_some());
+        assert!(body
+            .filter(Some(Bytes::from_static(role)), false, &c)
+            .is_some());
         assert_eq!(ttft_count(&m), 0, "the role chunk is not a token");
         let tok = br#"data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}
 
 "#;
         body.filter(Some(Bytes::from_static(tok)), false, &c);
         assert_eq!(ttft_count(&m), 1);
-        let inter = || m.inter_token_seconds.with_label_values(&["m"]).get_sample_count();
+        let inter = || {
+            m.inter_token_seconds
+                .with_label_values(&["m"])
+                .get_sample_count()
+        };
         assert_eq!(inter(), 0);
         body.filter(Some(Bytes::from_static(tok)), false, &c);
         assert_eq!((ttft_count(&m), inter()), (1, 1));
         // Text completions stream `text`.
         let mut body = ResponseBody::for_response("text/event-stream", false);
         body.filter(
-            Some(Bytes::from_static(b"data: {\"choices\":[{\"text\":\" Paris\"}]}\n\n")),
+            Some(Bytes::from_static(
+                b"data: {\"choices\":[{\"text\":\" Paris\"}]}\n\n",
+            )),
             false,
             &c,
         );
@@ -252,7 +265,9 @@ mod tests {
         let mut body = ResponseBody::for_response("application/json", true);
         assert!(body.is_sse());
         let e = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
-        assert!(body.filter(Some(Bytes::from_static(e)), false, &c).is_none());
+        assert!(body
+            .filter(Some(Bytes::from_static(e)), false, &c)
+            .is_none());
         let out = body.filter(None, true, &c).unwrap();
         assert_eq!(
             sse::data_payloads(&out),

@@ -127,9 +127,11 @@ pub async fn route_request(
     // The whole body is read, up to the route's limit. One that fits pingora's retry
     // buffer is forwarded from there; a larger one is handed to a subrequest.
     let mut buf = Vec::with_capacity(length.unwrap_or(0).min(limit));
-    while let Some(chunk) = session.read_request_body().await.map_err(|e| {
-        ApiError::invalid(format!("Could not read the request body: {e}"), None)
-    })? {
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}"), None))?
+    {
         buf.extend_from_slice(&chunk);
         if buf.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
@@ -144,7 +146,10 @@ pub async fn route_request(
     } else {
         let v: serde_json::Value = parse_json(&body)?;
         if !v.is_object() {
-            return Err(ApiError::invalid("The request body must be a JSON object", None));
+            return Err(ApiError::invalid(
+                "The request body must be a JSON object",
+                None,
+            ));
         }
         let peek = JsonPeek::deserialize(&v)
             .map_err(|e| ApiError::invalid(format!("Invalid request: {e}"), None))?;

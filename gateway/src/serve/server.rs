@@ -22,7 +22,6 @@ use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
 
-
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: GatewayConfig) -> i32 {
     match serve(cfg) {

@@ -75,15 +75,24 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Lease, ApiError>>,
     },
     /// The waiter `id` is gone (timed out, or its client hung up).
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
     /// A lease on `worker` ended.
-    Release { worker: u64 },
+    Release {
+        worker: u64,
+    },
     /// `worker` failed a request (could not connect, died): send it no more.
-    MarkFailed { worker: u64 },
+    MarkFailed {
+        worker: u64,
+    },
     /// A start finished: the ready worker, or why it failed.
     Started(Result<Arc<WorkerHandle>, String>),
     /// A worker's process exited.
-    Exited { worker: u64, why: String },
+    Exited {
+        worker: u64,
+        why: String,
+    },
     /// One autoscaler step at `now`.
     Tick {
         now: Instant,
@@ -106,7 +115,9 @@ pub(crate) enum Command {
     },
     /// Room was made: start what the budget refused.
     RetryStart,
-    View { reply: oneshot::Sender<PoolView> },
+    View {
+        reply: oneshot::Sender<PoolView>,
+    },
     /// Stop admitting: waiters and new requests get 503.
     Close,
     /// Stop every worker (after `Close`), waiting at most `grace` for each.
@@ -353,7 +364,11 @@ impl Pools {
                     continue;
                 }
                 let idle = o.ask(|reply| Command::Evictable { reply }).await;
-                victims.extend(idle.unwrap_or_default().into_iter().map(|(t, id)| (t, id, o)));
+                victims.extend(
+                    idle.unwrap_or_default()
+                        .into_iter()
+                        .map(|(t, id)| (t, id, o)),
+                );
             }
             victims.sort_by_key(|&(t, id, _)| (t, id));
             // Free at least one worker's worth of this pool's cost.

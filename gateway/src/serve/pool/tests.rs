@@ -315,7 +315,11 @@ async fn timed_out_waiters_leave_the_queue() {
     // Demand is the held request only.
     p.tick(Instant::now()).await;
     let e = p.acquire().await.err().expect("no free slot");
-    assert_eq!(e.status(), 503, "queued and timed out, not refused as full: {e}");
+    assert_eq!(
+        e.status(),
+        503,
+        "queued and timed out, not refused as full: {e}"
+    );
     drop(held);
     drop(p.acquire().await.unwrap());
 }
