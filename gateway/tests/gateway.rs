@@ -394,10 +394,13 @@ fn metrics_show_requests_and_cold_starts() {
 }
 
 /// Issue 13, defect 4: the CPU budget is real. The shared gateway runs the default pool
-/// config, which charges each CPU worker `worker_cores = 1` against `cpu_budget`; its LLM
-/// worker is started with `--threads 1`, reports 1 compute thread in `/health` (read with
-/// the gateway's own health client) and, having served a request, runs no helper thread
-/// in its compute pools (before the fix it ran one per core beyond the first in each).
+/// config: no `worker_cores`, so every CPU pool is charged an equal share of
+/// `cpu_budget` (1 core each for the two default models on a 2-core machine) and the
+/// shares add up to no more than the budget. The LLM worker is started with `--threads`
+/// = its share, reports that many compute threads in `/health` (read with the gateway's
+/// own health client) and, having served a request, runs at most that many minus one
+/// helper threads in each compute pool (before the fix: one per core beyond the first,
+/// whatever it was charged).
 #[test]
 fn cpu_workers_run_on_the_cores_they_are_charged() {
     use support::procfs::{cmdline, pool_threads, thread_names};
@@ -411,7 +414,29 @@ fn cpu_workers_run_on_the_cores_they_are_charged() {
             args.iter().any(|a| a == LLM).then_some((pid, args))
         })
         .expect("an LLM worker");
-    assert!(args.windows(2).any(|w| w == ["--threads", "1"]), "{args:?}");
+    let (_, text) = http::get(&gw.url("/admin/pools"));
+    let view: Value = serde_json::from_str(&text).unwrap();
+    let charged: f64 = view["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["device"] == "cpu")
+        .map(|p| p["worker_cost"].as_f64().unwrap())
+        .sum();
+    let budget = view["budget"]["cpu"]["capacity"].as_f64().unwrap();
+    assert!(
+        charged <= budget,
+        "{charged} cores charged of {budget}: {view}"
+    );
+    let share = support::gateway::pool_view(gw, LLM)["worker_cost"]
+        .as_f64()
+        .unwrap();
+    let threads = share.ceil() as usize;
+    let flag = threads.to_string();
+    assert!(
+        args.windows(2).any(|w| w[0] == "--threads" && w[1] == flag),
+        "{args:?}"
+    );
     let socket = args
         .iter()
         .find_map(|a| a.strip_prefix("unix:"))
@@ -428,8 +453,13 @@ fn cpu_workers_run_on_the_cores_they_are_charged() {
         .expect("the worker answers /health");
     assert_eq!(reply.code, 200);
     let health = reply.health.expect("a protocol /health body");
-    assert_eq!(health.threads, Some(1), "{health:?}");
-    assert_eq!(pool_threads(pid), (0, 0), "{:?}", thread_names(pid));
+    assert_eq!(health.threads, Some(threads), "{health:?}");
+    let (kernel, candle) = pool_threads(pid);
+    assert!(
+        kernel < threads && candle < threads,
+        "{:?}",
+        thread_names(pid)
+    );
 }
 
 /// API keys from the config file: no or a wrong key → 401; a key over its

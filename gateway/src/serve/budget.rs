@@ -82,7 +82,7 @@ pub fn worker_cost(device: &str, cfg: &PoolConfig, e: Option<&ModelEntry>) -> f6
     if device.starts_with("cuda") {
         e.map(gpu_cost).unwrap_or(0) as f64
     } else {
-        cfg.worker_cores
+        cfg.cores()
     }
 }
 

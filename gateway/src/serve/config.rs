@@ -86,15 +86,50 @@ pub struct PoolConfig {
     /// One decision may remove at most this many workers.
     pub scale_down_step: usize,
     /// CPU cores one CPU worker is charged against the machine's `cpu_budget`; a CPU
-    /// worker runs on that many compute threads (`--threads`, rounded up).
-    pub worker_cores: f64,
+    /// worker runs on that many compute threads (`--threads`, rounded up). Unset: an
+    /// equal share of `cpu_budget` ([`cpu_share`]), set when the pools are built.
+    pub worker_cores: Option<f64>,
 }
 
 impl PoolConfig {
+    /// What one CPU worker is charged: `worker_cores`, or 1 while it is unset.
+    pub fn cores(&self) -> f64 {
+        self.worker_cores.unwrap_or(1.0)
+    }
+
     /// Compute threads of one CPU worker: `worker_cores` rounded up, at least 1.
     pub fn cpu_threads(&self) -> usize {
-        cpu_threads(self.worker_cores)
+        cpu_threads(self.cores())
     }
+
+    /// Charges `cores` per worker unless `worker_cores` was configured.
+    pub fn default_worker_cores(&mut self, cores: f64) {
+        if self.worker_cores.is_none() {
+            // An explicit `--threads` is charged in full.
+            let threads = self.worker_args.options().threads.unwrap_or(0);
+            let cores = cores.max(threads as f64);
+            self.worker_cores = Some(cores);
+            self.worker_args.set_worker_cores(cores);
+        }
+    }
+}
+
+/// The cores each worker of the CPU pools without `worker_cores` is charged: what the
+/// pools that set it leave of `cpu_budget` at their `max_workers`, split equally over
+/// the `max_workers` of the others, in whole cores, at least 1. Every pool can then
+/// reach its `max_workers` at once without oversubscribing the machine; one model
+/// alone with one worker gets every core.
+pub fn cpu_share(cpu_budget: f64, pools: &[&PoolConfig]) -> f64 {
+    let (mut reserved, mut slots) = (0.0, 0);
+    for p in pools {
+        match p.worker_cores {
+            Some(c) => reserved += c * p.max_workers as f64,
+            None => slots += p.max_workers,
+        }
+    }
+    ((cpu_budget - reserved).max(0.0) / slots.max(1) as f64)
+        .floor()
+        .max(1.0)
 }
 
 fn cpu_threads(worker_cores: f64) -> usize {
@@ -221,7 +256,7 @@ impl Default for PoolConfig {
             panic_threshold: 2.0,
             max_scale_up_rate: 10.0,
             scale_down_step: 1,
-            worker_cores: 1.0,
+            worker_cores: None,
         }
     }
 }
@@ -271,7 +306,7 @@ impl GatewayConfig {
             .find_map(|n| self.models.get(n))
             .cloned()
             .unwrap_or_else(|| self.defaults.clone());
-        p.worker_args.set_worker_cores(p.worker_cores);
+        p.worker_args.set_worker_cores(p.cores());
         p
     }
 }
@@ -397,7 +432,7 @@ impl GatewayConfig {
                 ("target_utilization", p.target_utilization, 0.01, 1.0),
                 ("panic_threshold", p.panic_threshold, 1.0, 1e6),
                 ("max_scale_up_rate", p.max_scale_up_rate, 1.0, 1e6),
-                ("worker_cores", p.worker_cores, 0.0, 1e6),
+                ("worker_cores", p.cores(), 0.0, 1e6),
             ];
             for (key, v, lo, hi) in positive {
                 if !(lo..=hi).contains(&v) {
@@ -409,12 +444,13 @@ impl GatewayConfig {
             }
             check_device(&p.device, cuda).map_err(|e| format!("{what}: {e}"))?;
             if let Some(t) = p.worker_args.options().threads {
-                if !p.device.starts_with("cuda") && t > p.cpu_threads() {
+                if p.worker_cores.is_some() && !p.device.starts_with("cuda") && t > p.cpu_threads()
+                {
                     return Err(format!(
                         "{what}: worker_args --threads {t} is more than worker_cores = {} \
                          (what each CPU worker is charged against cpu_budget); raise \
                          worker_cores instead",
-                        p.worker_cores
+                        p.cores()
                     ));
                 }
             }
@@ -439,7 +475,7 @@ impl GatewayConfig {
 
 fn pool_from_table(t: toml::Table) -> Result<PoolConfig, String> {
     let mut p = PoolConfig::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())?;
-    p.worker_args.set_worker_cores(p.worker_cores);
+    p.worker_args.set_worker_cores(p.cores());
     Ok(p)
 }
 
@@ -635,6 +671,31 @@ key = "sk-two"
         let o = c.defaults.worker_args.options();
         assert_eq!((o.threads, o.max_batch, o.max_num_seqs), (Some(2), 4, 16));
         assert_eq!(c.defaults.worker_args.cpu_threads(), 2);
+    }
+
+    #[test]
+    fn unset_worker_cores_split_the_budget_in_whole_cores() {
+        let pool = |toml: &str| GatewayConfig::from_toml_str(toml).unwrap().pool("m", &[]);
+        let one = pool("");
+        let four = pool("[models.m]\nmax_workers = 4");
+        let fixed = pool("[models.m]\nmax_workers = 2\nworker_cores = 3");
+        assert_eq!(cpu_share(2.0, &[&one]), 2.0, "alone: every core");
+        assert_eq!(cpu_share(2.0, &[&one, &one]), 1.0);
+        assert_eq!(cpu_share(16.0, &[&four, &one]), 3.0, "5 workers at most");
+        assert_eq!(
+            cpu_share(16.0, &[&fixed, &one, &one]),
+            5.0,
+            "16 - 2 x 3 over 2"
+        );
+        assert_eq!(cpu_share(2.0, &[&four, &four]), 1.0, "at least one core");
+        let mut p = GatewayConfig::default().pool("m", &[]);
+        p.default_worker_cores(4.0);
+        assert_eq!((p.cpu_threads(), p.worker_args.cpu_threads()), (4, 4));
+        let mut p = GatewayConfig::from_toml_str("[models.m]\nworker_cores = 1")
+            .unwrap()
+            .pool("m", &[]);
+        p.default_worker_cores(4.0);
+        assert_eq!(p.cpu_threads(), 1, "a configured worker_cores stays");
     }
 
     #[test]

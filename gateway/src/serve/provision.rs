@@ -32,7 +32,7 @@ impl WorkerSpec {
     /// A worker of a pool configured by `cfg`, on `device` (already placed: not `auto`).
     pub fn new(model: &str, device: &str, cfg: &PoolConfig) -> WorkerSpec {
         let mut args = cfg.worker_args.clone();
-        args.set_worker_cores(cfg.worker_cores);
+        args.set_worker_cores(cfg.cores());
         WorkerSpec {
             model: model.to_string(),
             device: device.to_string(),

@@ -41,11 +41,11 @@ use surge_protocol::error::ApiError;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::budget::{worker_cost, Budget, Placer};
-use super::config::{GatewayConfig, PoolConfig};
+use super::config::{cpu_share, GatewayConfig, PoolConfig};
 use super::gpus;
 use super::metrics::GatewayMetrics;
 use super::provision::{Provisioner, WorkerHandle, WorkerSpec};
-use super::registry::Registry;
+use super::registry::{ModelEntry, Registry};
 pub use view::{PoolView, PoolsView, WorkerView};
 
 /// How long a stopped worker may take to exit before it is killed (it has no requests
@@ -311,13 +311,28 @@ impl Pools {
             runtime,
         };
         let mut placer = Placer::new(gpus);
-        let pools = registry
+        let placed: Vec<(&ModelEntry, PoolConfig)> = registry
             .entries()
             .iter()
             .map(|e| {
                 let mut pc = cfg.pool(&e.name, &e.aliases);
                 if pc.device == "auto" {
                     pc.device = placer.place(e);
+                }
+                (e, pc)
+            })
+            .collect();
+        let cpu_pools: Vec<&PoolConfig> = placed
+            .iter()
+            .filter(|(_, pc)| pc.device == "cpu")
+            .map(|(_, pc)| pc)
+            .collect();
+        let share = cpu_share(cfg.cpu_budget, &cpu_pools);
+        let pools = placed
+            .into_iter()
+            .map(|(e, mut pc)| {
+                if pc.device == "cpu" {
+                    pc.default_worker_cores(share);
                 }
                 let cost = worker_cost(&pc.device, &pc, Some(e));
                 tracing::info!(model = %e.name, device = %pc.device, cost, "pool");
