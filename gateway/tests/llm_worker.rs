@@ -489,3 +489,35 @@ fn an_engine_failure_fails_requests_with_500_and_exits_nonzero() {
 }
 
 use std::io::{BufRead, Write};
+
+/// A worker given a shared secret (`SURGE_WORKER_SECRET`, for workers on other
+/// machines) serves only requests that carry it; `/health` stays open to probes.
+#[test]
+fn a_worker_with_a_secret_serves_only_its_gateway() {
+    let w = Worker::start_with_env(
+        LLM,
+        &["--threads", "1"],
+        &[("SURGE_WORKER_SECRET", "s3cret")],
+    );
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let send = |auth: Option<&str>| {
+        let mut req = ureq::post(&w.url("/v1/chat/completions"));
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
+        }
+        match req.send_string(&body.to_string()) {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    for auth in [None, Some("Bearer wrong"), Some("Bearer s3cre")] {
+        let (status, text) = send(auth);
+        assert_eq!(status, 401, "{auth:?}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key", "{text}");
+    }
+    let (status, text) = send(Some("Bearer s3cret"));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(get(&w.url("/health")).0, 200);
+}

@@ -19,6 +19,11 @@ pub mod health;
 /// worker, so the worker can measure its `exec` phase (see [`health::Startup`]).
 pub const SPAWNED_AT_ENV: &str = "SURGE_SPAWNED_AT_UNIX_NS";
 
+/// A shared secret for a worker on another machine (in the environment, not on the
+/// command line where `ps` shows it): when set, every request but `GET /health` must
+/// carry `Authorization: Bearer <secret>`, which only the gateway knows.
+pub const SECRET_ENV: &str = "SURGE_WORKER_SECRET";
+
 /// Everything `surge worker` accepts. `surge worker` flattens it into its command line;
 /// the gateway renders it back with [`WorkerOptions::to_args`].
 #[derive(Args, Debug, Clone, PartialEq)]

@@ -132,6 +132,13 @@ impl Budget {
         true
     }
 
+    /// Charges `cost` to `device` whether or not it fits (a worker already running).
+    pub fn charge(&self, device: &str, cost: f64) {
+        let key = Self::key(device);
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used.entry(key.to_string()).or_insert(0.0) += cost;
+    }
+
     pub fn release(&self, device: &str, cost: f64) {
         let key = Self::key(device);
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::upstreams::peer::HttpPeer;
 use surge_protocol::worker::health::{self, Health};
 use surge_protocol::worker::{Listen, WorkerOptions, SPAWNED_AT_ENV};
 use tokio::process::Command;
@@ -57,11 +58,57 @@ impl WorkerSpec {
     }
 }
 
+/// Where a worker serves its HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    /// A Unix socket on this machine (the local provisioner's workers).
+    Unix(PathBuf),
+    /// A TCP address, for a worker on another machine. The gateway sends `secret` as
+    /// `Authorization: Bearer` with every request, so only it can use the worker.
+    Tcp {
+        addr: String,
+        secret: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// The pingora peer that reaches the worker.
+    pub fn peer(&self) -> pingora::Result<HttpPeer> {
+        let mut peer = match self {
+            Endpoint::Unix(path) => {
+                HttpPeer::new_uds(&path.to_string_lossy(), false, String::new())?
+            }
+            Endpoint::Tcp { addr, .. } => HttpPeer::new(addr.as_str(), false, String::new()),
+        };
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        Ok(peer)
+    }
+
+    /// The `Authorization` value requests to this worker carry, if any.
+    pub fn authorization(&self) -> Option<String> {
+        match self {
+            Endpoint::Tcp {
+                secret: Some(s), ..
+            } => Some(format!("Bearer {s}")),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp { addr, .. } => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
 /// A started, ready worker.
 #[derive(Debug)]
 pub struct WorkerHandle {
     pub id: u64,
-    pub socket: PathBuf,
+    pub endpoint: Endpoint,
     pub pid: Option<u32>,
     /// Spawn → ready.
     pub cold_start: Duration,
@@ -79,14 +126,14 @@ impl WorkerHandle {
     /// returned sender when it exits.
     pub fn new(
         id: u64,
-        socket: PathBuf,
+        endpoint: Endpoint,
         pid: Option<u32>,
         cold_start: Duration,
     ) -> (WorkerHandle, watch::Sender<Option<String>>) {
         let (tx, rx) = watch::channel(None);
         let handle = WorkerHandle {
             id,
-            socket,
+            endpoint,
             pid,
             cold_start,
             startup: Vec::new(),
@@ -124,6 +171,13 @@ pub trait Provisioner: Send + Sync {
     ) -> Result<WorkerHandle, String>;
     /// Asks the worker to drain (SIGTERM) and kills it after `grace`.
     async fn stop(&self, worker: &WorkerHandle, grace: Duration);
+    /// Workers this backend still runs from before the gateway (re)started, as
+    /// `(model, worker)`, put back into their pools at start: on other machines they
+    /// outlive a gateway restart. The local backend has none (its workers exit with the
+    /// gateway).
+    async fn recover(&self) -> Vec<(String, WorkerHandle)> {
+        Vec::new()
+    }
 }
 
 /// Runs workers as child processes of the gateway.
@@ -185,7 +239,7 @@ impl Provisioner for LocalProvisioner {
         });
         let handle = WorkerHandle {
             id,
-            socket,
+            endpoint: Endpoint::Unix(socket.clone()),
             pid,
             cold_start: Duration::ZERO,
             startup: Vec::new(),
@@ -197,7 +251,7 @@ impl Provisioner for LocalProvisioner {
             if let Some(why) = handle.exited.borrow().clone() {
                 return Err(format!("{why} before becoming ready"));
             }
-            if let Some(r) = health::get(&handle.socket, HEALTH_TIMEOUT).await {
+            if let Some(r) = health::get(&socket, HEALTH_TIMEOUT).await {
                 if r.code == 200 {
                     let cold_start = started.elapsed();
                     return Ok(WorkerHandle {
@@ -230,7 +284,9 @@ impl Provisioner for LocalProvisioner {
             signal(pid, libc::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), worker.exited()).await;
         }
-        let _ = std::fs::remove_file(&worker.socket);
+        if let Endpoint::Unix(path) = &worker.endpoint {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

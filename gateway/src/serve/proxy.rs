@@ -204,10 +204,8 @@ impl ProxyHttp for Gateway {
         let acquired = stream_wait::wait_for_slot(session, ctx, &target.pool, heartbeat).await?;
         match acquired {
             Ok(lease) => {
-                let path = lease.socket().to_string_lossy().into_owned();
+                let peer = lease.endpoint().peer()?;
                 ctx.lease = Some(lease);
-                let mut peer = HttpPeer::new_uds(&path, false, String::new())?;
-                peer.options.connection_timeout = Some(Duration::from_secs(5));
                 Ok(Box::new(peer))
             }
             Err(e) => {
@@ -225,10 +223,20 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         // The gateway answered `Expect: 100-continue` itself and already holds the body.
         upstream.remove_header("expect");
+        // The client's API key is the gateway's business; a remote worker gets the
+        // shared secret of its endpoint instead.
+        upstream.remove_header("authorization");
+        if let Some(auth) = ctx
+            .lease
+            .as_ref()
+            .and_then(|l| l.endpoint().authorization())
+        {
+            upstream.insert_header("authorization", auth)?;
+        }
         Ok(())
     }
 

@@ -31,6 +31,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     bound: impl FnOnce(),
 ) -> std::io::Result<()> {
+    let router = match std::env::var(surge_protocol::worker::SECRET_ENV) {
+        Ok(secret) if !secret.is_empty() => require_secret(router, secret),
+        _ => router,
+    };
     match listen {
         Listen::Unix(path) => {
             // A socket file left by a killed predecessor would make bind fail.
@@ -53,6 +57,34 @@ pub async fn serve(
                 .await
         }
     }
+}
+
+/// Refuses (401) every request but `GET /health` that lacks `Authorization: Bearer
+/// <secret>`: a worker reachable over the network serves only its gateway.
+fn require_secret(router: Router, secret: String) -> Router {
+    let want: std::sync::Arc<[u8]> = format!("Bearer {secret}").into_bytes().into();
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let want = want.clone();
+            async move {
+                let open = req.uri().path() == "/health";
+                let got = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                if open || got.is_some_and(|g| same_bytes(g, &want)) {
+                    next.run(req).await
+                } else {
+                    axum::response::IntoResponse::into_response(ApiError::Unauthorized)
+                }
+            }
+        },
+    ))
+}
+
+/// Equality that takes as long wherever the first difference is.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads a request body of at most `limit` bytes. An oversized body is still read (and

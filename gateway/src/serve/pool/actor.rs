@@ -130,6 +130,12 @@ impl PoolActor {
                 self.update_worker_gauges();
             }
             Command::Started(Ok(handle)) => self.add_worker(handle),
+            Command::Adopt(handle) => {
+                // Running already: charged whether or not it fits.
+                self.env.budget.charge(&self.spec.device, self.cost);
+                tracing::info!(model = %self.model, worker = handle.id, endpoint = %handle.endpoint, "adopted a running worker");
+                self.put_in_service(handle);
+            }
             Command::Started(Err(why)) => self.start_failed(why),
             Command::Exited { worker, why } => self.exited(worker, why),
             Command::Tick { now, done } => {
@@ -405,6 +411,10 @@ impl PoolActor {
             phases = ?handle.startup,
             "worker ready"
         );
+        self.put_in_service(handle);
+    }
+
+    fn put_in_service(&mut self, handle: Arc<WorkerHandle>) {
         if self.closed {
             self.stop_worker(handle, "started after shutdown");
             return;

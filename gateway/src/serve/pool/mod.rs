@@ -29,7 +29,6 @@ mod tests;
 mod view;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +43,7 @@ use super::budget::{worker_cost, Budget, Placer};
 use super::config::{cpu_share, GatewayConfig, PoolConfig};
 use super::gpus;
 use super::metrics::GatewayMetrics;
-use super::provision::{Provisioner, WorkerHandle, WorkerSpec};
+use super::provision::{Endpoint, Provisioner, WorkerHandle, WorkerSpec};
 use super::registry::{ModelEntry, Registry};
 pub use view::{PoolView, PoolsView, WorkerView};
 
@@ -88,6 +87,8 @@ pub(crate) enum Command {
     },
     /// A start finished: the ready worker, or why it failed.
     Started(Result<Arc<WorkerHandle>, String>),
+    /// A ready worker the pool did not start (recovered after a gateway restart).
+    Adopt(Arc<WorkerHandle>),
     /// A worker's process exited.
     Exited {
         worker: u64,
@@ -147,8 +148,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn socket(&self) -> &Path {
-        &self.worker.socket
+    /// Where the worker serves.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.worker.endpoint
     }
 
     pub fn worker_id(&self) -> u64 {
@@ -271,12 +273,17 @@ impl Pool {
         self.view().await.map_or(0, |v| v.in_flight)
     }
 
-    /// Sockets of the pool's workers (tests).
-    pub async fn worker_sockets(&self) -> Vec<PathBuf> {
+    /// Where the pool's workers serve (tests).
+    pub async fn worker_endpoints(&self) -> Vec<String> {
         self.view()
             .await
-            .map(|v| v.workers.into_iter().map(|w| w.socket).collect())
+            .map(|v| v.workers.into_iter().map(|w| w.endpoint).collect())
             .unwrap_or_default()
+    }
+
+    /// Takes a ready worker this pool did not start into service.
+    pub fn adopt(&self, worker: WorkerHandle) {
+        let _ = self.tx.send(Command::Adopt(Arc::new(worker)));
     }
 
     fn close(&self) {
@@ -340,7 +347,17 @@ impl Pools {
                 (e.name.clone(), pool)
             })
             .collect();
-        Arc::new(Pools { pools, env })
+        let pools = Arc::new(Pools { pools, env });
+        let recovering = pools.clone();
+        pools.env.runtime.spawn(async move {
+            for (model, worker) in recovering.env.provisioner.recover().await {
+                match recovering.get(&model) {
+                    Some(p) => p.adopt(worker),
+                    None => tracing::warn!(%model, endpoint = %worker.endpoint, "recovered a worker of an unknown model"),
+                }
+            }
+        });
+        pools
     }
 
     /// Pools built by hand (tests).

@@ -41,7 +41,12 @@ impl Provisioner for Fake {
             return Err("boom".into());
         }
         let n = self.spawned.fetch_add(1, Ordering::SeqCst) as u64;
-        let (h, tx) = WorkerHandle::new(n, format!("/tmp/w{n}").into(), None, self.delay);
+        let (h, tx) = WorkerHandle::new(
+            n,
+            Endpoint::Unix(format!("/tmp/w{n}").into()),
+            None,
+            self.delay,
+        );
         self.exits.lock().unwrap().push(tx);
         Ok(h)
     }
@@ -175,7 +180,7 @@ async fn a_dead_worker_is_replaced_for_the_next_request() {
     drop(p.acquire().await.unwrap());
     fake.kill(0);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(p.worker_sockets().await.is_empty());
+    assert!(p.worker_endpoints().await.is_empty());
     let lease = p.acquire().await.unwrap();
     assert_eq!(lease.worker_id(), 1);
 }
@@ -227,7 +232,7 @@ async fn a_burst_scales_up_at_once_and_idle_scales_to_zero() {
     assert_ne!(p.view().await.unwrap().reason, Some("idle"));
     // ...then nothing for longer than idle_timeout: to zero, each worker stopped.
     p.tick(t0 + Duration::from_secs(10)).await;
-    assert!(p.worker_sockets().await.is_empty());
+    assert!(p.worker_endpoints().await.is_empty());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
     assert_eq!(scale_events(&p, "down", "idle"), 3);
@@ -254,7 +259,7 @@ async fn scale_down_drains_a_busy_worker_before_stopping_it() {
     // min_workers = 1 brings a fresh one up.
     p.tick(t0 + Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(p.worker_sockets().await.len(), 1);
+    assert_eq!(p.worker_endpoints().await.len(), 1);
 }
 
 /// With the CPU budget full, a cold model's start evicts the least recently used idle
@@ -279,8 +284,8 @@ async fn a_full_budget_evicts_the_least_recently_used_idle_worker() {
     pools.make_room().await;
     waiting.await.unwrap().unwrap();
     // `a` was used longest ago.
-    assert!(a.worker_sockets().await.is_empty());
-    assert_eq!(b.worker_sockets().await.len(), 1);
+    assert!(a.worker_endpoints().await.is_empty());
+    assert_eq!(b.worker_endpoints().await.len(), 1);
     assert_eq!(scale_events(&a, "down", "evict"), 1);
     assert_eq!(pools.view().await.budget["cpu"]["used"], 2.0);
 }
@@ -345,4 +350,30 @@ async fn a_waiter_that_hangs_up_leaves_the_queue() {
     let lease = p.acquire().await.unwrap();
     assert_eq!(p.view().await.unwrap().in_flight, 1);
     drop(lease);
+}
+
+/// A worker the pool did not start (recovered after a gateway restart) serves requests
+/// like its own, and is charged against the budget.
+#[tokio::test]
+async fn an_adopted_worker_serves_without_a_start() {
+    let fake = Fake::new(0, false);
+    let p = pool(&fake, |_| {});
+    let (h, _exit) = WorkerHandle::new(
+        77,
+        Endpoint::Tcp {
+            addr: "10.0.0.2:9000".into(),
+            secret: Some("s3cret".into()),
+        },
+        None,
+        Duration::ZERO,
+    );
+    p.adopt(h);
+    let lease = p.acquire().await.unwrap();
+    assert_eq!(lease.worker_id(), 77);
+    assert_eq!(
+        lease.endpoint().authorization().as_deref(),
+        Some("Bearer s3cret")
+    );
+    assert_eq!(fake.spawned.load(Ordering::SeqCst), 0);
+    assert_eq!(p.worker_endpoints().await, ["tcp:10.0.0.2:9000"]);
 }

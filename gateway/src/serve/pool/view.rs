@@ -2,7 +2,6 @@
 //! and the machine's budgets. Built by the pool's actor, so it is one consistent moment.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -50,8 +49,8 @@ pub struct WorkerView {
     pub age_seconds: f64,
     pub cold_start_seconds: f64,
     pub cold_start_phases: BTreeMap<String, f64>,
-    #[serde(skip)]
-    pub socket: PathBuf,
+    /// `unix:PATH` or `tcp:ADDR`.
+    pub endpoint: String,
 }
 
 impl PoolActor {
@@ -76,7 +75,7 @@ impl PoolActor {
                 age_seconds: w.handle.started.elapsed().as_secs_f64(),
                 cold_start_seconds: w.handle.cold_start.as_secs_f64(),
                 cold_start_phases: w.handle.startup.iter().cloned().collect(),
-                socket: w.handle.socket.clone(),
+                endpoint: w.handle.endpoint.to_string(),
             })
             .collect();
         let d = self.decision.as_ref();
