@@ -7,7 +7,7 @@
 //! ```
 //! 1. **Overhead**: a gateway (`serve --no-pull --min-workers 1`: one warm worker per
 //!    cached model) and a direct `surge worker` for the LLM with the gateway's worker
-//!    settings, side by side. Short non-streaming chats (`max_tokens: 1`, temperature 0, a
+//!    settings (its `--threads` too), side by side. Short non-streaming chats (`max_tokens: 1`, temperature 0, a
 //!    tiny prompt, keep-alive connections): `--sequential` one at a time for p50/p99
 //!    latency, and `--closed-requests` by `--concurrency` clients (each sends its next
 //!    request when the last returns) for requests/s. Rounds alternate gateway and direct

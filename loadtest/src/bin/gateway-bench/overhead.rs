@@ -61,19 +61,10 @@ impl Overhead {
 
 pub fn measure(args: &Args, deadline: &Deadline) -> Result<Overhead, String> {
     let (mut gw, gw_base) = spawn_gateway(args, &["--min-workers", "1"])?;
-    let (mut cmd, direct_base) = worker(args, &args.model);
-    let mut direct = match process::spawn(&mut cmd) {
-        Ok(c) => c,
-        Err(e) => {
-            stop(&mut gw);
-            return Err(e);
-        }
-    };
+    let mut direct: Option<std::process::Child> = None;
     let result = (|| {
         wait_ready(&gw_base, &mut gw, Duration::from_secs(60))
             .map_err(|e| format!("gateway: {e}"))?;
-        wait_ready(&direct_base, &mut direct, Duration::from_secs(300))
-            .map_err(|e| format!("worker: {e}"))?;
         // Every pool's warm worker up, so no start runs during the measurement.
         let mut models = vec![args.model.as_str()];
         if !args.whisper_model.is_empty() {
@@ -85,6 +76,14 @@ pub fn measure(args: &Args, deadline: &Deadline) -> Result<Overhead, String> {
             }) && prom::sum(m, "surge_workers", &[("state", "starting")]) == 0.0
         })
         .map_err(|e| format!("gateway workers never ready: {e}"))?;
+        // The direct worker runs on as many threads as the gateway gave its worker.
+        let (mut cmd, direct_base) = worker(args, &args.model);
+        if let Some(threads) = gateway_worker_threads(&gw_base, &args.model) {
+            cmd.args(["--threads", &threads.to_string()]);
+        }
+        let child = direct.insert(process::spawn(&mut cmd)?);
+        wait_ready(&direct_base, child, Duration::from_secs(300))
+            .map_err(|e| format!("worker: {e}"))?;
         let targets = [
             ("gateway", gw_base.as_str()),
             ("direct", direct_base.as_str()),
@@ -135,9 +134,26 @@ pub fn measure(args: &Args, deadline: &Deadline) -> Result<Overhead, String> {
         let [gateway, direct] = figs;
         Ok(Overhead { gateway, direct })
     })();
-    stop(&mut direct);
+    if let Some(d) = direct.as_mut() {
+        stop(d);
+    }
     stop(&mut gw);
     result
+}
+
+/// The `--threads` of the gateway's worker for `model`: its pool's charge per worker
+/// (`worker_cost` on `/admin/pools`), rounded up; `None` for a gateway that does not say.
+fn gateway_worker_threads(base: &str, model: &str) -> Option<usize> {
+    let v: serde_json::Value = ureq::get(&format!("{base}/admin/pools"))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    let pool = v["pools"]
+        .as_array()?
+        .iter()
+        .find(|p| p["model"] == model)?;
+    (pool["device"] == "cpu").then(|| pool["worker_cost"].as_f64().map(|c| c.ceil() as usize))?
 }
 
 fn new_agent() -> ureq::Agent {
