@@ -2,4 +2,5 @@
 //! gateway (`surge serve`): routing, worker pools, provisioning, metrics.
 
 pub mod commands;
+pub mod metering;
 pub mod serve;
