@@ -22,6 +22,8 @@ enum Command {
     Serve(ServeCommand),
     /// Manage the shared model cache.
     Models(ModelsCommand),
+    /// Manage API keys (stored hashed in the ledger database).
+    Keys(surge_gateway::commands::keys::KeysCommand),
     /// Serve one cached model (the process the gateway spawns).
     Worker(WorkerCommand),
 }
@@ -42,6 +44,7 @@ fn main() {
     let code = match cli.command {
         Command::Serve(cmd) => surge_gateway::commands::serve::run(cmd),
         Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
+        Command::Keys(cmd) => surge_gateway::commands::keys::run(cmd),
         Command::Worker(cmd) => surge_gateway::commands::worker::run(cmd),
     };
     std::process::exit(code);

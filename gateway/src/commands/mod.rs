@@ -1,5 +1,6 @@
 //! One module per `surge` subcommand; each exposes its clap arguments and a `run`.
 
+pub mod keys;
 pub mod models;
 pub mod serve;
 pub mod worker;

@@ -22,6 +22,10 @@ pub struct ServeCommand {
     /// Model cache (default: $SURGE_HOME, else ~/.cache/surge).
     #[arg(long, env = "SURGE_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Data directory: the ledger database with `surge keys`' keys (default: data/ in
+    /// the model cache's root).
+    #[arg(long, env = "SURGE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Do not pull missing default models at start; serve what the cache holds.
     #[arg(long)]
     no_pull: bool,
@@ -67,6 +71,9 @@ impl ServeCommand {
         }
         if let Some(h) = &self.home {
             cfg.home = Some(h.clone());
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = Some(d.clone());
         }
         if self.no_pull {
             cfg.pull_defaults = false;

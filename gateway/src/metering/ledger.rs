@@ -54,6 +54,20 @@ pub const MIGRATIONS: &[&str] = &[
         end_ms INTEGER NOT NULL,
         PRIMARY KEY (worker, phase, start_ms)
     );",
+    // 2: API keys, stored as SHA-256 hashes.
+    "CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        name TEXT,
+        rps INTEGER,
+        max_concurrent INTEGER,
+        budget_usd REAL,
+        budget_period TEXT,
+        admin INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );",
 ];
 
 /// How the writer batches.

@@ -4,9 +4,12 @@
 //!   capacity ledger
 //! - [`ledger`]: SQLite in WAL mode, one writer thread committing in batches, schema
 //!   migrations, the bounded loss window on `kill -9`
+//! - [`keys`]: API keys in the ledger database (`surge keys`), stored hashed
 //!
-//! Not wired into `surge serve` yet: nothing records requests today.
+//! Usage is not recorded by `surge serve` yet; its keys are checked (see
+//! `serve::auth`).
 
+pub mod keys;
 pub mod ledger;
 pub mod record;
 

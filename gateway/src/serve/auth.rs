@@ -1,23 +1,32 @@
 //! API keys and their limits: `Authorization: Bearer KEY` checked against the config's
-//! keys (no keys configured → open gateway), a requests-per-second limit per key
-//! (`governor`'s GCRA) and a concurrent-request limit per key. Refusals carry what a
-//! client needs to back off: `Retry-After` and the `x-ratelimit-*` headers.
+//! keys and the keys in the ledger database (`surge keys`; looked up on every request,
+//! so a revoked key fails at once), a requests-per-second limit per key (`governor`'s
+//! GCRA) and a concurrent-request limit per key. No key anywhere → open gateway.
+//! Refusals carry what a client needs to back off: `Retry-After` and the
+//! `x-ratelimit-*` headers.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use dashmap::DashMap;
+use rusqlite::Connection;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::config::ApiKey;
+use crate::metering::keys::{self as stored, KeyRow};
 use surge_protocol::error::ApiError;
 
-/// The configured keys.
+/// The configured keys, and the ledger's.
 pub struct Keys {
     by_key: HashMap<String, Arc<Tenant>>,
+    store: Option<Mutex<Connection>>,
+    /// Limit state of the ledger's keys, by key id (created on first use).
+    live: DashMap<String, Arc<Tenant>>,
 }
 
 /// One key's identity and limit state.
@@ -61,8 +70,28 @@ pub struct Refusal {
     pub headers: Vec<(&'static str, String)>,
 }
 
+impl Tenant {
+    fn new(name: String, requests_per_second: Option<u32>, max_concurrent: Option<u32>) -> Self {
+        let rate = requests_per_second
+            .and_then(NonZeroU32::new)
+            .map(|r| (RateLimiter::direct(Quota::per_second(r)), r.get()));
+        Tenant {
+            name,
+            rate,
+            max_concurrent,
+            in_flight: AtomicU32::new(0),
+        }
+    }
+}
+
 impl Keys {
+    /// The config's keys only.
     pub fn new(keys: &[ApiKey]) -> Self {
+        Self::with_store(keys, None)
+    }
+
+    /// The config's keys and those in the ledger database `store` (opened, migrated).
+    pub fn with_store(keys: &[ApiKey], store: Option<Connection>) -> Self {
         let by_key = keys
             .iter()
             .map(|k| {
@@ -70,56 +99,88 @@ impl Keys {
                     .name
                     .clone()
                     .unwrap_or_else(|| k.key.chars().take(8).collect());
-                let rate = k
-                    .requests_per_second
-                    .and_then(NonZeroU32::new)
-                    .map(|r| (RateLimiter::direct(Quota::per_second(r)), r.get()));
-                let t = Tenant {
-                    name,
-                    rate,
-                    max_concurrent: k.max_concurrent,
-                    in_flight: AtomicU32::new(0),
-                };
+                let t = Tenant::new(name, k.requests_per_second, k.max_concurrent);
                 (k.key.clone(), Arc::new(t))
             })
             .collect();
-        Keys { by_key }
+        Keys {
+            by_key,
+            store: store.map(Mutex::new),
+            live: DashMap::new(),
+        }
     }
 
-    pub fn enabled(&self) -> bool {
-        !self.by_key.is_empty()
+    /// Whether requests need a key: one is configured, or the ledger holds a live one.
+    fn enabled(&self) -> Result<bool, ApiError> {
+        if !self.by_key.is_empty() {
+            return Ok(true);
+        }
+        match &self.store {
+            Some(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                stored::any_live(&conn).map_err(|e| ApiError::Internal(e.to_string()))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The tenant of `key`: a configured key, or a live key of the ledger.
+    fn tenant(&self, key: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
+        if let Some(t) = self.by_key.get(key) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(conn) = &self.store else {
+            return Ok(None);
+        };
+        let row: Option<KeyRow> = {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            stored::lookup(&conn, key).map_err(|e| ApiError::Internal(e.to_string()))?
+        };
+        Ok(row.map(|r| {
+            self.live
+                .entry(r.id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Tenant::new(
+                        r.tenant,
+                        r.requests_per_second,
+                        r.max_concurrent,
+                    ))
+                })
+                .clone()
+        }))
     }
 
     /// Checks the `Authorization` header value only (model listings: no quota).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), ApiError> {
-        if !self.enabled() {
+        if !self.enabled()? {
             return Ok(());
         }
-        authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| self.by_key.contains_key(*k))
-            .map(|_| ())
-            .ok_or(ApiError::Unauthorized)
+        match authorization.and_then(bearer) {
+            Some(k) if self.tenant(k)?.is_some() => Ok(()),
+            _ => Err(ApiError::Unauthorized),
+        }
     }
 
     /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
     pub fn admit(&self, authorization: Option<&str>) -> Result<Admission, Refusal> {
-        if !self.enabled() {
+        let refuse = |error| Refusal {
+            error,
+            headers: Vec::new(),
+        };
+        if !self.enabled().map_err(refuse)? {
             return Ok(Admission {
                 tenant: None,
                 headers: Vec::new(),
             });
         }
-        let key = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(tenant) = key.and_then(|k| self.by_key.get(k)) else {
-            return Err(Refusal {
-                error: ApiError::Unauthorized,
-                headers: Vec::new(),
-            });
+        let found = match authorization.and_then(bearer) {
+            Some(k) => self.tenant(k).map_err(refuse)?,
+            None => None,
         };
+        let Some(tenant) = found else {
+            return Err(refuse(ApiError::Unauthorized));
+        };
+        let tenant = &tenant;
         let mut headers = Vec::new();
         if let Some((limiter, per_second)) = &tenant.rate {
             headers.push(("x-ratelimit-limit-requests", per_second.to_string()));
@@ -155,6 +216,10 @@ impl Keys {
     }
 }
 
+fn bearer(header: &str) -> Option<&str> {
+    header.strip_prefix("Bearer ").map(str::trim)
+}
+
 fn format_secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
@@ -178,6 +243,38 @@ mod tests {
                 max_concurrent: Some(1),
             },
         ])
+    }
+
+    #[test]
+    fn ledger_keys_are_checked_on_every_request() {
+        use crate::metering::{keys as stored, ledger};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let admin = ledger::open(&path).unwrap();
+        let k = Keys::with_store(&[], Some(ledger::open(&path).unwrap()));
+        assert_eq!(
+            k.admit(None).unwrap().tenant(),
+            "anonymous",
+            "no key yet: open"
+        );
+        let new = stored::NewKey {
+            tenant: "acme".into(),
+            max_concurrent: Some(1),
+            ..stored::NewKey::default()
+        };
+        let (key, row) = stored::create(&admin, &new).unwrap();
+        let auth = format!("Bearer {key}");
+        assert_eq!(k.admit(None).err().unwrap().error.status(), 401);
+        let held = k.admit(Some(&auth)).unwrap();
+        assert_eq!(held.tenant(), "acme");
+        assert_eq!(k.admit(Some(&auth)).err().unwrap().error.status(), 429);
+        drop(held);
+        assert!(k.authenticate(Some(&auth)).is_ok());
+        stored::revoke(&admin, &row.id).unwrap();
+        // Revoked: refused on the next request; with no live key left, open again.
+        assert!(k.admit(None).is_ok());
+        stored::create(&admin, &new).unwrap();
+        assert_eq!(k.admit(Some(&auth)).err().unwrap().error.status(), 401);
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Model cache (default: $SURGE_HOME, else ~/.cache/surge).
     pub home: Option<PathBuf>,
+    /// Where the ledger database lives (API keys; usage): default `data/` in the model
+    /// cache's root.
+    pub data_dir: Option<PathBuf>,
     /// Pull the catalog's default models when missing (with progress) before serving.
     pub pull_defaults: bool,
     /// Pool settings for models without their own entry.
@@ -280,6 +283,7 @@ impl Default for GatewayConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             home: None,
+            data_dir: None,
             pull_defaults: true,
             defaults: PoolConfig::default(),
             models: BTreeMap::new(),

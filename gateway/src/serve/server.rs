@@ -21,6 +21,8 @@ use super::pool::{Autoscaling, Pools};
 use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
+use crate::metering::keys::ledger_path;
+use crate::metering::ledger;
 
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: GatewayConfig) -> i32 {
@@ -93,6 +95,10 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         pool_runtime.handle().clone(),
     );
     let draining = Arc::new(AtomicBool::new(false));
+    let ledger = ledger_path(cfg.data_dir.as_deref(), &root);
+    let store = ledger::open(&ledger).map_err(|e| e.to_string())?;
+    tracing::info!(ledger = %ledger.display(), "keys and usage ledger");
+    let keys = Keys::with_store(&cfg.keys, Some(store));
     let cfg = Arc::new(cfg);
 
     let conf = ServerConf {
@@ -112,7 +118,7 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         metrics,
         cfg: cfg.clone(),
         draining: draining.clone(),
-        keys: Arc::new(Keys::new(&cfg.keys)),
+        keys: Arc::new(keys),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&cfg.listen.to_string());

@@ -47,6 +47,9 @@ pub fn start_gateway(extra: &[&str]) -> Gateway {
             "--exit-with-parent",
         ])
         .args(extra)
+        // A ledger of its own (API keys): keys a developer created in the default data
+        // directory must not lock the tests out. `--data-dir` in `extra` wins.
+        .env("SURGE_DATA_DIR", scratch_data_dir())
         .env("SURGE_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
@@ -126,4 +129,18 @@ pub fn pool_view(gw: &Gateway, model: &str) -> serde_json::Value {
         .find(|p| p["model"] == model)
         .cloned()
         .unwrap_or_else(|| panic!("no {model} pool in {v}"))
+}
+
+/// A fresh directory for a gateway's ledger, removed with the test process's temp files.
+fn scratch_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "surge-test-data-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("a scratch data dir");
+    d
 }
