@@ -1005,3 +1005,32 @@ fn ledger_keys_work_and_revoke_at_once() {
         assert!(!ok && !err.is_empty(), "{bad:?} should fail with a message");
     }
 }
+
+/// The capacity ledger: a worker's life reaches the ledger database as phase spans —
+/// its start and its busy time at least — committed by the time a SIGTERMed gateway has
+/// exited (the clean shutdown loses nothing).
+#[test]
+fn worker_phases_reach_the_ledger_by_shutdown() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut gw = start_gateway(&["--data-dir", dir]);
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat(LLM, json!({})));
+    assert_eq!(status, 200, "{v}");
+    kill(gw.child.id(), "-TERM");
+    let exit = wait_exit(&mut gw.child, Duration::from_secs(30), "gateway");
+    assert!(exit.success(), "{exit}");
+    let conn = rusqlite::Connection::open(data.path().join("ledger.db")).unwrap();
+    let mut q = conn
+        .prepare("SELECT phase, sum(end_ms - start_ms) FROM worker_spans WHERE model = ?1 GROUP BY phase")
+        .unwrap();
+    let phases: std::collections::HashMap<String, i64> = q
+        .query_map([LLM], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        phases.get("starting").is_some_and(|&ms| ms > 0),
+        "{phases:?}"
+    );
+    assert!(phases.get("busy").is_some_and(|&ms| ms > 0), "{phases:?}");
+}

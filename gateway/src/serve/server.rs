@@ -22,7 +22,7 @@ use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
 use crate::metering::keys::ledger_path;
-use crate::metering::ledger;
+use crate::metering::{ledger, Ledger, LedgerOptions};
 
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: GatewayConfig) -> i32 {
@@ -87,17 +87,20 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the pool runtime: {e}"))?;
+    let ledger_file = ledger_path(cfg.data_dir.as_deref(), &root);
+    let ledger =
+        Arc::new(Ledger::start(&ledger_file, LedgerOptions::default()).map_err(|e| e.to_string())?);
     let pools = Pools::new(
         &cfg,
         &registry,
         provisioner,
         metrics.clone(),
         pool_runtime.handle().clone(),
+        Some(ledger.clone()),
     );
     let draining = Arc::new(AtomicBool::new(false));
-    let ledger = ledger_path(cfg.data_dir.as_deref(), &root);
-    let store = ledger::open(&ledger).map_err(|e| e.to_string())?;
-    tracing::info!(ledger = %ledger.display(), "keys and usage ledger");
+    let store = ledger::open(&ledger_file).map_err(|e| e.to_string())?;
+    tracing::info!(ledger = %ledger_file.display(), "keys and capacity ledger");
     let keys = Keys::with_store(&cfg.keys, Some(store));
     let cfg = Arc::new(cfg);
 
@@ -138,7 +141,14 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
             grace: cfg.drain_grace,
         }),
     });
-    pool_runtime.shutdown_background();
+    // Waits (briefly) for the pool actors to be dropped, so the ledger is ours alone.
+    pool_runtime.shutdown_timeout(Duration::from_secs(1));
+    // Commits the spans of the workers just stopped (the clean shutdown loses none).
+    if let Ok(l) = Arc::try_unwrap(ledger) {
+        if let Err(e) = l.close() {
+            tracing::error!(error = %e, "closing the ledger");
+        }
+    }
     if own_socket_dir {
         let _ = std::fs::remove_dir_all(&socket_dir);
     }

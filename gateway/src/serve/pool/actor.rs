@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use surge_protocol::error::ApiError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::capacity::{self, Capacity};
 use super::{Command, Lease, PoolEnv, STOP_GRACE};
+use crate::metering::WorkerPhase;
 use crate::serve::autoscale::{Autoscaler, Decision, ScalePolicy};
 use crate::serve::config::PoolConfig;
 use crate::serve::provision::{WorkerHandle, WorkerSpec};
@@ -26,6 +28,9 @@ pub(super) struct Worker {
     /// Takes no new leases; stopped when its last one ends.
     pub(super) draining: bool,
     pub(super) idle_since: Instant,
+    /// For the capacity ledger: the phase it is in and since when (Unix ms).
+    pub(super) phase: WorkerPhase,
+    pub(super) phase_since_ms: i64,
 }
 
 impl Worker {
@@ -61,6 +66,8 @@ pub(super) struct PoolActor {
     pub(super) decision: Option<Decision>,
     /// A start did not fit the budget: the autoscaler should make room.
     pub(super) wants_room: bool,
+    /// Where worker phase spans go (when the gateway keeps a ledger).
+    pub(super) capacity: Option<Capacity>,
     /// Demand (in flight + queued) integrated over time since the last tick, so
     /// requests that start and end between two ticks still count.
     demand_area: f64,
@@ -79,6 +86,10 @@ impl PoolActor {
         rx: mpsc::UnboundedReceiver<Command>,
     ) {
         let now = Instant::now();
+        let capacity = env
+            .ledger
+            .clone()
+            .map(|l| Capacity::new(l, model, &spec.device));
         let actor = PoolActor {
             model: model.to_string(),
             scaler: Autoscaler::new(ScalePolicy::for_pool(&cfg)),
@@ -95,6 +106,7 @@ impl PoolActor {
             closed: false,
             decision: None,
             wants_room: false,
+            capacity,
             demand_area: 0.0,
             demand_changed: now,
             last_tick: now,
@@ -168,7 +180,11 @@ impl PoolActor {
                 self.set_queue_gauge();
             }
             Command::StopAll { grace, done } => {
-                let workers: Vec<_> = self.workers.drain(..).map(|w| w.handle).collect();
+                let workers: Vec<_> = self.workers.drain(..).collect();
+                if let Some(c) = &self.capacity {
+                    workers.iter().for_each(|w| c.leave(w));
+                }
+                let workers: Vec<_> = workers.into_iter().map(|w| w.handle).collect();
                 for _ in &workers {
                     self.env.budget.release(&self.spec.device, self.cost);
                 }
@@ -256,6 +272,9 @@ impl PoolActor {
             .filter(|w| w.live() && w.in_flight < concurrency)
             .min_by_key(|w| w.in_flight)?;
         w.in_flight += 1;
+        if let Some(c) = &self.capacity {
+            c.enter(w, WorkerPhase::Busy);
+        }
         let worker = w.handle.clone();
         self.env
             .metrics
@@ -299,8 +318,12 @@ impl PoolActor {
             w.in_flight = w.in_flight.saturating_sub(1);
             if w.in_flight == 0 {
                 w.idle_since = Instant::now();
+                if let (Some(c), false) = (&self.capacity, w.draining) {
+                    c.enter(w, WorkerPhase::Idle);
+                }
                 if w.draining || w.broken {
                     let w = self.workers.remove(i);
+                    self.left(&w);
                     let why = if w.broken { "broken" } else { "drained" };
                     self.stop_worker(w.handle, why);
                 }
@@ -411,6 +434,9 @@ impl PoolActor {
             phases = ?handle.startup,
             "worker ready"
         );
+        if let Some(c) = &self.capacity {
+            c.started(&handle);
+        }
         self.put_in_service(handle);
     }
 
@@ -425,6 +451,8 @@ impl PoolActor {
             broken: false,
             draining: false,
             idle_since: Instant::now(),
+            phase: WorkerPhase::Idle,
+            phase_since_ms: capacity::now_ms(),
         });
         self.update_worker_gauges();
         self.dispatch();
@@ -489,7 +517,7 @@ impl PoolActor {
         };
         self.note_demand();
         let w = self.workers.remove(i);
-        drop(w);
+        self.left(&w);
         self.env.budget.release(&self.spec.device, self.cost);
         if !self.closed {
             tracing::warn!(model = %self.model, worker, %why, "worker died");
@@ -501,6 +529,13 @@ impl PoolActor {
         }
         self.update_worker_gauges();
         self.maybe_start();
+    }
+
+    /// A worker left the pool: its last phase ends now.
+    pub(super) fn left(&self, w: &Worker) {
+        if let Some(c) = &self.capacity {
+            c.leave(w);
+        }
     }
 
     pub(super) fn update_worker_gauges(&self) {

@@ -23,6 +23,7 @@
 //! evicts idle workers of other models ([`Pools::make_room`]).
 
 mod actor;
+mod capacity;
 mod scale;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ use super::gpus;
 use super::metrics::GatewayMetrics;
 use super::provision::{Endpoint, Provisioner, WorkerHandle, WorkerSpec};
 use super::registry::{ModelEntry, Registry};
+use crate::metering::Ledger;
 pub use view::{PoolView, PoolsView, WorkerView};
 
 /// How long a stopped worker may take to exit before it is killed (it has no requests
@@ -64,6 +66,8 @@ pub struct PoolEnv {
     /// Where the pool actors and the tasks they start (worker processes, their
     /// watchers) run: one runtime for all pools, apart from pingora's per-service ones.
     pub runtime: tokio::runtime::Handle,
+    /// The capacity ledger: every worker's seconds by phase (none: not kept).
+    pub ledger: Option<Arc<Ledger>>,
 }
 
 /// What a pool's actor is asked to do.
@@ -308,6 +312,7 @@ impl Pools {
         provisioner: Arc<dyn Provisioner>,
         metrics: Arc<GatewayMetrics>,
         runtime: tokio::runtime::Handle,
+        ledger: Option<Arc<Ledger>>,
     ) -> Arc<Pools> {
         let gpus = gpus::discover();
         let env = PoolEnv {
@@ -316,6 +321,7 @@ impl Pools {
             budget: Arc::new(Budget::new(cfg.cpu_budget, &gpus, cfg.gpu_memory_fraction)),
             kick: Arc::new(Notify::new()),
             runtime,
+            ledger,
         };
         let mut placer = Placer::new(gpus);
         let placed: Vec<(&ModelEntry, PoolConfig)> = registry

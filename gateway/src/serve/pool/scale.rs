@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::actor::{PoolActor, Worker};
+use crate::metering::WorkerPhase;
 use crate::serve::autoscale::{Decision, Reason};
 
 impl PoolActor {
@@ -84,7 +85,11 @@ impl PoolActor {
         order.sort_by_key(|&i| (self.workers[i].in_flight, self.workers[i].idle_since));
         order.truncate(n);
         for &i in &order {
-            self.workers[i].draining = true;
+            let w = &mut self.workers[i];
+            w.draining = true;
+            if let Some(c) = &self.capacity {
+                c.enter(w, WorkerPhase::Draining);
+            }
         }
         self.stop_idle_where(|w| w.draining, "scaled down");
         self.update_worker_gauges();
@@ -97,6 +102,7 @@ impl PoolActor {
         while i < self.workers.len() {
             if pick(&self.workers[i]) && self.workers[i].in_flight == 0 {
                 let w = self.workers.remove(i);
+                self.left(&w);
                 self.stop_worker(w.handle, why);
             } else {
                 i += 1;
@@ -133,6 +139,7 @@ impl PoolActor {
             return false;
         };
         let w = self.workers.remove(i);
+        self.left(&w);
         self.env
             .metrics
             .scale_events

@@ -76,6 +76,7 @@ fn env(fake: &Arc<Fake>, budget: Budget) -> PoolEnv {
         budget: Arc::new(budget),
         kick: Arc::new(Notify::new()),
         runtime: tokio::runtime::Handle::current(),
+        ledger: None,
     }
 }
 
@@ -376,4 +377,46 @@ async fn an_adopted_worker_serves_without_a_start() {
     );
     assert_eq!(fake.spawned.load(Ordering::SeqCst), 0);
     assert_eq!(p.worker_endpoints().await, ["tcp:10.0.0.2:9000"]);
+}
+
+/// Each worker's life reaches the capacity ledger as phase spans: starting (its cold
+/// start), busy while it serves, idle between requests, draining at the end.
+#[tokio::test]
+async fn worker_phases_reach_the_capacity_ledger() {
+    use crate::metering::{ledger, Ledger, LedgerOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let fake = Fake::new(30, false);
+    let mut e = env(&fake, Budget::unlimited());
+    let book = Arc::new(Ledger::start(&path, LedgerOptions::default()).unwrap());
+    e.ledger = Some(book.clone());
+    let p = Pool::new("m", PoolConfig::default(), 1.0, e);
+    let lease = p.acquire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    drop(lease);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let busy = p.acquire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.drain(1).await, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    book.flush().unwrap();
+    let conn = ledger::open_read_only(&path).unwrap();
+    let mut q = conn
+        .prepare("SELECT phase, end_ms - start_ms FROM worker_spans ORDER BY start_ms, rowid")
+        .unwrap();
+    let spans: Vec<(String, i64)> = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let phases: Vec<&str> = spans.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        phases,
+        ["starting", "busy", "idle", "busy", "draining"],
+        "{spans:?}"
+    );
+    assert!(spans[0].1 >= 25, "the cold start: {spans:?}");
+    assert!(spans[1].1 >= 35, "the first request: {spans:?}");
 }
