@@ -150,35 +150,37 @@ impl Keys {
         }))
     }
 
+    /// The tenant the `Authorization` header names; `Ok(None)` for an open gateway (no
+    /// key anywhere), 401 for a missing or unknown key. A known key costs one lookup.
+    fn identify(&self, authorization: Option<&str>) -> Result<Option<Arc<Tenant>>, ApiError> {
+        if let Some(key) = authorization.and_then(bearer) {
+            if let Some(t) = self.tenant(key)? {
+                return Ok(Some(t));
+            }
+        }
+        if self.enabled()? {
+            Err(ApiError::Unauthorized)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Checks the `Authorization` header value only (model listings: no quota).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), ApiError> {
-        if !self.enabled()? {
-            return Ok(());
-        }
-        match authorization.and_then(bearer) {
-            Some(k) if self.tenant(k)?.is_some() => Ok(()),
-            _ => Err(ApiError::Unauthorized),
-        }
+        self.identify(authorization).map(|_| ())
     }
 
     /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
     pub fn admit(&self, authorization: Option<&str>) -> Result<Admission, Refusal> {
-        let refuse = |error| Refusal {
+        let identified = self.identify(authorization).map_err(|error| Refusal {
             error,
             headers: Vec::new(),
-        };
-        if !self.enabled().map_err(refuse)? {
+        })?;
+        let Some(tenant) = identified else {
             return Ok(Admission {
                 tenant: None,
                 headers: Vec::new(),
             });
-        }
-        let found = match authorization.and_then(bearer) {
-            Some(k) => self.tenant(k).map_err(refuse)?,
-            None => None,
-        };
-        let Some(tenant) = found else {
-            return Err(refuse(ApiError::Unauthorized));
         };
         let tenant = &tenant;
         let mut headers = Vec::new();

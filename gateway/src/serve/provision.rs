@@ -7,7 +7,7 @@
 //! with `--exit-with-parent` (they poll their parent pid, so even a SIGKILLed gateway
 //! leaves no orphans) and are killed when their handle drops.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -300,11 +300,6 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 /// Longest a `/health` request may take (the worker answers it from memory).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `GET /health` over the worker's socket; the status code, or `None` if unreachable.
-pub async fn health(socket: &Path) -> Option<u16> {
-    health::get(socket, HEALTH_TIMEOUT).await.map(|r| r.code)
-}
 
 /// The worker's startup phases from its `/health` body, and `readiness` for the rest
 /// of the gateway-measured `cold_start`; empty when the body has no breakdown.

@@ -5,26 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// A `chat.completion`: the answer to a non-streamed chat request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    #[serde(default)]
-    pub id: String,
-    /// `chat.completion`.
-    #[serde(default)]
-    pub object: String,
-    #[serde(default)]
-    pub created: u64,
-    #[serde(default)]
-    pub model: String,
-    /// Always `null` from surge.
-    #[serde(default)]
-    pub system_fingerprint: Option<String>,
-    pub choices: Vec<ChatChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub surge_execution: Option<SurgeExecution>,
-}
+pub type ChatCompletion = Completion<ChatChoice>;
 
 impl ChatCompletion {
     pub const OBJECT: &'static str = "chat.completion";
@@ -71,31 +52,10 @@ impl AssistantMessage {
 
 /// A `chat.completion.chunk`: one event of a streamed chat completion.
 ///
-/// A surge stream sends, per choice, a role-only chunk (`{"role":"assistant","content":""}`),
+/// A surge stream sends, per choice, a role-only chunk ([`ChatChunkChoice::opening`]),
 /// content chunks, a finish chunk (empty delta, `finish_reason` set); then one usage chunk
 /// (`choices` empty, `usage` and `surge_execution` set), then `[DONE]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletionChunk {
-    #[serde(default)]
-    pub id: String,
-    /// `chat.completion.chunk`.
-    #[serde(default)]
-    pub object: String,
-    #[serde(default)]
-    pub created: u64,
-    #[serde(default)]
-    pub model: String,
-    /// Always `null` from surge.
-    #[serde(default)]
-    pub system_fingerprint: Option<String>,
-    pub choices: Vec<ChatChunkChoice>,
-    /// Only on the usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    /// Only on the usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub surge_execution: Option<SurgeExecution>,
-}
+pub type ChatCompletionChunk = Completion<ChatChunkChoice>;
 
 impl ChatCompletionChunk {
     pub const OBJECT: &'static str = "chat.completion.chunk";
@@ -105,11 +65,6 @@ impl ChatCompletionChunk {
     /// usage chunk.
     pub fn has_token(&self) -> bool {
         self.choices.iter().any(|c| c.delta.has_token())
-    }
-
-    /// Whether this is the usage chunk that ends a stream: no choices, usage set.
-    pub fn is_usage(&self) -> bool {
-        self.choices.is_empty() && self.usage.is_some()
     }
 }
 
@@ -124,6 +79,22 @@ pub struct ChatChunkChoice {
     /// `null` until the choice's last chunk.
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
+}
+
+impl ChatChunkChoice {
+    /// The chunk each choice of a stream opens with: the assistant's role, empty content.
+    pub fn opening(index: u32) -> Self {
+        ChatChunkChoice {
+            index,
+            delta: ChatDelta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                tool_calls: None,
+            },
+            logprobs: None,
+            finish_reason: None,
+        }
+    }
 }
 
 /// What a chat chunk adds to its choice's message; unset fields are left out.

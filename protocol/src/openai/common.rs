@@ -5,6 +5,59 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a choice ended. Reading, a reason surge does not know becomes `Other`.
+/// What every completion response and stream chunk shares: the envelope around its
+/// choices (`C`: [`ChatChoice`](super::ChatChoice), [`ChatChunkChoice`](super::ChatChunkChoice)
+/// or [`TextChoice`](super::TextChoice)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion<C> {
+    #[serde(default)]
+    pub id: String,
+    /// `chat.completion`, `chat.completion.chunk` or `text_completion`.
+    #[serde(default)]
+    pub object: String,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub model: String,
+    /// Always `null` from surge.
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<C>,
+    /// Always on a response; on a stream, only on the usage chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Set beside `usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge_execution: Option<SurgeExecution>,
+}
+
+impl<C> Completion<C> {
+    /// An envelope of type `object` around `choices`, without usage.
+    pub fn new(
+        object: &str,
+        id: impl Into<String>,
+        created: u64,
+        model: impl Into<String>,
+        choices: Vec<C>,
+    ) -> Self {
+        Completion {
+            id: id.into(),
+            object: object.into(),
+            created,
+            model: model.into(),
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            surge_execution: None,
+        }
+    }
+
+    /// Whether this is the usage chunk that ends a stream: no choices, usage set.
+    pub fn is_usage(&self) -> bool {
+        self.choices.is_empty() && self.usage.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {

@@ -9,27 +9,7 @@ use super::*;
 ///
 /// A surge stream sends content chunks, a finish chunk per choice (`text` empty,
 /// `finish_reason` set), one usage chunk (`choices` empty), then `[DONE]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TextCompletion {
-    #[serde(default)]
-    pub id: String,
-    /// `text_completion`.
-    #[serde(default)]
-    pub object: String,
-    #[serde(default)]
-    pub created: u64,
-    #[serde(default)]
-    pub model: String,
-    /// Always `null` from surge.
-    #[serde(default)]
-    pub system_fingerprint: Option<String>,
-    pub choices: Vec<TextChoice>,
-    /// Always on a response; only on the usage chunk of a stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub surge_execution: Option<SurgeExecution>,
-}
+pub type TextCompletion = Completion<TextChoice>;
 
 /// A streamed legacy completion's event: the same object as the response.
 pub type TextCompletionChunk = TextCompletion;
@@ -40,11 +20,6 @@ impl TextCompletion {
     /// Whether this chunk carries generated text (any choice's `text` non-empty).
     pub fn has_token(&self) -> bool {
         self.choices.iter().any(|c| !c.text.is_empty())
-    }
-
-    /// Whether this is the usage chunk that ends a stream: no choices, usage set.
-    pub fn is_usage(&self) -> bool {
-        self.choices.is_empty() && self.usage.is_some()
     }
 }
 

@@ -24,16 +24,13 @@ fn execution() -> SurgeExecution {
 }
 
 fn chunk(choices: Vec<ChatChunkChoice>) -> ChatCompletionChunk {
-    ChatCompletionChunk {
-        id: "chatcmpl-00000000000000010000000000000002".into(),
-        object: ChatCompletionChunk::OBJECT.into(),
-        created: 1733400000,
-        model: "smollm2-135m-instruct".into(),
-        system_fingerprint: None,
+    ChatCompletionChunk::new(
+        ChatCompletionChunk::OBJECT,
+        "chatcmpl-00000000000000010000000000000002",
+        1733400000,
+        "smollm2-135m-instruct",
         choices,
-        usage: None,
-        surge_execution: None,
-    }
+    )
 }
 
 // The JSON below is what the LLM worker's respond.rs wrote with `json!` before these
@@ -113,19 +110,7 @@ fn chat_stream_chunks_as_the_worker_writes_them() {
         r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},
             "logprobs":null,"finish_reason":null}}]}}"#
     ));
-    assert_eq!(
-        role,
-        chunk(vec![ChatChunkChoice {
-            index: 0,
-            delta: ChatDelta {
-                role: Some(Role::Assistant),
-                content: Some(String::new()),
-                tool_calls: None,
-            },
-            logprobs: None,
-            finish_reason: None,
-        }])
-    );
+    assert_eq!(role, chunk(vec![ChatChunkChoice::opening(0)]));
     assert!(!role.has_token() && !role.is_usage());
     // Content.
     let content: ChatCompletionChunk = roundtrip(&format!(

@@ -16,7 +16,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use surge_protocol::openai::{
     self, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, Role, SurgeExecution,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, Completion, CompletionLogprobs, SurgeExecution,
     TextChoice, TextCompletion, TextCompletionChunk, TopLogprob, Usage,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -177,29 +177,23 @@ pub async fn complete(
         usages.push(usage);
     }
     let (usage, execution) = metering(reply.validated.prompt_tokens, &usages);
+    fn answer<C: Serialize>(mut body: Completion<C>, u: Usage, e: SurgeExecution) -> Response {
+        body.usage = Some(u);
+        body.surge_execution = Some(e);
+        Json(body).into_response()
+    }
+    let (id, created, model) = (reply.id, reply.created, reply.model);
     Ok(match reply.endpoint {
-        Endpoint::Chat => Json(ChatCompletion {
-            id: reply.id,
-            object: ChatCompletion::OBJECT.into(),
-            created: reply.created,
-            model: reply.model,
-            system_fingerprint: None,
-            choices: chat_choices,
-            usage: Some(usage),
-            surge_execution: Some(execution),
-        })
-        .into_response(),
-        Endpoint::Completion => Json(TextCompletion {
-            id: reply.id,
-            object: TextCompletion::OBJECT.into(),
-            created: reply.created,
-            model: reply.model,
-            system_fingerprint: None,
-            choices: text_choices,
-            usage: Some(usage),
-            surge_execution: Some(execution),
-        })
-        .into_response(),
+        Endpoint::Chat => answer(
+            ChatCompletion::new(ChatCompletion::OBJECT, id, created, model, chat_choices),
+            usage,
+            execution,
+        ),
+        Endpoint::Completion => answer(
+            TextCompletion::new(TextCompletion::OBJECT, id, created, model, text_choices),
+            usage,
+            execution,
+        ),
     })
 }
 
@@ -238,18 +232,7 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
     let first: Vec<Event> = match chunk.reply.endpoint {
         Endpoint::Chat => indexes
             .iter()
-            .map(|&i| {
-                chunk.chat(vec![ChatChunkChoice {
-                    index: i as u32,
-                    delta: ChatDelta {
-                        role: Some(Role::Assistant),
-                        content: Some(String::new()),
-                        tool_calls: None,
-                    },
-                    logprobs: None,
-                    finish_reason: None,
-                }])
-            })
+            .map(|&i| chunk.chat(vec![ChatChunkChoice::opening(i as u32)]))
             .collect(),
         Endpoint::Completion => vec![],
     };
@@ -308,30 +291,18 @@ impl ChunkBuilder {
         data(&self.chat_chunk(choices))
     }
 
+    /// An envelope of type `object` for this reply.
+    fn envelope<C>(&self, object: &str, choices: Vec<C>) -> Completion<C> {
+        let r = &self.reply;
+        Completion::new(object, r.id.clone(), r.created, r.model.clone(), choices)
+    }
+
     fn chat_chunk(&self, choices: Vec<ChatChunkChoice>) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.reply.id.clone(),
-            object: ChatCompletionChunk::OBJECT.into(),
-            created: self.reply.created,
-            model: self.reply.model.clone(),
-            system_fingerprint: None,
-            choices,
-            usage: None,
-            surge_execution: None,
-        }
+        self.envelope(ChatCompletionChunk::OBJECT, choices)
     }
 
     fn text_chunk(&self, choices: Vec<TextChoice>) -> TextCompletionChunk {
-        TextCompletionChunk {
-            id: self.reply.id.clone(),
-            object: TextCompletionChunk::OBJECT.into(),
-            created: self.reply.created,
-            model: self.reply.model.clone(),
-            system_fingerprint: None,
-            choices,
-            usage: None,
-            surge_execution: None,
-        }
+        self.envelope(TextCompletionChunk::OBJECT, choices)
     }
 
     fn text(&self, choices: Vec<TextChoice>) -> Event {
@@ -579,19 +550,24 @@ mod tests {
             .collect()
     }
 
-    /// What the stream wrote before the typed chunks, field for field.
-    #[tokio::test]
-    async fn chat_stream_is_the_same_json_as_before() {
-        let reply = reply(Endpoint::Chat, false);
-        let head = json!({"id": reply.id, "object": "chat.completion.chunk",
+    /// The JSON of a chunk of `reply` of type `object`, with `extra`'s fields.
+    fn envelope_with(reply: &Reply, object: &str) -> impl Fn(Value) -> Value {
+        let head = json!({"id": reply.id, "object": object,
                           "created": reply.created, "model": "m", "system_fingerprint": null});
-        let with = |extra: Value| {
+        move |extra: Value| {
             let mut v = head.clone();
             for (k, x) in extra.as_object().unwrap() {
                 v[k] = x.clone();
             }
             v
-        };
+        }
+    }
+
+    /// What the stream wrote before the typed chunks, field for field.
+    #[tokio::test]
+    async fn chat_stream_is_the_same_json_as_before() {
+        let reply = reply(Endpoint::Chat, false);
+        let with = envelope_with(&reply, "chat.completion.chunk");
         let data = sse_data(stream(reply, vec![events(vec![])])).await;
         let want = [
             with(
@@ -623,15 +599,7 @@ mod tests {
     #[tokio::test]
     async fn completion_stream_is_the_same_json_as_before() {
         let reply = reply(Endpoint::Completion, true);
-        let head = json!({"id": reply.id, "object": "text_completion",
-                          "created": reply.created, "model": "m", "system_fingerprint": null});
-        let with = |extra: Value| {
-            let mut v = head.clone();
-            for (k, x) in extra.as_object().unwrap() {
-                v[k] = x.clone();
-            }
-            v
-        };
+        let with = envelope_with(&reply, "text_completion");
         let lp = vec![TokenLogprob {
             token: "Hi".into(),
             logprob: -0.5,
