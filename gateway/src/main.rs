@@ -24,6 +24,8 @@ enum Command {
     Models(ModelsCommand),
     /// Manage API keys (stored hashed in the ledger database).
     Keys(surge_gateway::commands::keys::KeysCommand),
+    /// Usage reports from the ledger.
+    Usage(surge_gateway::commands::usage::UsageCommand),
     /// Serve one cached model (the process the gateway spawns).
     Worker(WorkerCommand),
 }
@@ -45,6 +47,7 @@ fn main() {
         Command::Serve(cmd) => surge_gateway::commands::serve::run(cmd),
         Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
         Command::Keys(cmd) => surge_gateway::commands::keys::run(cmd),
+        Command::Usage(cmd) => surge_gateway::commands::usage::run(cmd),
         Command::Worker(cmd) => surge_gateway::commands::worker::run(cmd),
     };
     std::process::exit(code);

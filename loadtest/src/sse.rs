@@ -105,7 +105,7 @@ pub struct Chunk {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Payload {
-    Chunk(StreamChunk),
+    Chunk(Box<StreamChunk>),
     Error { error: Value },
     Other(Value),
 }

@@ -30,6 +30,9 @@ pub enum ApiError {
     },
     #[error("Missing or invalid API key")]
     Unauthorized,
+    /// A valid key asking for what it may not see (another tenant's usage).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("The model '{0}' does not exist")]
     ModelNotFound(String),
     /// An unknown route: "METHOD /path".
@@ -39,6 +42,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("Rate limit reached for this API key")]
     RateLimited { retry_after: Duration },
+    /// The key's budget cannot cover what the request could cost.
+    #[error("{0}")]
+    InsufficientQuota(String),
     #[error("Too many requests are waiting for model '{model}'")]
     QueueFull {
         model: String,
@@ -121,9 +127,10 @@ impl ApiError {
         match self {
             InvalidRequest { .. } | ContextLengthExceeded(_) | WrongKind { .. } => 400,
             Unauthorized => 401,
+            Forbidden(_) => 403,
             ModelNotFound(_) | NotFound(_) => 404,
             PayloadTooLarge(_) => 413,
-            RateLimited { .. } | QueueFull { .. } | Overloaded(_) => 429,
+            RateLimited { .. } | InsufficientQuota(_) | QueueFull { .. } | Overloaded(_) => 429,
             Internal(_) => 500,
             Upstream(_) => 502,
             QueueTimeout { .. } | WorkerUnavailable { .. } | Loading | ShuttingDown => 503,
@@ -132,6 +139,10 @@ impl ApiError {
 
     /// OpenAI's `type`: one per status class.
     pub fn kind(&self) -> &'static str {
+        if let ApiError::InsufficientQuota(_) = self {
+            // As OpenAI sends it: a type of its own, not a rate limit to retry.
+            return "insufficient_quota";
+        }
         match self.status() {
             401 => "authentication_error",
             429 => "rate_limit_error",
@@ -148,10 +159,12 @@ impl ApiError {
             ContextLengthExceeded(_) => "context_length_exceeded",
             WrongKind { .. } => "wrong_model_kind",
             Unauthorized => "invalid_api_key",
+            Forbidden(_) => "forbidden",
             ModelNotFound(_) => "model_not_found",
             NotFound(_) => "not_found",
             PayloadTooLarge(_) => "payload_too_large",
             RateLimited { .. } => "rate_limit_exceeded",
+            InsufficientQuota(_) => "insufficient_quota",
             QueueFull { .. } => "queue_full",
             Overloaded(_) => "overloaded",
             QueueTimeout { .. } => "queue_timeout",
@@ -192,10 +205,12 @@ impl ApiError {
             ApiError::InvalidRequest { .. } | ApiError::ContextLengthExceeded(_) => "bad_request",
             ApiError::WrongKind { .. } => "wrong_kind",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::NotFound(_) => "route_not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::InsufficientQuota(_) => "insufficient_quota",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::QueueTimeout { .. } => "queue_timeout",
@@ -286,6 +301,11 @@ mod tests {
             (429, Some(2), "rate_limit_error")
         );
         assert_eq!(ApiError::Unauthorized.kind(), "authentication_error");
+        let f = ApiError::Forbidden("not yours".into());
+        assert_eq!(
+            (f.status(), f.kind(), f.code()),
+            (403, "invalid_request_error", "forbidden")
+        );
         assert_eq!(ApiError::ShuttingDown.status(), 503);
         assert_eq!(ApiError::ShuttingDown.retry_after(), Some(1));
         assert_eq!(ApiError::Internal("x".into()).kind(), "server_error");

@@ -3,4 +3,5 @@
 pub mod keys;
 pub mod models;
 pub mod serve;
+pub mod usage;
 pub mod worker;

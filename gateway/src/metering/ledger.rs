@@ -68,6 +68,18 @@ pub const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL,
         revoked_ms INTEGER
     );",
+    // 3: the device a request ran on; the price lists records were billed under; how far
+    // each export sink has read.
+    "ALTER TABLE usage ADD COLUMN device TEXT NOT NULL DEFAULT 'cpu';
+    CREATE TABLE prices (
+        version TEXT PRIMARY KEY,
+        billing TEXT NOT NULL,
+        first_used_ms INTEGER NOT NULL
+    );
+    CREATE TABLE export_cursors (
+        sink TEXT PRIMARY KEY,
+        last_rowid INTEGER NOT NULL
+    );",
 ];
 
 /// How the writer batches.
@@ -313,8 +325,11 @@ fn commit(
     let tx = conn.transaction()?;
     {
         let mut put = tx.prepare_cached(
-            "INSERT OR IGNORE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-             ?12, ?13, ?14, ?15, ?16)",
+            "INSERT OR IGNORE INTO usage (request_id, time_ms, tenant, key_id, model, route,
+             status, finish_reason, prompt_tokens, completion_tokens, audio_seconds,
+             queue_seconds, cold_start_seconds, execution_seconds, cost_usd, price_version,
+             device)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for r in usage {
             put.execute(params![
@@ -334,6 +349,7 @@ fn commit(
                 r.execution_seconds,
                 r.cost_usd,
                 r.price_version,
+                r.device,
             ])?;
         }
         let mut put = tx
@@ -375,6 +391,7 @@ mod tests {
             execution_seconds: 0.05,
             cost_usd: 0.000_01,
             price_version: "v1".into(),
+            device: "cpu".into(),
         }
     }
 

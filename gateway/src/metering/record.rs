@@ -14,6 +14,8 @@ pub struct UsageRecord {
     pub tenant: String,
     pub key_id: Option<String>,
     pub model: String,
+    /// Where it ran: `cpu`, `cuda:N` (`-` when it never reached a worker).
+    pub device: String,
     /// `chat_completions`, `completions`, `audio_transcriptions`.
     pub route: String,
     /// The status the client got (0: it went away before any).

@@ -18,7 +18,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::config::ApiKey;
-use crate::metering::keys::{self as stored, KeyRow};
+use super::spend::Limit;
+use crate::metering::keys::{self as stored, BudgetPeriod, KeyRow};
 use surge_protocol::error::ApiError;
 
 /// The configured keys, and the ledger's.
@@ -32,6 +33,13 @@ pub struct Keys {
 /// One key's identity and limit state.
 pub struct Tenant {
     pub name: String,
+    /// The key's id in usage records: a ledger key's public id, `config:NAME` for a
+    /// key from the config file.
+    pub key_id: String,
+    /// May read every tenant's usage.
+    pub admin: bool,
+    /// The key's spending limit.
+    pub budget: Option<Limit>,
     rate: Option<(DefaultDirectRateLimiter, u32)>,
     max_concurrent: Option<u32>,
     in_flight: AtomicU32,
@@ -50,6 +58,11 @@ impl Admission {
         self.tenant
             .as_ref()
             .map_or("anonymous", |t| t.name.as_str())
+    }
+
+    /// The key's identity and limits (`None` on an open gateway).
+    pub fn key(&self) -> Option<&Tenant> {
+        self.tenant.as_deref()
     }
 }
 
@@ -70,15 +83,64 @@ pub struct Refusal {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// What a key is allowed.
+struct Grant {
+    name: String,
+    key_id: String,
+    admin: bool,
+    budget: Option<Limit>,
+    requests_per_second: Option<u32>,
+    max_concurrent: Option<u32>,
+}
+
+impl Grant {
+    fn from_config(k: &ApiKey) -> Grant {
+        let name = k
+            .name
+            .clone()
+            .unwrap_or_else(|| k.key.chars().take(8).collect());
+        Grant {
+            key_id: format!("config:{name}"),
+            name,
+            admin: k.admin,
+            budget: limit(k.budget_usd, k.budget_period),
+            requests_per_second: k.requests_per_second,
+            max_concurrent: k.max_concurrent,
+        }
+    }
+
+    fn from_row(r: KeyRow) -> Grant {
+        Grant {
+            budget: limit(r.budget_usd, r.budget_period),
+            name: r.tenant,
+            key_id: r.id,
+            admin: r.admin,
+            requests_per_second: r.requests_per_second,
+            max_concurrent: r.max_concurrent,
+        }
+    }
+}
+
+fn limit(usd: Option<f64>, period: Option<BudgetPeriod>) -> Option<Limit> {
+    Some(Limit {
+        usd: usd?,
+        period: period?,
+    })
+}
+
 impl Tenant {
-    fn new(name: String, requests_per_second: Option<u32>, max_concurrent: Option<u32>) -> Self {
-        let rate = requests_per_second
+    fn new(g: Grant) -> Self {
+        let rate = g
+            .requests_per_second
             .and_then(NonZeroU32::new)
             .map(|r| (RateLimiter::direct(Quota::per_second(r)), r.get()));
         Tenant {
-            name,
+            name: g.name,
+            key_id: g.key_id,
+            admin: g.admin,
+            budget: g.budget,
+            max_concurrent: g.max_concurrent,
             rate,
-            max_concurrent,
             in_flight: AtomicU32::new(0),
         }
     }
@@ -94,14 +156,7 @@ impl Keys {
     pub fn with_store(keys: &[ApiKey], store: Option<Connection>) -> Self {
         let by_key = keys
             .iter()
-            .map(|k| {
-                let name = k
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| k.key.chars().take(8).collect());
-                let t = Tenant::new(name, k.requests_per_second, k.max_concurrent);
-                (k.key.clone(), Arc::new(t))
-            })
+            .map(|k| (k.key.clone(), Arc::new(Tenant::new(Grant::from_config(k)))))
             .collect();
         Keys {
             by_key,
@@ -139,13 +194,7 @@ impl Keys {
         Ok(row.map(|r| {
             self.live
                 .entry(r.id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Tenant::new(
-                        r.tenant,
-                        r.requests_per_second,
-                        r.max_concurrent,
-                    ))
-                })
+                .or_insert_with(|| Arc::new(Tenant::new(Grant::from_row(r))))
                 .clone()
         }))
     }
@@ -165,9 +214,13 @@ impl Keys {
         }
     }
 
-    /// Checks the `Authorization` header value only (model listings: no quota).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), ApiError> {
-        self.identify(authorization).map(|_| ())
+    /// Checks the `Authorization` header value only (model listings, usage: no
+    /// quota); the key's tenant, `None` on an open gateway.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Option<Arc<Tenant>>, ApiError> {
+        self.identify(authorization)
     }
 
     /// Checks the `Authorization` header value and takes a rate and a concurrency slot.
@@ -237,12 +290,18 @@ mod tests {
                 name: Some("alice".into()),
                 requests_per_second: Some(2),
                 max_concurrent: None,
+                budget_usd: None,
+                budget_period: None,
+                admin: false,
             },
             ApiKey {
                 key: "sk-b".into(),
                 name: None,
                 requests_per_second: None,
                 max_concurrent: Some(1),
+                budget_usd: None,
+                budget_period: None,
+                admin: false,
             },
         ])
     }

@@ -9,6 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use surge_protocol::worker::WorkerOptions;
 
+use crate::metering::export::ExportConfig;
+use crate::metering::keys::BudgetPeriod;
+use crate::metering::prices::Billing;
+
 /// Everything `surge serve` runs with.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -46,6 +50,10 @@ pub struct GatewayConfig {
     pub cpu_budget: f64,
     /// Share of each GPU's memory that workers placed on it may claim.
     pub gpu_memory_fraction: f64,
+    /// Prices, what is billed, budget reservations (`[billing]`).
+    pub billing: Billing,
+    /// Usage records as CloudEvents to a file or an HTTP endpoint (`[usage_export]`).
+    pub usage_export: Option<ExportConfig>,
 }
 
 /// One model's worker pool.
@@ -276,6 +284,15 @@ pub struct ApiKey {
     pub requests_per_second: Option<u32>,
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// Spending limit in USD per `budget_period` (requests that could exceed it are
+    /// refused with 429 `insufficient_quota`).
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+    /// May read every tenant's usage (`/v1/usage?tenant=`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Default for GatewayConfig {
@@ -298,6 +315,8 @@ impl Default for GatewayConfig {
                 .map(|n| n.get() as f64)
                 .unwrap_or(2.0),
             gpu_memory_fraction: 0.9,
+            billing: Billing::default(),
+            usage_export: None,
         }
     }
 }
@@ -349,6 +368,8 @@ struct FileConfig {
     models: BTreeMap<String, toml::Table>,
     #[serde(default)]
     keys: Vec<ApiKey>,
+    billing: Option<Billing>,
+    usage_export: Option<ExportConfig>,
 }
 
 impl GatewayConfig {
@@ -395,7 +416,27 @@ impl GatewayConfig {
                 return Err(format!("[[keys]] #{}: empty key", i + 1));
             }
         }
+        for (i, k) in file.keys.iter().enumerate() {
+            match (k.budget_usd, k.budget_period) {
+                (Some(usd), Some(_)) if usd.is_finite() && usd >= 0.0 => {}
+                (None, None) => {}
+                (Some(usd), Some(_)) => {
+                    return Err(format!(
+                        "[[keys]] #{}: budget_usd = {usd} must be a non-negative amount",
+                        i + 1
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "[[keys]] #{}: budget_usd and budget_period go together",
+                        i + 1
+                    ))
+                }
+            }
+        }
         cfg.keys = file.keys;
+        cfg.billing = file.billing.unwrap_or_default();
+        cfg.usage_export = file.usage_export;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -464,6 +505,10 @@ impl GatewayConfig {
                 ));
             }
         }
+        self.billing.validate()?;
+        if let Some(e) = &self.usage_export {
+            e.validate()?;
+        }
         if self.cpu_budget.is_nan() || self.cpu_budget <= 0.0 {
             return Err(format!("cpu_budget = {} must be positive", self.cpu_budget));
         }
@@ -511,7 +556,7 @@ fn check_device(device: &str, cuda: bool) -> Result<(), String> {
 }
 
 /// `Duration` as (fractional) seconds in TOML.
-mod secs {
+pub(crate) mod secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

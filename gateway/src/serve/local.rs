@@ -1,5 +1,5 @@
 //! The endpoints the gateway answers itself: `/health`, `/ready`, `/metrics`,
-//! `/v1/models[/{id}]` and `/admin/pools`.
+//! `/v1/models[/{id}]`, `/v1/usage` and `/admin/pools`.
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +10,9 @@ use surge_protocol::error::ApiError;
 
 use super::proxy::Gateway;
 use super::reply::{self, authorization};
+use super::spend::now_ms;
+use crate::metering::ledger;
+use crate::metering::query::{self, Caller};
 
 #[derive(Serialize)]
 struct Status {
@@ -33,7 +36,11 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
             reply::write(session, 200, ctype, text, &[]).await?
         }
         "/admin/pools" => match gw.keys.authenticate(authorization(session)) {
-            Ok(()) => reply::json(session, 200, &gw.pools.view().await).await?,
+            Ok(_) => reply::json(session, 200, &gw.pools.view().await).await?,
+            Err(e) => gw.reject(session, &e).await?,
+        },
+        "/v1/usage" => match usage(gw, session).await {
+            Ok(v) => reply::json(session, 200, &v).await?,
             Err(e) => gw.reject(session, &e).await?,
         },
         "/v1/models" => reply::json(session, 200, &gw.registry.list()).await?,
@@ -50,4 +57,34 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// `GET /v1/usage`: the caller's tenant's usage from the ledger (any tenant's for an
+/// admin key). The query runs on a blocking thread with a read-only connection of its
+/// own, beside the ledger's writer.
+async fn usage(
+    gw: &Gateway,
+    session: &Session,
+) -> std::result::Result<serde_json::Value, ApiError> {
+    let caller = match gw.keys.authenticate(authorization(session))? {
+        Some(t) => Caller {
+            tenant: Some(t.name.clone()),
+            admin: t.admin,
+        },
+        None => Caller {
+            tenant: None,
+            admin: true,
+        },
+    };
+    let Some(ledger) = &gw.ledger else {
+        return Err(ApiError::NotFound("GET /v1/usage (no usage ledger)".into()));
+    };
+    let path = ledger.path().to_path_buf();
+    let query = session.req_header().uri.query().map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let conn = ledger::open_read_only(&path).map_err(|e| ApiError::Internal(e.to_string()))?;
+        query::answer(&conn, &caller, query.as_deref(), now_ms())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("usage query: {e}")))?
 }

@@ -34,6 +34,14 @@ pub struct GatewayMetrics {
     pub scaler_concurrency: GaugeVec,
     /// model, phase (spawn/load/warmup/ready...): where a cold start's time went
     pub cold_start_phase_seconds: HistogramVec,
+    /// model, tenant: what was billed (tenants come from API keys, so the label's
+    /// values are bounded by the keys configured; `anonymous` without keys)
+    pub billed_execution_seconds: CounterVec,
+    pub billed_cost_usd: CounterVec,
+    /// model, tenant, kind (prompt/completion)
+    pub billed_tokens: IntCounterVec,
+    /// outcome (recorded/failed): usage records handed to the ledger
+    pub usage_records: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -43,7 +51,41 @@ impl GatewayMetrics {
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let fine = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+        let billed = |name: &str, help: &str| {
+            register(
+                &r,
+                CounterVec::new(opts!(name, help), &["model", "tenant"])?,
+            )
+        };
         Ok(GatewayMetrics {
+            billed_execution_seconds: billed(
+                "surge_billed_execution_seconds_total",
+                "Execution seconds billed (each request's fair share of its worker's batch steps)",
+            )?,
+            billed_cost_usd: billed(
+                "surge_billed_cost_usd_total",
+                "Cost billed in USD, under the price list in force",
+            )?,
+            billed_tokens: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_billed_tokens_total",
+                        "Tokens billed, as the clients received them"
+                    ),
+                    &["model", "tenant", "kind"],
+                )?,
+            )?,
+            usage_records: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_usage_records_total",
+                        "Usage records handed to the ledger (failed: the ledger had stopped)"
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
             requests: register(
                 &r,
                 IntCounterVec::new(

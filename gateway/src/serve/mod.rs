@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod autoscale;
+pub mod bill;
 pub mod budget;
 pub mod config;
 pub mod gpus;
@@ -36,6 +37,7 @@ pub mod reply;
 pub mod response;
 pub mod routing;
 pub mod server;
+pub mod spend;
 pub mod stream_wait;
 pub mod subrequest;
 

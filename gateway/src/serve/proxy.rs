@@ -30,6 +30,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use surge_protocol::error::ApiError;
 
 use super::auth::{Admission, Keys};
+use super::bill::{Bill, Ending};
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
 use super::pool::{Lease, Pools};
@@ -37,7 +38,9 @@ use super::registry::Registry;
 use super::reply::{self, authorization};
 use super::response::{Counting, ResponseBody};
 use super::routing::{self, Route, Target};
+use super::spend::{now_ms, Spending};
 use super::{local, stream_wait, subrequest};
+use crate::metering::Ledger;
 
 /// The gateway's `ProxyHttp` service: what every request shares.
 pub struct Gateway {
@@ -49,6 +52,10 @@ pub struct Gateway {
     pub draining: Arc<AtomicBool>,
     /// API keys and their limits (none configured: open).
     pub keys: Arc<Keys>,
+    /// Budgeted keys' spending and reservations.
+    pub spending: Arc<Spending>,
+    /// Where usage records go (none: not kept).
+    pub ledger: Option<Arc<Ledger>>,
 }
 
 /// Per-request state.
@@ -71,8 +78,13 @@ pub struct Ctx {
     pub(super) body: ResponseBody,
     /// The API key's rate/concurrency admission; dropped (slot freed) with the request.
     pub(super) admission: Option<Admission>,
-    /// The API key's `x-ratelimit-*` headers, added to the worker's response.
-    pub(super) ratelimit_headers: Vec<(&'static str, String)>,
+    /// The API key's `x-ratelimit-*` headers and `x-request-id`, added to the worker's
+    /// response.
+    pub(super) response_headers: Vec<(&'static str, String)>,
+    /// What the request is billed (from its admission on).
+    pub(super) bill: Option<Bill>,
+    /// The gateway refused it after routing (queue full or timed out, no worker).
+    refused: bool,
 }
 
 impl Ctx {
@@ -102,7 +114,13 @@ impl Gateway {
         }
         match self.keys.admit(authorization(session)) {
             Ok(a) => {
-                ctx.ratelimit_headers = a.headers.clone();
+                let mut bill = Bill::new(request_id(), now_ms());
+                bill.tenant = a.tenant().to_string();
+                bill.key_id = a.key().map(|k| k.key_id.clone());
+                ctx.response_headers = a.headers.clone();
+                ctx.response_headers
+                    .push(("x-request-id", bill.request_id.clone()));
+                ctx.bill = Some(bill);
                 ctx.admission = Some(a);
             }
             Err(refusal) => {
@@ -116,6 +134,11 @@ impl Gateway {
         let forwarded = match routed {
             Ok(r) => {
                 ctx.target = Some(r.target);
+                if let Err(e) = self.reserve(ctx) {
+                    session.set_keepalive(None);
+                    self.reject(session, &e).await?;
+                    return Ok(true);
+                }
                 match r.preset_body {
                     Some(body) => subrequest::forward_preset(session, ctx, body).await,
                     None => return Ok(false),
@@ -130,6 +153,95 @@ impl Gateway {
         }
         Ok(true)
     }
+}
+
+impl Gateway {
+    /// Holds the routed request's worst-case cost against its key's budget (429
+    /// `insufficient_quota` when it does not fit); keys without a budget hold nothing.
+    fn reserve(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
+        let (Some(target), Some(bill)) = (&ctx.target, &mut ctx.bill) else {
+            return Ok(());
+        };
+        let Some(key) = ctx.admission.as_ref().and_then(|a| a.key()) else {
+            return Ok(());
+        };
+        let Some(limit) = key.budget else {
+            return Ok(());
+        };
+        let billing = &self.cfg.billing;
+        let w = target.worst_case;
+        let q = billing.worst_case(w.prompt_tokens, w.max_tokens, w.choices, w.audio_seconds);
+        let amount = billing.cost(&target.model, &target.pool.device, &q);
+        bill.reservation = Some(
+            self.spending
+                .reserve(&key.key_id, limit, amount, now_ms())?,
+        );
+        Ok(())
+    }
+
+    /// Closes the request's bill into its usage record, counts it and hands it to the
+    /// ledger.
+    fn close_bill(&self, ctx: &mut Ctx, route: Route, status: u16, e: Option<&Error>) {
+        let Some(mut bill) = ctx.bill.take() else {
+            return;
+        };
+        let client_left = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
+        let ending = if bill.complete {
+            Ending::Finished
+        } else if client_left || status == 0 {
+            Ending::Cancelled
+        } else if ctx.refused || (ctx.upstream_status.is_none() && status >= 400) {
+            Ending::Rejected
+        } else if status >= 400 || e.is_some() {
+            Ending::Failed
+        } else {
+            Ending::Finished
+        };
+        let (model, device) = match &ctx.target {
+            Some(t) => (t.model.as_str(), t.pool.device.as_str()),
+            None => ("-", "-"),
+        };
+        let r = bill.close(
+            &self.cfg.billing,
+            &self.spending,
+            model,
+            device,
+            route.label(),
+            status,
+            ending,
+        );
+        let m = &self.metrics;
+        let labels = [r.model.as_str(), r.tenant.as_str()];
+        m.billed_execution_seconds
+            .with_label_values(&labels)
+            .inc_by(r.execution_seconds);
+        m.billed_cost_usd
+            .with_label_values(&labels)
+            .inc_by(r.cost_usd);
+        for (n, kind) in [
+            (r.prompt_tokens, "prompt"),
+            (r.completion_tokens, "completion"),
+        ] {
+            m.billed_tokens
+                .with_label_values(&[&r.model, &r.tenant, kind])
+                .inc_by(n);
+        }
+        if let Some(ledger) = &self.ledger {
+            let outcome = match ledger.record(r) {
+                Ok(()) => "recorded",
+                Err(e) => {
+                    tracing::error!(error = %e, "usage record lost");
+                    "failed"
+                }
+            };
+            m.usage_records.with_label_values(&[outcome]).inc();
+        }
+    }
+}
+
+/// A request id, unique without coordination (128 random bits).
+fn request_id() -> String {
+    format!("req_{:032x}", rand::random::<u128>())
 }
 
 fn not_found(session: &Session) -> ApiError {
@@ -153,7 +265,9 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             body: ResponseBody::Pending,
             admission: None,
-            ratelimit_headers: Vec::new(),
+            response_headers: Vec::new(),
+            bill: None,
+            refused: false,
         }
     }
 
@@ -166,7 +280,8 @@ impl ProxyHttp for Gateway {
             // Routed (and admitted) by the main request, which read the body.
             ctx.route = Some(h.target.route);
             ctx.target = Some(h.target.clone());
-            ctx.ratelimit_headers = h.ratelimit_headers.clone();
+            ctx.response_headers = h.response_headers.clone();
+            ctx.bill = h.bill.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Ok(false);
         }
         let path = session.req_header().uri.path().to_string();
@@ -201,8 +316,16 @@ impl ProxyHttp for Gateway {
             ));
         };
         let heartbeat = target.stream.then_some(self.cfg.sse_heartbeat);
-        let acquired = stream_wait::wait_for_slot(session, ctx, &target.pool, heartbeat).await?;
-        match acquired {
+        let since = Instant::now();
+        let acquired = stream_wait::wait_for_slot(session, ctx, &target.pool, heartbeat).await;
+        let now = Instant::now();
+        if let Some(bill) = &mut ctx.bill {
+            bill.gateway_wait_seconds += (now - since).as_secs_f64();
+            if let Ok(Ok(lease)) = &acquired {
+                bill.cold_start_seconds += lease.cold_start_waited(since, now).as_secs_f64();
+            }
+        }
+        match acquired? {
             Ok(lease) => {
                 let peer = lease.endpoint().peer()?;
                 ctx.lease = Some(lease);
@@ -300,7 +423,23 @@ impl ProxyHttp for Gateway {
             .unwrap_or_default();
         ctx.body = ResponseBody::for_response(ctype, ctx.early_sse);
         ctx.upstream_status = Some(upstream.status.as_u16());
-        for (name, value) in &ctx.ratelimit_headers {
+        if let Some(bill) = &mut ctx.bill {
+            // A transcription's metering comes in the worker's headers, whatever the
+            // response format.
+            let secs = |name: &str| {
+                upstream
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            if let Some(audio) = secs("x-surge-audio-seconds") {
+                let exec = secs("x-surge-execution-seconds").unwrap_or(0.0);
+                let queue = secs("x-surge-queue-seconds").unwrap_or(0.0);
+                bill.audio(audio, exec, queue);
+            }
+        }
+        for (name, value) in &ctx.response_headers {
             upstream.insert_header(*name, value.as_str())?;
         }
         let include_usage = ctx.target.as_ref().is_some_and(|t| t.include_usage);
@@ -327,7 +466,9 @@ impl ProxyHttp for Gateway {
             arrived: ctx.arrived,
             include_usage: target.include_usage,
         };
-        *body = ctx.body.filter(body.take(), end_of_stream, &counting);
+        *body = ctx
+            .body
+            .filter(body.take(), end_of_stream, &counting, ctx.bill.as_mut());
         Ok(None)
     }
 
@@ -339,6 +480,7 @@ impl ProxyHttp for Gateway {
             }
         }
         let what = e.etype().as_str();
+        ctx.refused = ctx.error.is_some();
         let gateway_error = match ctx.error.take() {
             Some(g) => Some(g),
             // The worker could not be reached or broke before it answered.
@@ -391,11 +533,12 @@ impl ProxyHttp for Gateway {
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         // The gateway's own refusals (429/503 from the pool) are answers, not proxy
-        // failures; they are counted in `surge_rejections_total`.
+        // failures; they are counted in `surge_rejections_total`. A client that hangs up is billed and counted, not an error of the gateway's.
         matches!(e.etype(), ErrorType::HTTPStatus(_))
+            || matches!(e.esource(), ErrorSource::Downstream)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // Releases the worker slot.
         ctx.lease = None;
         let Some(route) = ctx.route else { return };
@@ -413,5 +556,6 @@ impl ProxyHttp for Gateway {
             .request_seconds
             .with_label_values(&[&model, route.label()])
             .observe(ctx.arrived.elapsed().as_secs_f64());
+        self.close_bill(ctx, route, status, e);
     }
 }

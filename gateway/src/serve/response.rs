@@ -14,9 +14,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Deserialize;
 use surge_protocol::error::ErrorBody;
-use surge_protocol::openai::{StreamChunk, TranscriptionUsage, Usage};
+use surge_protocol::openai::{StreamChunk, SurgeExecution, TranscriptionUsage, Usage};
 use surge_protocol::sse;
 
+use super::bill::Bill;
 use super::metrics::GatewayMetrics;
 
 /// Non-streaming responses up to this size are parsed for their `usage`.
@@ -58,6 +59,16 @@ enum AnyUsage {
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<AnyUsage>,
+    #[serde(default)]
+    surge_execution: Option<SurgeExecution>,
+    #[serde(default)]
+    choices: Vec<FinishPeek>,
+}
+
+#[derive(Deserialize)]
+struct FinishPeek {
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 impl ResponseBody {
@@ -91,8 +102,15 @@ impl ResponseBody {
         }
     }
 
-    /// Filters one piece of the body; returns what to send to the client.
-    pub fn filter(&mut self, chunk: Option<Bytes>, end: bool, c: &Counting) -> Option<Bytes> {
+    /// Filters one piece of the body; returns what to send to the client. `bill` takes
+    /// the metering of what is sent.
+    pub fn filter(
+        &mut self,
+        chunk: Option<Bytes>,
+        end: bool,
+        c: &Counting,
+        mut bill: Option<&mut Bill>,
+    ) -> Option<Bytes> {
         match self {
             ResponseBody::Pending => chunk,
             ResponseBody::ErrorEvent(body) => {
@@ -106,8 +124,14 @@ impl ResponseBody {
                     }
                 }
                 if end {
-                    if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(body) {
-                        count_usage(c, &u);
+                    if let Ok(w) = serde_json::from_slice::<WithUsage>(body) {
+                        if let Some(u) = &w.usage {
+                            count_usage(c, u);
+                        }
+                        if let (Some(AnyUsage::Tokens(u)), Some(b)) = (&w.usage, bill) {
+                            b.usage(u, w.surge_execution.as_ref());
+                            b.finish_reason = w.choices.into_iter().find_map(|c| c.finish_reason);
+                        }
                     }
                 }
                 chunk
@@ -127,6 +151,9 @@ impl ResponseBody {
                         if chunk.has_token() {
                             observe_token(c, last_token, now);
                         }
+                        if let Some(b) = bill.as_deref_mut() {
+                            meter(b, chunk);
+                        }
                         if let Some(u) = chunk.usage().filter(|_| chunk.is_usage()) {
                             count_usage(c, &AnyUsage::Tokens(*u));
                             if !c.include_usage {
@@ -142,6 +169,20 @@ impl ResponseBody {
                 (!out.is_empty()).then(|| Bytes::from(out))
             }
         }
+    }
+}
+
+/// Bills a chunk that is on its way to the client: its running meter, the first
+/// finish reason, and the final usage.
+fn meter(bill: &mut Bill, chunk: &StreamChunk) {
+    if let Some(m) = chunk.surge_meter() {
+        bill.meter(m);
+    }
+    if bill.finish_reason.is_none() {
+        bill.finish_reason = chunk.finish_reason().map(|r| r.as_str().to_string());
+    }
+    if let Some(u) = chunk.usage().filter(|_| chunk.is_usage()) {
+        bill.usage(u, chunk.surge_execution());
     }
 }
 
@@ -210,13 +251,13 @@ mod tests {
 
 "#;
         assert!(body
-            .filter(Some(Bytes::from_static(role)), false, &c)
+            .filter(Some(Bytes::from_static(role)), false, &c, None)
             .is_some());
         assert_eq!(ttft_count(&m), 0, "the role chunk is not a token");
         let tok = br#"data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}
 
 "#;
-        body.filter(Some(Bytes::from_static(tok)), false, &c);
+        body.filter(Some(Bytes::from_static(tok)), false, &c, None);
         assert_eq!(ttft_count(&m), 1);
         let inter = || {
             m.inter_token_seconds
@@ -224,7 +265,7 @@ mod tests {
                 .get_sample_count()
         };
         assert_eq!(inter(), 0);
-        body.filter(Some(Bytes::from_static(tok)), false, &c);
+        body.filter(Some(Bytes::from_static(tok)), false, &c, None);
         assert_eq!((ttft_count(&m), inter()), (1, 1));
         // Text completions stream `text`.
         let mut body = ResponseBody::for_response("text/event-stream", false);
@@ -234,6 +275,7 @@ mod tests {
             )),
             false,
             &c,
+            None,
         );
         assert_eq!(ttft_count(&m), 2);
     }
@@ -246,10 +288,10 @@ mod tests {
             let c = counting(&m, include);
             let mut body = ResponseBody::for_response("text/event-stream", false);
             // Split mid-event: events are whole when forwarded.
-            let a = body.filter(Some(Bytes::from_static(&usage[..20])), false, &c);
+            let a = body.filter(Some(Bytes::from_static(&usage[..20])), false, &c, None);
             assert!(a.is_none());
             let out = body
-                .filter(Some(Bytes::from_static(&usage[20..])), true, &c)
+                .filter(Some(Bytes::from_static(&usage[20..])), true, &c, None)
                 .unwrap();
             assert_eq!(out.starts_with(b"data: {\"id\""), include);
             assert!(out.ends_with(b"data: [DONE]\n\n"));
@@ -266,9 +308,9 @@ mod tests {
         assert!(body.is_sse());
         let e = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
         assert!(body
-            .filter(Some(Bytes::from_static(e)), false, &c)
+            .filter(Some(Bytes::from_static(e)), false, &c, None)
             .is_none());
-        let out = body.filter(None, true, &c).unwrap();
+        let out = body.filter(None, true, &c, None).unwrap();
         assert_eq!(
             sse::data_payloads(&out),
             [std::str::from_utf8(e).unwrap(), "[DONE]"]

@@ -70,6 +70,37 @@ pub struct Target {
     pub stream: bool,
     /// `stream_options.include_usage`: forward the worker's usage chunk.
     pub include_usage: bool,
+    /// The most the request can use, for its budget reservation.
+    pub worst_case: WorstCase,
+}
+
+/// What a request can use at most, read from its body before it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorstCase {
+    /// Prompt tokens, bounded by the body's length in bytes (the gateway does not
+    /// tokenize; a byte-level BPE token is at least one byte of the text).
+    pub prompt_tokens: u64,
+    /// `max_completion_tokens` or `max_tokens` (`None`: not set).
+    pub max_tokens: Option<u64>,
+    /// Choices (`n`).
+    pub choices: u64,
+    /// Audio length: from a WAV header's byte rate, else as if the upload were
+    /// 32 kbit/s compressed audio (lower rates are rare for speech).
+    pub audio_seconds: f64,
+}
+
+/// An upload's longest possible duration in seconds.
+pub fn audio_seconds_bound(body: &[u8]) -> f64 {
+    const COMPRESSED_BYTES_PER_SECOND: f64 = 4000.0;
+    // "WAVEfmt " then the fmt chunk's size, format, channels, sample rate, byte rate.
+    let byte_rate = body
+        .windows(8)
+        .position(|w| w == b"WAVEfmt ")
+        .and_then(|i| body.get(i + 20..i + 24))
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .filter(|r| *r >= 1000)
+        .map_or(COMPRESSED_BYTES_PER_SECOND, f64::from);
+    body.len() as f64 / byte_rate
 }
 
 /// A body that pingora's retry buffer (64 KiB) cannot replay: forwarded as a subrequest
@@ -88,6 +119,12 @@ struct JsonPeek {
     stream: Option<serde_json::Value>,
     #[serde(default)]
     stream_options: Option<StreamOptionsPeek>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    n: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -140,8 +177,15 @@ pub async fn route_request(
     let body = Bytes::from(buf);
 
     let is_form = content_type.as_deref().is_some_and(multipart::is_form);
+    let mut worst_case = WorstCase {
+        prompt_tokens: body.len() as u64,
+        choices: 1,
+        ..WorstCase::default()
+    };
     let (model_id, stream, include_usage) = if is_form {
         let model = multipart::text_field(content_type.as_deref(), body.clone(), "model").await?;
+        worst_case.prompt_tokens = 0;
+        worst_case.audio_seconds = audio_seconds_bound(&body);
         (model, false, false)
     } else {
         let v: serde_json::Value = parse_json(&body)?;
@@ -158,6 +202,12 @@ pub async fn route_request(
             Some(_) => return Err(ApiError::invalid("'model' must be a string", "model")),
             None => None,
         };
+        // Wrong types are the worker's to refuse (with its own message); here they only
+        // mean "not set".
+        let count = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_u64());
+        worst_case.max_tokens =
+            count(&peek.max_completion_tokens).or_else(|| count(&peek.max_tokens));
+        worst_case.choices = count(&peek.n).unwrap_or(1).max(1);
         let flag = |v: Option<serde_json::Value>| v.and_then(|v| v.as_bool()).unwrap_or(false);
         let include_usage = flag(peek.stream_options.and_then(|o| o.include_usage));
         (model, flag(peek.stream), include_usage)
@@ -186,6 +236,7 @@ pub async fn route_request(
             pool,
             stream,
             include_usage,
+            worst_case,
         },
         preset_body,
     })
@@ -193,4 +244,19 @@ pub async fn route_request(
 
 pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_length_is_bounded_by_the_wav_header_or_a_low_bitrate() {
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0".to_vec();
+        wav.extend_from_slice(&16_000u32.to_le_bytes());
+        wav.extend_from_slice(&32_000u32.to_le_bytes());
+        wav.resize(32_000 * 3, 0);
+        assert!((audio_seconds_bound(&wav) - 3.0).abs() < 1e-9);
+        assert!((audio_seconds_bound(&[0u8; 8000]) - 2.0).abs() < 1e-9);
+    }
 }

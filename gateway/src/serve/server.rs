@@ -21,7 +21,10 @@ use super::pool::{Autoscaling, Pools};
 use super::provision::LocalProvisioner;
 use super::proxy::Gateway;
 use super::registry::Registry;
+use super::spend::{now_ms, Spending};
+use crate::metering::export::Exporter;
 use crate::metering::keys::ledger_path;
+use crate::metering::prices;
 use crate::metering::{ledger, Ledger, LedgerOptions};
 
 /// Runs the gateway until SIGTERM/SIGINT; returns the process exit code.
@@ -100,8 +103,16 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     );
     let draining = Arc::new(AtomicBool::new(false));
     let store = ledger::open(&ledger_file).map_err(|e| e.to_string())?;
-    tracing::info!(ledger = %ledger_file.display(), "keys and capacity ledger");
+    prices::store(&store, &cfg.billing, now_ms())?;
+    tracing::info!(ledger = %ledger_file.display(), price_version = %cfg.billing.price_version, "usage ledger");
     let keys = Keys::with_store(&cfg.keys, Some(store));
+    let exporter = match &cfg.usage_export {
+        Some(e) => Some(Exporter::start(&ledger_file, e.clone())?),
+        None => None,
+    };
+    let spending = Spending::new(Some(
+        ledger::open_read_only(&ledger_file).map_err(|e| e.to_string())?,
+    ));
     let cfg = Arc::new(cfg);
 
     let conf = ServerConf {
@@ -122,6 +133,8 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         cfg: cfg.clone(),
         draining: draining.clone(),
         keys: Arc::new(keys),
+        spending: Arc::new(spending),
+        ledger: Some(ledger.clone()),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&cfg.listen.to_string());
@@ -143,7 +156,15 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     });
     // Waits (briefly) for the pool actors to be dropped, so the ledger is ours alone.
     pool_runtime.shutdown_timeout(Duration::from_secs(1));
-    // Commits the spans of the workers just stopped (the clean shutdown loses none).
+    // Commits the usage of the last requests and the spans of the workers just
+    // stopped: the clean shutdown loses none.
+    if let Err(e) = ledger.flush() {
+        tracing::error!(error = %e, "flushing the ledger");
+    }
+    // The export's last pass, now that every record is committed.
+    if let Some(e) = exporter {
+        e.stop();
+    }
     if let Ok(l) = Arc::try_unwrap(ledger) {
         if let Err(e) = l.close() {
             tracing::error!(error = %e, "closing the ledger");

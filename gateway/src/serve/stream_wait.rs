@@ -55,11 +55,11 @@ pub async fn wait_for_slot(
 
 async fn beat(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     if !ctx.early_sse {
-        let mut h = ResponseHeader::build(200, Some(3 + ctx.ratelimit_headers.len()))?;
+        let mut h = ResponseHeader::build(200, Some(3 + ctx.response_headers.len()))?;
         h.insert_header("Content-Type", "text/event-stream")?;
         h.insert_header("Cache-Control", "no-cache")?;
         h.insert_header("Transfer-Encoding", "chunked")?;
-        for (name, value) in &ctx.ratelimit_headers {
+        for (name, value) in &ctx.response_headers {
             h.insert_header(*name, value.as_str())?;
         }
         session.write_response_header(Box::new(h), false).await?;

@@ -14,14 +14,20 @@ use pingora::proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
 use pingora::proxy::Session;
 use surge_protocol::error::ApiError;
 
+use std::sync::{Arc, Mutex};
+
+use super::bill::Bill;
 use super::proxy::Ctx;
 use super::routing::Target;
 
 /// What the main request learnt before handing over to its subrequest.
 pub struct Handoff {
     pub target: Target,
-    /// The key's `x-ratelimit-*` headers (its admission stays with the main request).
-    pub ratelimit_headers: Vec<(&'static str, String)>,
+    /// The key's `x-ratelimit-*` headers and `x-request-id` (its admission stays with
+    /// the main request).
+    pub response_headers: Vec<(&'static str, String)>,
+    /// The request's bill, taken by the subrequest, which sees the response.
+    pub bill: Arc<Mutex<Option<Bill>>>,
 }
 
 /// The routing of a subrequest started by [`forward_preset`].
@@ -46,9 +52,11 @@ pub async fn forward_preset(
     let Some(spawner) = session.subrequest_spawner.as_ref() else {
         return Err(ApiError::Upstream("subrequests are disabled".into()));
     };
+    let bill = Arc::new(Mutex::new(ctx.bill.take()));
     let handoff = Handoff {
         target,
-        ratelimit_headers: ctx.ratelimit_headers.clone(),
+        response_headers: ctx.response_headers.clone(),
+        bill: bill.clone(),
     };
     let sub_ctx = SubrequestCtx::builder()
         .body_mode(BodyMode::ExpectBody)
@@ -57,8 +65,13 @@ pub async fn forward_preset(
     let (prepared, handle) = spawner.create_subrequest(session.as_ref(), sub_ctx);
     let preset = InputBodyType::Preset(InputBody::Bytes(vec![body]));
     let outcome = pipe_subrequest(session, prepared, handle, |t| Ok(Some(t)), preset).await;
-    // The subrequest counts the request in the metrics; the main one must not.
+    // The subrequest counts and bills the request; the main one must not — unless the
+    // subrequest never started, and the bill is still here.
     ctx.route = None;
+    ctx.bill = bill.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if ctx.bill.is_some() {
+        ctx.route = ctx.target.as_ref().map(|t| t.route);
+    }
     let mut state = match outcome {
         Ok(state) => state,
         Err(e) if !e.state.header_received => {

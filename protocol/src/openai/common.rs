@@ -29,6 +29,9 @@ pub struct Completion<C> {
     /// Set beside `usage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surge_execution: Option<SurgeExecution>,
+    /// On every streamed chunk that carries tokens: what the request has used so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge_meter: Option<SurgeMeter>,
 }
 
 impl<C> Completion<C> {
@@ -49,6 +52,7 @@ impl<C> Completion<C> {
             choices,
             usage: None,
             surge_execution: None,
+            surge_meter: None,
         }
     }
 
@@ -124,6 +128,16 @@ pub struct SurgeExecution {
     pub time_to_first_token_seconds: f64,
     /// Sequences generated (choices × prompts).
     pub sequences: u64,
+}
+
+/// What a streamed request has used up to and including this chunk (`surge_meter`),
+/// summed over its choices. A gateway whose client hangs up mid-stream bills the last
+/// chunk it delivered: the tokens the client received, and the execution that made them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SurgeMeter {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub execution_seconds: f64,
 }
 
 /// A log-probability of a token, or `-inf`: JSON has no infinity, so `-inf` is written

@@ -45,6 +45,21 @@ impl StreamChunk {
         }
     }
 
+    /// The first finish reason among the chunk's choices.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        match self {
+            StreamChunk::Chat(c) => c.choices.iter().find_map(|c| c.finish_reason),
+            StreamChunk::Text(c) => c.choices.iter().find_map(|c| c.finish_reason),
+        }
+    }
+
+    pub fn surge_meter(&self) -> Option<&SurgeMeter> {
+        match self {
+            StreamChunk::Chat(c) => c.surge_meter.as_ref(),
+            StreamChunk::Text(c) => c.surge_meter.as_ref(),
+        }
+    }
+
     /// The generated text of every choice in the chunk, in order (chat: `delta.content`;
     /// completions: `text`).
     pub fn text(&self) -> String {

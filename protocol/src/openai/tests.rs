@@ -60,6 +60,7 @@ fn chat_completion_as_the_worker_writes_it() {
         }],
         usage: Some(Usage::new(31, 3)),
         surge_execution: Some(execution()),
+        surge_meter: None,
     };
     assert_eq!(c, built);
 }

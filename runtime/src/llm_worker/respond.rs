@@ -17,14 +17,14 @@ use serde::Serialize;
 use surge_protocol::openai::{
     self, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatDelta, ChatLogprobs, ChatTokenLogprob, Completion, CompletionLogprobs, SurgeExecution,
-    TextChoice, TextCompletion, TextCompletionChunk, TopLogprob, Usage,
+    SurgeMeter, TextChoice, TextCompletion, TextCompletionChunk, TopLogprob, Usage,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::server::ApiError;
 
-use super::scheduler::{FinishReason, SeqEvent, SeqUsage, TokenLogprob};
+use super::scheduler::{FinishReason, Progress, SeqEvent, SeqUsage, TokenLogprob};
 use super::validate::Validated;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +204,9 @@ async fn collect(
     let mut lps = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            SeqEvent::Delta { text: t, logprobs } => {
+            SeqEvent::Delta {
+                text: t, logprobs, ..
+            } => {
                 text.push_str(&t);
                 lps.extend(logprobs);
             }
@@ -228,21 +230,32 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
             .map(|(rx, idx)| UnboundedReceiverStream::new(rx).map(move |ev| (idx, ev))),
     );
     let chunk = ChunkBuilder { reply };
-    // Chat streams open each choice with the assistant's role and empty content.
-    let first: Vec<Event> = match chunk.reply.endpoint {
-        Endpoint::Chat => indexes
-            .iter()
-            .map(|&i| chunk.chat(vec![ChatChunkChoice::opening(i as u32)]))
-            .collect(),
-        Endpoint::Completion => vec![],
-    };
+    let slots = n.max(indexes.iter().max().map(|m| m + 1).unwrap_or(0));
     let state = StreamState {
         chunk,
         done: 0,
         n,
         usages: Vec::new(),
-        offsets: vec![0; n.max(indexes.iter().max().map(|m| m + 1).unwrap_or(0))],
+        offsets: vec![0; slots],
+        progress: vec![Progress::default(); slots],
         failed: false,
+    };
+    // Chat streams open each choice with the assistant's role and empty content; the
+    // first opening chunk carries the prompt's size, so a client that hangs up before
+    // the first token is still billed its prompt.
+    let first: Vec<Event> = match state.chunk.reply.endpoint {
+        Endpoint::Chat => indexes
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let mut c = state
+                    .chunk
+                    .chat_chunk(vec![ChatChunkChoice::opening(i as u32)]);
+                c.surge_meter = (k == 0).then(|| state.meter());
+                data(&c)
+            })
+            .collect(),
+        Endpoint::Completion => vec![],
     };
     // A trailing `None` marks the end of every sequence's events, so a stream whose
     // engine vanished mid-way ends with an error event rather than a silent `[DONE]`.
@@ -334,10 +347,25 @@ struct StreamState {
     n: usize,
     usages: Vec<SeqUsage>,
     offsets: Vec<usize>,
+    /// Each sequence's use so far, by choice index.
+    progress: Vec<Progress>,
     failed: bool,
 }
 
 impl StreamState {
+    /// The request's use so far, summed over its sequences.
+    fn meter(&self) -> SurgeMeter {
+        SurgeMeter {
+            prompt_tokens: self.chunk.reply.validated.prompt_tokens as u64,
+            completion_tokens: self
+                .progress
+                .iter()
+                .map(|p| p.completion_tokens as u64)
+                .sum(),
+            execution_seconds: self.progress.iter().map(|p| p.execution_seconds).sum(),
+        }
+    }
+
     fn on_event(&mut self, idx: usize, ev: SeqEvent) -> Vec<Event> {
         if self.failed {
             return vec![];
@@ -346,29 +374,41 @@ impl StreamState {
         let want_lp = self.chunk.reply.validated.logprobs;
         let index = idx as u32;
         match ev {
-            SeqEvent::Delta { text, logprobs } => {
+            SeqEvent::Delta {
+                text,
+                logprobs,
+                so_far,
+            } => {
+                self.progress[idx] = so_far;
                 if text.is_empty() && (logprobs.is_empty() || !want_lp) {
                     return vec![];
                 }
+                let meter = Some(self.meter());
                 let event = match endpoint {
-                    Endpoint::Chat => self.chunk.chat(vec![ChatChunkChoice {
-                        index,
-                        delta: ChatDelta {
-                            content: Some(text),
-                            ..ChatDelta::default()
-                        },
-                        logprobs: want_lp.then(|| chat_logprobs(&logprobs)),
-                        finish_reason: None,
-                    }]),
+                    Endpoint::Chat => {
+                        let mut c = self.chunk.chat_chunk(vec![ChatChunkChoice {
+                            index,
+                            delta: ChatDelta {
+                                content: Some(text),
+                                ..ChatDelta::default()
+                            },
+                            logprobs: want_lp.then(|| chat_logprobs(&logprobs)),
+                            finish_reason: None,
+                        }]);
+                        c.surge_meter = meter;
+                        data(&c)
+                    }
                     Endpoint::Completion => {
                         let lp = want_lp.then(|| completion_logprobs(&logprobs, self.offsets[idx]));
                         self.offsets[idx] += text.len();
-                        self.chunk.text(vec![TextChoice {
+                        let mut c = self.chunk.text_chunk(vec![TextChoice {
                             index,
                             text,
                             logprobs: lp,
                             finish_reason: None,
-                        }])
+                        }]);
+                        c.surge_meter = meter;
+                        data(&c)
                     }
                 };
                 vec![event]
@@ -511,7 +551,8 @@ mod tests {
 
     fn events(logprobs: Vec<TokenLogprob>) -> UnboundedReceiver<SeqEvent> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        for text in ["Hi", "", " there"] {
+        // " there" was held back one token (stop matching): sent with the second token.
+        for (text, tokens, secs) in [("Hi", 1, 0.125), ("", 2, 0.25), (" there", 2, 0.25)] {
             let logprobs = if text == "Hi" {
                 logprobs.clone()
             } else {
@@ -520,6 +561,10 @@ mod tests {
             tx.send(SeqEvent::Delta {
                 text: text.into(),
                 logprobs,
+                so_far: Progress {
+                    completion_tokens: tokens,
+                    execution_seconds: secs,
+                },
             })
             .unwrap();
         }
@@ -563,7 +608,13 @@ mod tests {
         }
     }
 
-    /// What the stream wrote before the typed chunks, field for field.
+    fn meter(prompt: u64, completion: u64, secs: f64) -> Value {
+        json!({"prompt_tokens": prompt, "completion_tokens": completion,
+               "execution_seconds": secs})
+    }
+
+    /// What the stream wrote before the typed chunks, field for field, plus the running
+    /// `surge_meter` on the opening chunk and every token chunk.
     #[tokio::test]
     async fn chat_stream_is_the_same_json_as_before() {
         let reply = reply(Endpoint::Chat, false);
@@ -572,13 +623,16 @@ mod tests {
         let want = [
             with(
                 json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                     "logprobs": null, "finish_reason": null}]}),
+                                     "logprobs": null, "finish_reason": null}],
+                       "surge_meter": meter(3, 0, 0.0)}),
             ),
             with(json!({"choices": [{"index": 0, "delta": {"content": "Hi"},
-                                     "logprobs": null, "finish_reason": null}]})),
+                                     "logprobs": null, "finish_reason": null}],
+                        "surge_meter": meter(3, 1, 0.125)})),
             with(
                 json!({"choices": [{"index": 0, "delta": {"content": " there"},
-                                     "logprobs": null, "finish_reason": null}]}),
+                                     "logprobs": null, "finish_reason": null}],
+                       "surge_meter": meter(3, 2, 0.25)}),
             ),
             with(
                 json!({"choices": [{"index": 0, "delta": {}, "logprobs": null,
@@ -612,11 +666,13 @@ mod tests {
             with(
                 json!({"choices": [{"index": 0, "text": "Hi", "finish_reason": null,
                 "logprobs": {"tokens": ["Hi"], "token_logprobs": [-0.5],
-                             "top_logprobs": [{"Hi": -0.5}], "text_offset": [0]}}]}),
+                             "top_logprobs": [{"Hi": -0.5}], "text_offset": [0]}}],
+                "surge_meter": meter(3, 1, 0.125)}),
             ),
             with(
                 json!({"choices": [{"index": 0, "text": " there", "finish_reason": null,
-                                     "logprobs": empty_lp}]}),
+                                     "logprobs": empty_lp}],
+                       "surge_meter": meter(3, 2, 0.25)}),
             ),
             with(
                 json!({"choices": [{"index": 0, "text": "", "logprobs": null,

@@ -75,6 +75,13 @@ pub struct SeqUsage {
     pub time_to_first_token: f64,
 }
 
+/// What a sequence has used up to an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    pub completion_tokens: usize,
+    pub execution_seconds: f64,
+}
+
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
     /// Newly emitted text (may be empty while held back for stop matching) and the log
@@ -82,6 +89,8 @@ pub enum SeqEvent {
     Delta {
         text: String,
         logprobs: Vec<TokenLogprob>,
+        /// The sequence's use so far (metering of a stream cut short).
+        so_far: Progress,
     },
     Done {
         reason: FinishReason,
@@ -105,6 +114,15 @@ struct Running {
     first_token: Option<Instant>,
     execution: f64,
     reserved: usize,
+}
+
+impl Running {
+    fn progress(&self) -> Progress {
+        Progress {
+            completion_tokens: self.generated,
+            execution_seconds: self.execution,
+        }
+    }
 }
 
 /// Runs the engine loop until every sender is gone. Returns an error if the model fails;
@@ -290,22 +308,34 @@ fn step(
         model.step(&mut batch).map_err(|e| e.to_string())?
     };
     let rows = logits_rows(&logits).map_err(|e| e.to_string())?;
+    // Sampling is part of the step's cost (billed as execution): timed with the forward.
+    let mut samples = Vec::with_capacity(plan.len());
+    for ((i, _, samples_after), row) in plan.iter().zip(rows) {
+        samples.push(match samples_after {
+            true => Some(
+                running[*i]
+                    .sampler
+                    .sample(&row)
+                    .map_err(|e| e.to_string())?,
+            ),
+            false => None,
+        });
+    }
     let elapsed = started.elapsed().as_secs_f64();
     metrics.step_seconds.observe(elapsed);
     metrics.batch_size.observe(plan.len() as f64);
     let share = elapsed / plan.len() as f64;
 
-    for ((i, tokens, samples), row) in plan.into_iter().zip(rows) {
+    for ((i, tokens, _), sampled) in plan.into_iter().zip(samples) {
         let s = &mut running[i];
         s.execution += share;
         if s.next_input.take().is_none() {
             s.prefilled += tokens.len();
             metrics.prompt_tokens.inc_by(tokens.len() as u64);
         }
-        if !samples {
+        let Some(sampled) = sampled else {
             continue;
-        }
-        let sampled = s.sampler.sample(&row).map_err(|e| e.to_string())?;
+        };
         metrics.generated_tokens.inc();
         s.generated += 1;
         if s.first_token.is_none() {
@@ -337,6 +367,7 @@ fn step(
                 let _ = s.req.events.send(SeqEvent::Delta {
                     text: tail,
                     logprobs: vec![],
+                    so_far: s.progress(),
                 });
             }
             finish(s, FinishReason::Stop);
@@ -348,7 +379,11 @@ fn step(
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
         let (text, stopped) = s.stop.push(&delta);
-        let _ = s.req.events.send(SeqEvent::Delta { text, logprobs });
+        let _ = s.req.events.send(SeqEvent::Delta {
+            text,
+            logprobs,
+            so_far: s.progress(),
+        });
         if stopped {
             finish(s, FinishReason::Stop);
         } else if s.generated >= s.req.job.max_new_tokens || s.cache.len() + 1 >= s.cache.max_len()
@@ -358,6 +393,7 @@ fn step(
                 let _ = s.req.events.send(SeqEvent::Delta {
                     text: tail,
                     logprobs: vec![],
+                    so_far: s.progress(),
                 });
             }
             finish(s, FinishReason::Length);

@@ -161,6 +161,16 @@ impl Lease {
         self.worker.id
     }
 
+    /// How much of a wait for a slot that began at `since` and ended `now` went to this
+    /// worker's cold start (its spawn → ready).
+    pub fn cold_start_waited(&self, since: Instant, now: Instant) -> Duration {
+        let w = &self.worker;
+        let ready = w.started + w.cold_start;
+        ready
+            .min(now)
+            .saturating_duration_since(since.max(w.started))
+    }
+
     /// The worker failed this request (could not connect, died): send it no more.
     pub fn mark_failed(&self) {
         let _ = self.pool.send(Command::MarkFailed {

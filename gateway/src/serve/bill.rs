@@ -1,0 +1,206 @@
+//! What one request is billed: its [`Bill`] is opened when the request is admitted,
+//! filled in from the worker's response as it passes through the gateway, and closed
+//! into one [`UsageRecord`] when the request ends, whatever the end.
+//!
+//! Tokens are billed as the client received them. A streamed chunk carries the
+//! worker's running `surge_meter` (tokens and execution so far), and the bill keeps the
+//! meter of the last chunk forwarded to the client: a client that hangs up after 20
+//! tokens is billed for 20 — not 0 because the final usage chunk never came, and not
+//! `max_tokens`. The final usage chunk (or a non-streamed body's `usage`), when it
+//! arrives, replaces the running meter with the worker's totals.
+
+use std::time::Instant;
+
+use surge_protocol::openai::{SurgeExecution, SurgeMeter, Usage};
+
+use super::spend::{Reservation, Spending};
+use crate::metering::prices::{Billing, Quantities};
+use crate::metering::UsageRecord;
+
+/// One request's bill while it runs.
+#[derive(Debug)]
+pub struct Bill {
+    pub request_id: String,
+    /// Arrival (Unix ms).
+    pub time_ms: i64,
+    pub tenant: String,
+    pub key_id: Option<String>,
+    /// What was used so far.
+    pub used: Quantities,
+    /// Waiting at the gateway for a worker slot.
+    pub gateway_wait_seconds: f64,
+    /// Waiting inside the worker before its engine took the request.
+    pub worker_queue_seconds: f64,
+    /// The part of the gateway wait spent on a worker's cold start.
+    pub cold_start_seconds: f64,
+    /// The first choice's finish reason, as the worker reported it.
+    pub finish_reason: Option<String>,
+    /// The worker's final usage arrived (the response ended normally).
+    pub complete: bool,
+    /// The hold on the key's budget, settled when the bill is closed.
+    pub reservation: Option<Reservation>,
+    /// When the wait for a worker slot began.
+    pub waiting_since: Option<Instant>,
+}
+
+/// How a request ended, beyond its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The response was sent whole.
+    Finished,
+    /// The client went away first.
+    Cancelled,
+    /// The worker failed, or the response broke.
+    Failed,
+    /// The gateway refused it (bad request, no quota, queue full or timed out).
+    Rejected,
+}
+
+impl Bill {
+    pub fn new(request_id: String, time_ms: i64) -> Bill {
+        Bill {
+            request_id,
+            time_ms,
+            tenant: "anonymous".into(),
+            key_id: None,
+            used: Quantities::default(),
+            gateway_wait_seconds: 0.0,
+            worker_queue_seconds: 0.0,
+            cold_start_seconds: 0.0,
+            finish_reason: None,
+            complete: false,
+            reservation: None,
+            waiting_since: None,
+        }
+    }
+
+    /// A streamed chunk's running meter (the chunk is on its way to the client).
+    pub fn meter(&mut self, m: &SurgeMeter) {
+        if self.complete {
+            return;
+        }
+        self.used.prompt_tokens = m.prompt_tokens;
+        self.used.completion_tokens = m.completion_tokens;
+        self.used.execution_seconds = m.execution_seconds;
+    }
+
+    /// The worker's final usage of an LLM request.
+    pub fn usage(&mut self, u: &Usage, e: Option<&SurgeExecution>) {
+        self.used.prompt_tokens = u.prompt_tokens;
+        self.used.completion_tokens = u.completion_tokens;
+        if let Some(e) = e {
+            self.used.execution_seconds = e.execution_seconds;
+            self.worker_queue_seconds = e.queue_seconds;
+        }
+        self.complete = true;
+    }
+
+    /// The worker's metering of a transcription (its `x-surge-*` headers).
+    pub fn audio(&mut self, audio_seconds: f64, execution_seconds: f64, queue_seconds: f64) {
+        self.used.audio_seconds = audio_seconds;
+        self.used.execution_seconds = execution_seconds;
+        self.worker_queue_seconds = queue_seconds;
+    }
+
+    /// Closes the bill: its record, with the cost under `billing`; the reservation is
+    /// settled to that cost.
+    #[allow(clippy::too_many_arguments)]
+    pub fn close(
+        &mut self,
+        billing: &Billing,
+        spending: &Spending,
+        model: &str,
+        device: &str,
+        route: &str,
+        status: u16,
+        ending: Ending,
+    ) -> UsageRecord {
+        let cost = billing.cost(model, device, &self.used);
+        if let Some(r) = self.reservation.take() {
+            spending.settle(r, cost);
+        }
+        let finish_reason = match ending {
+            Ending::Finished => self.finish_reason.clone(),
+            Ending::Cancelled => Some("cancelled".into()),
+            Ending::Failed => Some("error".into()),
+            Ending::Rejected => Some("rejected".into()),
+        };
+        UsageRecord {
+            request_id: self.request_id.clone(),
+            time_ms: self.time_ms,
+            tenant: self.tenant.clone(),
+            key_id: self.key_id.clone(),
+            model: model.to_string(),
+            device: device.to_string(),
+            route: route.to_string(),
+            status,
+            finish_reason,
+            prompt_tokens: self.used.prompt_tokens,
+            completion_tokens: self.used.completion_tokens,
+            audio_seconds: self.used.audio_seconds,
+            queue_seconds: self.gateway_wait_seconds + self.worker_queue_seconds,
+            cold_start_seconds: self.cold_start_seconds,
+            execution_seconds: self.used.execution_seconds,
+            cost_usd: cost,
+            price_version: billing.price_version.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_stream_bills_the_last_meter_and_a_whole_one_the_final_usage() {
+        let mut b = Bill::new("r".into(), 0);
+        for n in 1..=20 {
+            b.meter(&SurgeMeter {
+                prompt_tokens: 30,
+                completion_tokens: n,
+                execution_seconds: n as f64 * 0.01,
+            });
+        }
+        let billing = Billing::default();
+        let spending = Spending::new(None);
+        let r = b.close(
+            &billing,
+            &spending,
+            "m",
+            "cpu",
+            "chat_completions",
+            200,
+            Ending::Cancelled,
+        );
+        assert_eq!((r.prompt_tokens, r.completion_tokens), (30, 20));
+        assert_eq!(r.finish_reason.as_deref(), Some("cancelled"));
+        assert!((r.execution_seconds - 0.2).abs() < 1e-9);
+        assert!(r.cost_usd > 0.0);
+
+        let mut b = Bill::new("r2".into(), 0);
+        b.usage(
+            &Usage::new(30, 64),
+            Some(&SurgeExecution {
+                queue_seconds: 0.5,
+                execution_seconds: 1.0,
+                ..SurgeExecution::default()
+            }),
+        );
+        // A meter seen after the final usage (none should come) changes nothing.
+        b.meter(&SurgeMeter::default());
+        b.finish_reason = Some("length".into());
+        b.gateway_wait_seconds = 0.25;
+        let r = b.close(
+            &billing,
+            &spending,
+            "m",
+            "cpu",
+            "chat_completions",
+            200,
+            Ending::Finished,
+        );
+        assert_eq!(r.completion_tokens, 64);
+        assert_eq!(r.finish_reason.as_deref(), Some("length"));
+        assert!((r.queue_seconds - 0.75).abs() < 1e-9);
+    }
+}
