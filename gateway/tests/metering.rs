@@ -19,7 +19,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
 use support::gateway::{start_gateway, wait_until, Gateway};
 use support::http;
-use support::worker::{kill, wait_exit, LLM};
+use support::speech;
+use support::worker::{kill, wait_exit, LLM, WHISPER};
 
 const ADMIN: &str = "sk-e2e-admin";
 const TENANT_A: &str = "sk-e2e-a";
@@ -143,7 +144,8 @@ fn record(data: &Path, request_id: &str) -> HashMap<String, Value> {
                     'prompt_tokens', prompt_tokens, 'completion_tokens', completion_tokens,
                     'execution_seconds', execution_seconds, 'cost_usd', cost_usd,
                     'tenant', tenant, 'key_id', key_id, 'price_version', price_version,
-                    'queue_seconds', queue_seconds, 'device', device)
+                    'queue_seconds', queue_seconds, 'device', device,
+                    'audio_seconds', audio_seconds, 'route', route)
                  FROM usage WHERE request_id = ?1",
                 [request_id],
                 |r| r.get::<_, String>(0),
@@ -359,6 +361,56 @@ fn usage_api_isolates_tenants_and_refuses_bad_input() {
         "request {id_b} never reached {}",
         m.export.display()
     );
+    // And the metrics: billed tokens by model and tenant, the export's events.
+    use surge_protocol::prom;
+    let (_, text) = http::get(&m.gw.url("/metrics"));
+    let billed = prom::sum(
+        &text,
+        "surge_billed_tokens_total",
+        &[
+            ("tenant", "tenant-b"),
+            ("kind", "completion"),
+            ("model", LLM),
+        ],
+    );
+    assert!(billed >= 4.0, "{billed}");
+    let events = prom::sum(
+        &text,
+        "surge_usage_export_total",
+        &[("outcome", "exported")],
+    );
+    assert!(events >= 1.0, "{events}");
+}
+
+/// A transcription is billed its audio length and execution, from the worker's
+/// metering headers — also in a plain-text response, which has no `usage` to read.
+#[test]
+fn a_transcription_is_billed_its_audio() {
+    let m = metered();
+    let tone: Vec<i16> = (0..32_000)
+        .map(|i| ((i as f32 * 0.05).sin() * 3000.0) as i16)
+        .collect();
+    let form = http::Form::new()
+        .text("model", WHISPER)
+        .text("response_format", "text")
+        .file("file", "tone.wav", &speech::wav(16_000, &tone));
+    let resp = http::agent()
+        .post(&m.gw.url("/v1/audio/transcriptions"))
+        .set("Authorization", &format!("Bearer {TENANT_A}"))
+        .set("Content-Type", &http::Form::content_type())
+        .send_bytes(&form.finish())
+        .unwrap();
+    let id = resp.header("x-request-id").unwrap().to_string();
+    let _ = resp.into_string();
+    let r = record(&m.data, &id);
+    assert_eq!(r["route"], "audio_transcriptions");
+    assert_eq!(r["status"], 200);
+    assert!(
+        (r["audio_seconds"].as_f64().unwrap() - 2.0).abs() < 0.01,
+        "{r:?}"
+    );
+    assert!(r["execution_seconds"].as_f64().unwrap() > 0.0, "{r:?}");
+    assert_eq!(r["completion_tokens"], 0);
 }
 
 /// The execution seconds billed to N concurrent requests (each its fair share of every

@@ -37,7 +37,8 @@ enum Action {
         /// Requests in flight allowed.
         #[arg(long, value_name = "N")]
         max_concurrent: Option<u32>,
-        /// Spending limit in USD per --budget-period (recorded; enforced once metering lands).
+        /// Spending limit in USD per --budget-period: a request whose worst-case cost does
+        /// not fit what is left gets 429 insufficient_quota.
         #[arg(
             long,
             value_name = "USD",

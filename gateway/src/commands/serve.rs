@@ -12,8 +12,9 @@ use crate::serve::config::{GatewayConfig, PoolConfig};
 
 #[derive(Args, Debug, Default)]
 pub struct ServeCommand {
-    /// TOML config file (top-level listen, home, pull_defaults, max_body_bytes,
-    /// max_audio_bytes, drain_grace, sse_heartbeat; [defaults], [models.NAME], [[keys]]).
+    /// TOML config file (top-level listen, home, pull_defaults, metering, max_body_bytes,
+    /// max_audio_bytes, drain_grace, sse_heartbeat; [defaults], [models.NAME], [[keys]],
+    /// [billing], [usage_export]).
     #[arg(long, env = "SURGE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address clients connect to [default: 127.0.0.1:8080].
@@ -29,6 +30,10 @@ pub struct ServeCommand {
     /// Do not pull missing default models at start; serve what the cache holds.
     #[arg(long)]
     no_pull: bool,
+    /// Keep no usage records, budgets, export or capacity ledger (API keys still work);
+    /// for measuring what metering costs.
+    #[arg(long)]
+    no_metering: bool,
     /// Most workers per model.
     #[arg(long, value_name = "N")]
     max_workers: Option<usize>,
@@ -77,6 +82,9 @@ impl ServeCommand {
         }
         if self.no_pull {
             cfg.pull_defaults = false;
+        }
+        if self.no_metering {
+            cfg.metering = false;
         }
         if let Some(d) = secs("--sse-heartbeat", self.sse_heartbeat)? {
             cfg.sse_heartbeat = d.max(Duration::from_millis(10));

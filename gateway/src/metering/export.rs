@@ -88,11 +88,11 @@ const FINAL_PASS: Duration = Duration::from_secs(3);
 /// An `interval = 0` would spin a core.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Counters for the gateway's metrics.
+/// Counters for the gateway's metrics (shared with the exporter's thread).
 #[derive(Default)]
-struct Counters {
-    exported: AtomicU64,
-    failures: AtomicU64,
+pub struct Counters {
+    pub exported: AtomicU64,
+    pub failures: AtomicU64,
 }
 
 /// The running exporter; [`Exporter::stop`] (or dropping it) delivers what it can within a
@@ -155,6 +155,11 @@ impl Exporter {
     }
 
     /// Events delivered (and their cursor advanced) since this exporter started.
+    /// The live counters, for `/metrics`.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
     pub fn exported(&self) -> u64 {
         self.counters.exported.load(Ordering::Relaxed)
     }

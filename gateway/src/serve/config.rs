@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub cpu_budget: f64,
     /// Share of each GPU's memory that workers placed on it may claim.
     pub gpu_memory_fraction: f64,
+    /// Record usage, enforce budgets, export, keep the capacity ledger (default true).
+    pub metering: bool,
     /// Prices, what is billed, budget reservations (`[billing]`).
     pub billing: Billing,
     /// Usage records as CloudEvents to a file or an HTTP endpoint (`[usage_export]`).
@@ -315,6 +317,7 @@ impl Default for GatewayConfig {
                 .map(|n| n.get() as f64)
                 .unwrap_or(2.0),
             gpu_memory_fraction: 0.9,
+            metering: true,
             billing: Billing::default(),
             usage_export: None,
         }
@@ -351,6 +354,7 @@ struct FileConfig {
     listen: Option<String>,
     home: Option<PathBuf>,
     pull_defaults: Option<bool>,
+    metering: Option<bool>,
     max_body_bytes: Option<usize>,
     max_audio_bytes: Option<usize>,
     /// Seconds.
@@ -389,6 +393,7 @@ impl GatewayConfig {
         }
         cfg.home = file.home.or(cfg.home);
         cfg.pull_defaults = file.pull_defaults.unwrap_or(cfg.pull_defaults);
+        cfg.metering = file.metering.unwrap_or(cfg.metering);
         cfg.max_body_bytes = file.max_body_bytes.unwrap_or(cfg.max_body_bytes);
         cfg.max_audio_bytes = file.max_audio_bytes.unwrap_or(cfg.max_audio_bytes);
         if let Some(s) = file.drain_grace {

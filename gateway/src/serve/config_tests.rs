@@ -243,7 +243,63 @@ fn bad_values_are_errors() {
         "[models.m]\nmin_workers = 3\nmax_workers = 2",
         "[defaults]\nmax_workers = \"many\"",
         "[[keys]]\nkey = \"\"",
+        "[[keys]]\nkey = \"k\"\nbudget_usd = -1\nbudget_period = \"day\"",
+        "[[keys]]\nkey = \"k\"\nbudget_usd = 5",
+        "[[keys]]\nkey = \"k\"\nbudget_usd = 5\nbudget_period = \"week\"",
+        "[billing]\nbill = \"vibes\"",
+        "[billing]\nprice_version = \"\"",
+        "[billing]\ncurrency = \"EUR\"",
+        "[[billing.prices]]\nexecution_second = -0.1",
+        "[usage_export]\nfile = \"a\"\nurl = \"http://127.0.0.1:1/\"",
+        "[usage_export]\ninterval = 1",
     ] {
         assert!(GatewayConfig::from_toml_str(text).is_err(), "{text:?}");
     }
+}
+
+#[test]
+fn billing_budgets_and_export_parse() {
+    let c = GatewayConfig::from_toml_str(
+        r#"
+metering = true
+[billing]
+price_version = "2026-12"
+bill = "both"
+[[billing.prices]]
+model = "smollm2-135m-instruct"
+device = "cuda"
+execution_second = 0.0004
+[[billing.prices]]
+completion_per_1k = 0.5
+reserved_worker_hour = 0.2
+
+[[keys]]
+key = "k"
+budget_usd = 25
+budget_period = "month"
+admin = true
+
+[usage_export]
+url = "http://127.0.0.1:8888/api/v1/events"
+"#,
+    )
+    .unwrap();
+    use crate::metering::prices::BillFor;
+    assert_eq!(c.billing.bill, BillFor::Both);
+    assert_eq!(c.billing.prices.len(), 2);
+    let gpu = c.billing.price("smollm2-135m-instruct", "cuda:1").unwrap();
+    assert_eq!(gpu.execution_second, 0.0004);
+    assert_eq!(
+        c.billing.price("other", "cpu").unwrap().completion_per_1k,
+        0.5
+    );
+    assert_eq!(c.keys[0].budget_usd, Some(25.0));
+    assert!(c.keys[0].admin);
+    let e = c.usage_export.unwrap();
+    assert_eq!(e.source, "surge");
+    assert_eq!(e.interval, std::time::Duration::from_secs(1));
+    // No [billing]: the illustrative default prices, billed by execution.
+    let d = GatewayConfig::from_toml_str("").unwrap();
+    assert_eq!(d.billing.bill, BillFor::Execution);
+    assert!(d.metering);
 }

@@ -31,6 +31,9 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
         }
         "/ready" => reply::json(session, 200, &Status { status: "ready" }).await?,
         "/metrics" => {
+            if let Some(c) = &gw.export {
+                gw.metrics.sync_export(c);
+            }
             let text = gw.metrics.render().into_bytes();
             let ctype = "text/plain; version=0.0.4; charset=utf-8";
             reply::write(session, 200, ctype, text, &[]).await?

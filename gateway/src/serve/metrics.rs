@@ -42,9 +42,23 @@ pub struct GatewayMetrics {
     pub billed_tokens: IntCounterVec,
     /// outcome (recorded/failed): usage records handed to the ledger
     pub usage_records: IntCounterVec,
+    /// outcome (exported/failed): the CloudEvents export's events and failed passes
+    pub usage_export: IntCounterVec,
 }
 
 impl GatewayMetrics {
+    /// Brings `surge_usage_export_total` up to the exporter's own counters.
+    pub fn sync_export(&self, c: &crate::metering::export::Counters) {
+        use std::sync::atomic::Ordering;
+        for (outcome, now) in [
+            ("exported", c.exported.load(Ordering::Relaxed)),
+            ("failed", c.failures.load(Ordering::Relaxed)),
+        ] {
+            let counter = self.usage_export.with_label_values(&[outcome]);
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
+    }
+
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         let lat = vec![
@@ -74,6 +88,16 @@ impl GatewayMetrics {
                         "Tokens billed, as the clients received them"
                     ),
                     &["model", "tenant", "kind"],
+                )?,
+            )?,
+            usage_export: register(
+                &r,
+                IntCounterVec::new(
+                    opts!(
+                        "surge_usage_export_total",
+                        "Usage events exported (exported) and failed delivery passes (failed)"
+                    ),
+                    &["outcome"],
                 )?,
             )?,
             usage_records: register(

@@ -56,6 +56,8 @@ pub struct Gateway {
     pub spending: Arc<Spending>,
     /// Where usage records go (none: not kept).
     pub ledger: Option<Arc<Ledger>>,
+    /// The CloudEvents export's counters, for `/metrics`.
+    pub export: Option<Arc<crate::metering::export::Counters>>,
 }
 
 /// Per-request state.
@@ -114,13 +116,15 @@ impl Gateway {
         }
         match self.keys.admit(authorization(session)) {
             Ok(a) => {
-                let mut bill = Bill::new(request_id(), now_ms());
-                bill.tenant = a.tenant().to_string();
-                bill.key_id = a.key().map(|k| k.key_id.clone());
+                let id = request_id();
                 ctx.response_headers = a.headers.clone();
-                ctx.response_headers
-                    .push(("x-request-id", bill.request_id.clone()));
-                ctx.bill = Some(bill);
+                ctx.response_headers.push(("x-request-id", id.clone()));
+                if self.cfg.metering {
+                    let mut bill = Bill::new(id, now_ms());
+                    bill.tenant = a.tenant().to_string();
+                    bill.key_id = a.key().map(|k| k.key_id.clone());
+                    ctx.bill = Some(bill);
+                }
                 ctx.admission = Some(a);
             }
             Err(refusal) => {

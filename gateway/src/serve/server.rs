@@ -99,7 +99,7 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         provisioner,
         metrics.clone(),
         pool_runtime.handle().clone(),
-        Some(ledger.clone()),
+        cfg.metering.then(|| ledger.clone()),
     );
     let draining = Arc::new(AtomicBool::new(false));
     let store = ledger::open(&ledger_file).map_err(|e| e.to_string())?;
@@ -107,9 +107,12 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     tracing::info!(ledger = %ledger_file.display(), price_version = %cfg.billing.price_version, "usage ledger");
     let keys = Keys::with_store(&cfg.keys, Some(store));
     let exporter = match &cfg.usage_export {
-        Some(e) => Some(Exporter::start(&ledger_file, e.clone())?),
-        None => None,
+        Some(e) if cfg.metering => Some(Exporter::start(&ledger_file, e.clone())?),
+        _ => None,
     };
+    if !cfg.metering {
+        tracing::warn!("metering is off: no usage records, budgets, export or capacity ledger");
+    }
     let spending = Spending::new(Some(
         ledger::open_read_only(&ledger_file).map_err(|e| e.to_string())?,
     ));
@@ -134,7 +137,8 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
         draining: draining.clone(),
         keys: Arc::new(keys),
         spending: Arc::new(spending),
-        ledger: Some(ledger.clone()),
+        ledger: cfg.metering.then(|| ledger.clone()),
+        export: exporter.as_ref().map(Exporter::counters),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&cfg.listen.to_string());

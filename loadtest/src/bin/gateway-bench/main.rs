@@ -1,6 +1,6 @@
 //! Benchmarks `surge serve`: what the gateway adds to a request over the worker behind it,
-//! and how long a request takes when no worker runs (cold start). Loopback only; fixed
-//! counts and `--max-seconds` bound the run.
+//! what its metering adds, and how long a request takes when no worker runs (cold start).
+//! Loopback only; fixed counts and `--max-seconds` bound the run.
 //!
 //! ```text
 //! gateway-bench --surge target/release/surge --json gateway-bench.json
@@ -28,12 +28,23 @@
 //!    reaped) before the next spawn. `--drop-page-cache` evicts the model's weight file
 //!    from the page cache before each spawn (`dd iflag=nocache count=0`), for a start
 //!    that reads from disk.
+//! 4. **Metering** (`--metering`, off by default; `--only-metering` runs nothing else):
+//!    two gateways (`serve --no-pull --min-workers 1`, each with its own scratch
+//!    `--data-dir` so they share no ledger), one metering every request (usage record to
+//!    the SQLite ledger, budgets, billed counters) and one with `--no-metering`, side by
+//!    side; measured exactly as the overhead (1) is, rounds alternating who goes first.
+//!    Afterwards the metered gateway must have recorded a usage record for every request
+//!    and the other none, so that the figures compare metering on and off. Runs right
+//!    after 1, before the cold starts, as the other steady-state measurement.
 //!
-//! One module per measurement ([`overhead`], [`cold_start`], [`worker_cold_start`]: its
-//! figures, its run, its table); [`surge`] starts the processes and times the first
-//! requests they share. Common bench pieces are in `surge_loadtest::bench`.
+//! One module per measurement ([`overhead`], [`metering`], [`cold_start`],
+//! [`worker_cold_start`]: its figures, its run, its table; [`overhead`] also holds the
+//! side-by-side comparison that [`metering`] reuses); [`surge`] starts the processes and
+//! times the first requests they share. Common bench pieces are in
+//! `surge_loadtest::bench`.
 
 mod cold_start;
+mod metering;
 mod overhead;
 mod surge;
 mod worker_cold_start;
@@ -60,7 +71,8 @@ struct Args {
     /// The Whisper model (cache name) for the cold starts; "" skips it.
     #[arg(long, default_value = "whisper-tiny.en")]
     whisper_model: String,
-    /// Rounds of the overhead measurement (gateway and direct alternate in each).
+    /// Rounds of the overhead and metering measurements (the two targets alternate in
+    /// each).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Sequential requests per target, over all rounds.
@@ -81,6 +93,13 @@ struct Args {
     /// Only the direct worker cold starts (skips the overhead and gateway cold starts).
     #[arg(long)]
     only_worker: bool,
+    /// Also measure metering's cost: a metered and a `--no-metering` gateway side by side.
+    #[arg(long)]
+    metering: bool,
+    /// Only the metering measurement (implies `--metering`; skips the overhead and both
+    /// cold starts).
+    #[arg(long, conflicts_with = "only_worker")]
+    only_metering: bool,
     /// Evict the model's weight file from the page cache before each worker spawn.
     #[arg(long)]
     drop_page_cache: bool,
@@ -103,21 +122,31 @@ fn main() {
 fn run(args: &Args) -> Result<(), String> {
     let load1 = warn_if_busy();
     let deadline = Deadline::after(Duration::from_secs(args.max_seconds));
-    let (overhead, cold) = if args.only_worker {
-        (None, Vec::new())
+    // The overhead and the gateway cold starts run unless one measurement alone was asked.
+    let all = !args.only_worker && !args.only_metering;
+    let overhead = all
+        .then(|| overhead::measure(args, &deadline))
+        .transpose()?;
+    let metering = (args.metering || args.only_metering)
+        .then(|| metering::measure(args, &deadline))
+        .transpose()?;
+    let cold = if all {
+        cold_start::measure(args, &deadline)?
     } else {
-        (
-            Some(overhead::measure(args, &deadline)?),
-            cold_start::measure(args, &deadline)?,
-        )
+        Vec::new()
     };
-    let worker_cold = if args.worker_cold_starts > 0 {
+    let worker_cold = if args.worker_cold_starts > 0 && !args.only_metering {
         worker_cold_start::measure(args, &deadline)?
     } else {
         Vec::new()
     };
     if let Some(o) = &overhead {
         overhead::print(args, o);
+    }
+    if let Some(m) = &metering {
+        metering::print(args, m);
+    }
+    if all {
         cold_start::print(&cold);
     }
     worker_cold_start::print(args, &worker_cold);
@@ -133,6 +162,7 @@ fn run(args: &Args) -> Result<(), String> {
                 "drop_page_cache": args.drop_page_cache,
             },
             "overhead": overhead.as_ref().map(overhead::Overhead::to_json),
+            "metering": metering.as_ref().map(metering::Metering::to_json),
             "cold_start": cold.iter().map(cold_start::ColdFigures::to_json).collect::<Vec<_>>(),
             "worker_cold_start": worker_cold
                 .iter()
