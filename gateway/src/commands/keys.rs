@@ -1,22 +1,16 @@
 //! `surge keys create|ls|revoke`: API keys in the ledger database, which `surge serve`
 //! checks on every request (a revoked key fails on its next request, no restart).
 
-use std::path::PathBuf;
-
+use super::LedgerArgs;
 use clap::{Args, Subcommand};
-use surge_models::ModelCache;
 
-use crate::metering::keys::{self, ledger_path, BudgetPeriod, NewKey};
+use crate::metering::keys::{self, BudgetPeriod, NewKey};
 use crate::metering::ledger;
 
 #[derive(Args, Debug)]
 pub struct KeysCommand {
-    /// Data directory holding the ledger (default: data/ in the model cache's root).
-    #[arg(long, env = "SURGE_DATA_DIR", value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// Model cache whose root holds the default data directory.
-    #[arg(long, env = "SURGE_HOME", value_name = "DIR", global = true)]
-    home: Option<PathBuf>,
+    #[command(flatten)]
+    ledger: LedgerArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -72,8 +66,7 @@ pub fn run(cmd: KeysCommand) -> i32 {
 }
 
 fn run_inner(cmd: KeysCommand) -> Result<(), String> {
-    let root = cmd.home.clone().unwrap_or_else(ModelCache::default_root);
-    let path = ledger_path(cmd.data_dir.as_deref(), &root);
+    let path = cmd.ledger.path();
     let conn = ledger::open(&path).map_err(|e| e.to_string())?;
     match cmd.action {
         Action::Create {

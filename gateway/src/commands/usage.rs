@@ -1,23 +1,18 @@
 //! `surge usage report`: pay-per-execution against reserved capacity, from the ledger.
 //! Reads the ledger read-only, so it can run beside a live `surge serve`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::LedgerArgs;
 use clap::{Args, Subcommand};
-use surge_models::ModelCache;
 
 use crate::metering::dates::{self, parse_time};
-use crate::metering::keys::ledger_path;
 use crate::metering::{ledger, report};
 
 #[derive(Args, Debug)]
 pub struct UsageCommand {
-    /// Data directory holding the ledger (default: data/ in the model cache's root).
-    #[arg(long, env = "SURGE_DATA_DIR", value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// Model cache whose root holds the default data directory.
-    #[arg(long, env = "SURGE_HOME", value_name = "DIR", global = true)]
-    home: Option<PathBuf>,
+    #[command(flatten)]
+    ledger: LedgerArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -113,8 +108,7 @@ fn report_at(
 }
 
 fn run_inner(cmd: UsageCommand) -> Result<String, String> {
-    let root = cmd.home.clone().unwrap_or_else(ModelCache::default_root);
-    let path = ledger_path(cmd.data_dir.as_deref(), &root);
+    let path = cmd.ledger.path();
     match cmd.action {
         Action::Report {
             since,

@@ -2,25 +2,7 @@
 use super::*;
 
 fn record(id: &str) -> UsageRecord {
-    UsageRecord {
-        request_id: id.into(),
-        time_ms: 1_764_900_000_123,
-        tenant: "acme".into(),
-        key_id: Some("k1".into()),
-        model: "smollm2-135m-instruct".into(),
-        device: "cpu".into(),
-        route: "chat_completions".into(),
-        status: 200,
-        finish_reason: Some("stop".into()),
-        prompt_tokens: 12,
-        completion_tokens: 20,
-        audio_seconds: 0.0,
-        queue_seconds: 0.01,
-        cold_start_seconds: 0.0,
-        execution_seconds: 0.05,
-        cost_usd: 0.000_01,
-        price_version: "v1".into(),
-    }
+    UsageRecord::example(id, "acme", 1_764_900_000_123)
 }
 
 /// Commits rows `from..to` (ids `r{i}`) straight into `usage`, as the ledger's writer would.

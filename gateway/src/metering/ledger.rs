@@ -374,25 +374,7 @@ mod tests {
     use crate::metering::record::WorkerPhase;
 
     fn record(id: &str, tenant: &str) -> UsageRecord {
-        UsageRecord {
-            request_id: id.into(),
-            time_ms: 1_764_900_000_000,
-            tenant: tenant.into(),
-            key_id: Some("k1".into()),
-            model: "smollm2-135m-instruct".into(),
-            route: "chat_completions".into(),
-            status: 200,
-            finish_reason: Some("stop".into()),
-            prompt_tokens: 12,
-            completion_tokens: 20,
-            audio_seconds: 0.0,
-            queue_seconds: 0.01,
-            cold_start_seconds: 0.0,
-            execution_seconds: 0.05,
-            cost_usd: 0.000_01,
-            price_version: "v1".into(),
-            device: "cpu".into(),
-        }
+        UsageRecord::example(id, tenant, 1_764_900_000_000)
     }
 
     fn count(path: &Path, table: &str) -> i64 {

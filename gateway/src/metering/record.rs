@@ -79,3 +79,29 @@ impl WorkerSpan {
         (self.end_ms - self.start_ms).max(0) as f64 / 1000.0
     }
 }
+
+#[cfg(test)]
+impl UsageRecord {
+    /// A finished chat of `tenant`, for tests.
+    pub fn example(request_id: &str, tenant: &str, time_ms: i64) -> UsageRecord {
+        UsageRecord {
+            request_id: request_id.into(),
+            time_ms,
+            tenant: tenant.into(),
+            key_id: Some("k1".into()),
+            model: "smollm2-135m-instruct".into(),
+            device: "cpu".into(),
+            route: "chat_completions".into(),
+            status: 200,
+            finish_reason: Some("stop".into()),
+            prompt_tokens: 12,
+            completion_tokens: 20,
+            audio_seconds: 0.0,
+            queue_seconds: 0.01,
+            cold_start_seconds: 0.0,
+            execution_seconds: 0.05,
+            cost_usd: 0.000_01,
+            price_version: "v1".into(),
+        }
+    }
+}

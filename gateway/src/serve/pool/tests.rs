@@ -411,6 +411,14 @@ async fn worker_phases_reach_the_capacity_ledger() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    // A ready worker is idle until the actor hands it the waiting request: on a busy
+    // machine that can take a millisecond, a real (and correctly recorded) idle span.
+    let spans: Vec<(String, i64)> = spans
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (p, ms))| !(*i == 1 && p == "idle" && *ms <= 5))
+        .map(|(_, s)| s)
+        .collect();
     let phases: Vec<&str> = spans.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         phases,
