@@ -10,6 +10,8 @@ command -v mount >/dev/null || need+=(mount)          # disk-full test mounts a 
 command -v espeak-ng >/dev/null || need+=(espeak-ng)  # whisper test synthesises speech
 command -v sox >/dev/null || need+=(sox)              # whisper test resamples to 16 kHz
 grep -q ' mp3 ' <<<"$(sox -h 2>/dev/null)" || need+=(libsox-fmt-mp3)  # audio test encodes mp3
+command -v promtool >/dev/null || need+=(prometheus)  # dashboards/ rules: promtool, and a real Prometheus
+command -v chromium >/dev/null || need+=(chromium)      # the status page, rendered headless
 
 if ((${#need[@]})); then
   sudo=""
