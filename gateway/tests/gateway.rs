@@ -934,3 +934,28 @@ fn time_to_first_token_ends_at_the_first_content() {
         events.iter().map(|e| e.at).collect::<Vec<_>>()
     );
 }
+
+/// The gateway's `/metrics` carries every live worker's engine metrics (workers listen
+/// where Prometheus cannot reach), labelled with model and worker, each family once.
+#[test]
+fn worker_metrics_are_on_the_gateway_metrics() {
+    let gw = gateway();
+    let (status, v) = http::post(&gw.url("/v1/chat/completions"), &chat(LLM, json!({})));
+    assert_eq!(status, 200, "{v}");
+    let (_, text) = http::get(&gw.url("/metrics"));
+    let samples = surge_protocol::prom::parse(&text);
+    let generated: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "surge_worker_generated_tokens_total")
+        .collect();
+    assert!(!generated.is_empty(), "{text}");
+    assert!(generated
+        .iter()
+        .all(|s| s.label("model") == Some(LLM) && s.label("worker").is_some()));
+    assert!(generated.iter().map(|s| s.value).sum::<f64>() >= 1.0);
+    let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let n = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), n, "a metric family declared twice");
+}

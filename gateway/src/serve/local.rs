@@ -11,6 +11,7 @@ use surge_protocol::error::ApiError;
 use super::proxy::Gateway;
 use super::reply::{self, authorization};
 use super::spend::now_ms;
+use super::worker_metrics;
 use crate::metering::ledger;
 use crate::metering::query::{self, Caller};
 
@@ -34,7 +35,11 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
             if let Some(c) = &gw.export {
                 gw.metrics.sync_export(c);
             }
-            let text = gw.metrics.render().into_bytes();
+            let mut text = gw.metrics.render();
+            let own = gw.metrics.family_names();
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            text.push_str(&worker_metrics::scrape(&gw.pools, &own).await);
+            let text = text.into_bytes();
             let ctype = "text/plain; version=0.0.4; charset=utf-8";
             reply::write(session, 200, ctype, text, &[]).await?
         }

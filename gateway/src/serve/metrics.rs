@@ -281,4 +281,13 @@ impl GatewayMetrics {
     pub fn render(&self) -> String {
         render(&self.registry)
     }
+
+    /// The names of the gateway's own metric families.
+    pub fn family_names(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect()
+    }
 }

@@ -40,6 +40,7 @@ pub mod server;
 pub mod spend;
 pub mod stream_wait;
 pub mod subrequest;
+pub mod worker_metrics;
 
 pub use config::GatewayConfig;
 pub use server::run;

@@ -171,6 +171,10 @@ impl PoolActor {
             Command::View { reply } => {
                 let _ = reply.send(self.view());
             }
+            Command::Workers { reply } => {
+                let live = self.workers.iter().filter(|w| !w.broken);
+                let _ = reply.send(live.map(|w| w.handle.clone()).collect());
+            }
             Command::Close => {
                 self.closed = true;
                 self.note_demand();

@@ -123,6 +123,10 @@ pub(crate) enum Command {
     View {
         reply: oneshot::Sender<PoolView>,
     },
+    /// The workers that can answer (ready or draining), for scraping their metrics.
+    Workers {
+        reply: oneshot::Sender<Vec<Arc<WorkerHandle>>>,
+    },
     /// Stop admitting: waiters and new requests get 503.
     Close,
     /// Stop every worker (after `Close`), waiting at most `grace` for each.
@@ -280,6 +284,13 @@ impl Pool {
     /// The pool as `/admin/pools` shows it.
     pub async fn view(&self) -> Option<PoolView> {
         self.ask(|reply| Command::View { reply }).await
+    }
+
+    /// The pool's workers that can answer (ready or draining).
+    pub async fn workers(&self) -> Vec<Arc<WorkerHandle>> {
+        self.ask(|reply| Command::Workers { reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Requests being served by this pool's workers.
