@@ -4,3 +4,4 @@
 pub mod commands;
 pub mod metering;
 pub mod serve;
+pub mod telemetry;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use surge_gateway::commands::models::ModelsCommand;
 use surge_gateway::commands::serve::ServeCommand;
 use surge_gateway::commands::worker::WorkerCommand;
+use surge_gateway::telemetry::{self, TraceConfig};
 
 #[derive(Parser)]
 #[command(
@@ -33,16 +34,13 @@ enum Command {
 fn main() {
     // The cold-start clock of `surge worker` (its /health reports spawn → main → ready).
     surge_runtime::server::startup::mark_main();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // symphonia logs a client's undecodable upload at ERROR level; the client
-            // already gets the reason in its 400, so keep it out of the worker's log.
-            tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG")
-                .unwrap_or_else(|_| "info,symphonia=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let (service, trace) = match &cli.command {
+        Command::Serve(cmd) => ("surge-gateway", cmd.trace()),
+        Command::Worker(_) => ("surge-worker", TraceConfig::from_env()),
+        _ => ("surge", None),
+    };
+    let telemetry = telemetry::init(service, trace);
     let code = match cli.command {
         Command::Serve(cmd) => surge_gateway::commands::serve::run(cmd),
         Command::Models(cmd) => surge_gateway::commands::models::run(cmd),
@@ -50,5 +48,7 @@ fn main() {
         Command::Usage(cmd) => surge_gateway::commands::usage::run(cmd),
         Command::Worker(cmd) => surge_gateway::commands::worker::run(cmd),
     };
+    // Exports the last spans (exit skips destructors).
+    drop(telemetry);
     std::process::exit(code);
 }

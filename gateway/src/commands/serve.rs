@@ -65,6 +65,12 @@ pub struct ServeCommand {
 }
 
 impl ServeCommand {
+    /// Where traces go, before anything else runs (`None`: off, or a config that does
+    /// not parse, which `run` then reports).
+    pub fn trace(&self) -> Option<crate::telemetry::TraceConfig> {
+        self.config().ok()?.trace()
+    }
+
     /// The configuration this command runs with.
     pub fn config(&self) -> Result<GatewayConfig, String> {
         let mut cfg = match &self.config {

@@ -13,7 +13,12 @@ use std::time::Instant;
 
 use surge_protocol::openai::{SurgeExecution, SurgeMeter, Usage};
 
-use super::spend::{Reservation, Spending};
+use pingora::{Error, ErrorSource};
+use surge_protocol::error::ApiError;
+
+use super::proxy::{Ctx, Gateway};
+use super::routing::Route;
+use super::spend::{now_ms, Reservation, Spending};
 use crate::metering::prices::{Billing, Quantities};
 use crate::metering::UsageRecord;
 
@@ -145,6 +150,102 @@ impl Bill {
             price_version: billing.price_version.clone(),
         }
     }
+}
+
+/// The gateway's side of billing: holding a budget before the work, and closing the
+/// bill into its record at the end (called from the proxy's phases).
+impl Gateway {
+    /// Holds the routed request's worst-case cost against its key's budget (429
+    /// `insufficient_quota` when it does not fit); keys without a budget hold nothing.
+    pub(super) fn reserve(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
+        let (Some(target), Some(bill)) = (&ctx.target, &mut ctx.bill) else {
+            return Ok(());
+        };
+        let Some(key) = ctx.admission.as_ref().and_then(|a| a.key()) else {
+            return Ok(());
+        };
+        let Some(limit) = key.budget else {
+            return Ok(());
+        };
+        let billing = &self.cfg.billing;
+        let w = target.worst_case;
+        let q = billing.worst_case(w.prompt_tokens, w.max_tokens, w.choices, w.audio_seconds);
+        let amount = billing.cost(&target.model, &target.pool.device, &q);
+        bill.reservation = Some(
+            self.spending
+                .reserve(&key.key_id, limit, amount, now_ms())?,
+        );
+        Ok(())
+    }
+
+    /// Closes the request's bill into its usage record, counts it and hands it to the
+    /// ledger.
+    pub(super) fn close_bill(
+        &self,
+        ctx: &mut Ctx,
+        route: Route,
+        status: u16,
+        e: Option<&Error>,
+    ) -> Option<UsageRecord> {
+        let mut bill = ctx.bill.take()?;
+        let client_left = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
+        let ending = if bill.complete {
+            Ending::Finished
+        } else if client_left || status == 0 {
+            Ending::Cancelled
+        } else if ctx.refused || (ctx.upstream_status.is_none() && status >= 400) {
+            Ending::Rejected
+        } else if status >= 400 || e.is_some() {
+            Ending::Failed
+        } else {
+            Ending::Finished
+        };
+        let (model, device) = match &ctx.target {
+            Some(t) => (t.model.as_str(), t.pool.device.as_str()),
+            None => ("-", "-"),
+        };
+        let r = bill.close(
+            &self.cfg.billing,
+            &self.spending,
+            model,
+            device,
+            route.label(),
+            status,
+            ending,
+        );
+        let m = &self.metrics;
+        let labels = [r.model.as_str(), r.tenant.as_str()];
+        m.billed_execution_seconds
+            .with_label_values(&labels)
+            .inc_by(r.execution_seconds);
+        m.billed_cost_usd
+            .with_label_values(&labels)
+            .inc_by(r.cost_usd);
+        for (n, kind) in [
+            (r.prompt_tokens, "prompt"),
+            (r.completion_tokens, "completion"),
+        ] {
+            m.billed_tokens
+                .with_label_values(&[&r.model, &r.tenant, kind])
+                .inc_by(n);
+        }
+        if let Some(ledger) = &self.ledger {
+            let outcome = match ledger.record(r.clone()) {
+                Ok(()) => "recorded",
+                Err(e) => {
+                    tracing::error!(error = %e, "usage record lost");
+                    "failed"
+                }
+            };
+            m.usage_records.with_label_values(&[outcome]).inc();
+        }
+        Some(r)
+    }
+}
+
+/// A request id, unique without coordination (128 random bits).
+pub(super) fn request_id() -> String {
+    format!("req_{:032x}", rand::random::<u128>())
 }
 
 #[cfg(test)]

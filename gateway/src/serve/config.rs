@@ -56,6 +56,10 @@ pub struct GatewayConfig {
     pub billing: Billing,
     /// Usage records as CloudEvents to a file or an HTTP endpoint (`[usage_export]`).
     pub usage_export: Option<ExportConfig>,
+    /// OTLP/HTTP base URL traces are exported to (none: traces off).
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces kept (0–1).
+    pub otlp_sampling_ratio: f64,
 }
 
 /// One model's worker pool.
@@ -320,11 +324,26 @@ impl Default for GatewayConfig {
             metering: true,
             billing: Billing::default(),
             usage_export: None,
+            otlp_endpoint: None,
+            otlp_sampling_ratio: 1.0,
         }
     }
 }
 
 impl GatewayConfig {
+    /// Where traces go: `OTEL_EXPORTER_OTLP_ENDPOINT` (and `OTEL_TRACES_SAMPLER_ARG`)
+    /// when set, else `otlp_endpoint` (and `otlp_sampling_ratio`); `None`: off.
+    pub fn trace(&self) -> Option<crate::telemetry::TraceConfig> {
+        crate::telemetry::TraceConfig::from_env().or_else(|| {
+            self.otlp_endpoint
+                .clone()
+                .map(|endpoint| crate::telemetry::TraceConfig {
+                    endpoint,
+                    sampling_ratio: self.otlp_sampling_ratio,
+                })
+        })
+    }
+
     /// The pool settings of `model` (its own entry, else the defaults).
     pub fn pool(&self, model: &str, aliases: &[String]) -> PoolConfig {
         let mut p = std::iter::once(model)
@@ -374,6 +393,8 @@ struct FileConfig {
     keys: Vec<ApiKey>,
     billing: Option<Billing>,
     usage_export: Option<ExportConfig>,
+    otlp_endpoint: Option<String>,
+    otlp_sampling_ratio: Option<f64>,
 }
 
 impl GatewayConfig {
@@ -442,6 +463,8 @@ impl GatewayConfig {
         cfg.keys = file.keys;
         cfg.billing = file.billing.unwrap_or_default();
         cfg.usage_export = file.usage_export;
+        cfg.otlp_endpoint = file.otlp_endpoint;
+        cfg.otlp_sampling_ratio = file.otlp_sampling_ratio.unwrap_or(cfg.otlp_sampling_ratio);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -511,6 +534,12 @@ impl GatewayConfig {
             }
         }
         self.billing.validate()?;
+        if !(0.0..=1.0).contains(&self.otlp_sampling_ratio) {
+            return Err(format!(
+                "otlp_sampling_ratio = {} must be between 0 and 1",
+                self.otlp_sampling_ratio
+            ));
+        }
         if let Some(e) = &self.usage_export {
             e.validate()?;
         }

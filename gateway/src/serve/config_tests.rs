@@ -252,6 +252,7 @@ fn bad_values_are_errors() {
         "[[billing.prices]]\nexecution_second = -0.1",
         "[usage_export]\nfile = \"a\"\nurl = \"http://127.0.0.1:1/\"",
         "[usage_export]\ninterval = 1",
+        "otlp_sampling_ratio = 1.5",
     ] {
         assert!(GatewayConfig::from_toml_str(text).is_err(), "{text:?}");
     }
@@ -302,4 +303,16 @@ url = "http://127.0.0.1:8888/api/v1/events"
     let d = GatewayConfig::from_toml_str("").unwrap();
     assert_eq!(d.billing.bill, BillFor::Execution);
     assert!(d.metering);
+}
+
+#[test]
+fn trace_settings_parse() {
+    let c = GatewayConfig::from_toml_str(
+        "otlp_endpoint = \"http://127.0.0.1:4318\"\notlp_sampling_ratio = 0.25",
+    )
+    .unwrap();
+    assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(c.otlp_sampling_ratio, 0.25);
+    let d = GatewayConfig::default();
+    assert_eq!((d.otlp_endpoint, d.otlp_sampling_ratio), (None, 1.0));
 }

@@ -1,5 +1,6 @@
 //! The endpoints the gateway answers itself: `/health`, `/ready`, `/metrics`,
-//! `/v1/models[/{id}]`, `/v1/usage` and `/admin/pools`.
+//! `/v1/models[/{id}]`, `/v1/usage`, `/admin/pools` and the status page (`/`, `/status`,
+//! `/status.json`, see [`super::status`]).
 
 use std::sync::atomic::Ordering;
 
@@ -11,6 +12,7 @@ use surge_protocol::error::ApiError;
 use super::proxy::Gateway;
 use super::reply::{self, authorization};
 use super::spend::now_ms;
+use super::status;
 use super::worker_metrics;
 use crate::metering::ledger;
 use crate::metering::query::{self, Caller};
@@ -47,6 +49,8 @@ pub async fn answer(gw: &Gateway, session: &mut Session, path: &str) -> Result<b
             Ok(_) => reply::json(session, 200, &gw.pools.view().await).await?,
             Err(e) => gw.reject(session, &e).await?,
         },
+        "/" | "/status" => status::page(gw, session).await?,
+        "/status.json" => status::json(gw, session).await?,
         "/v1/usage" => match usage(gw, session).await {
             Ok(v) => reply::json(session, 200, &v).await?,
             Err(e) => gw.reject(session, &e).await?,

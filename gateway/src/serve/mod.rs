@@ -17,6 +17,7 @@
 //! - [`stream_wait`]: SSE heartbeats for streams waiting on a worker
 //! - [`response`]: SSE pass-through, usage, time to first token
 //! - [`reply`], [`local`]: responses the gateway writes itself, and its own endpoints
+//! - [`status`]: the live status page (`/status`, `/status.json`)
 //! - [`metrics`]: the gateway's Prometheus registry
 //! - [`proxy`]: the pingora `ProxyHttp` phases that tie them together
 //! - [`server`]: bootstrapping (cache, pools, pingora server) and draining on signals
@@ -38,8 +39,10 @@ pub mod response;
 pub mod routing;
 pub mod server;
 pub mod spend;
+pub mod status;
 pub mod stream_wait;
 pub mod subrequest;
+pub mod trace;
 pub mod worker_metrics;
 
 pub use config::GatewayConfig;

@@ -186,11 +186,20 @@ pub struct LocalProvisioner {
     home: Option<PathBuf>,
     socket_dir: PathBuf,
     next_id: AtomicU64,
+    /// Passed to workers as `OTEL_*` variables, so their spans join the gateway's traces.
+    trace: Option<crate::telemetry::TraceConfig>,
 }
 
 impl LocalProvisioner {
+    /// Workers export their spans where the gateway does.
+    pub fn with_trace(mut self, trace: Option<crate::telemetry::TraceConfig>) -> Self {
+        self.trace = trace;
+        self
+    }
+
     pub fn new(exe: PathBuf, home: Option<PathBuf>, socket_dir: PathBuf) -> Self {
         Self {
+            trace: None,
             exe,
             home,
             socket_dir,
@@ -218,6 +227,10 @@ impl Provisioner for LocalProvisioner {
             .unwrap_or(0);
         // Lets the worker measure fork/exec and process start (its `exec` phase).
         cmd.env(SPAWNED_AT_ENV, spawned_at.to_string());
+        if let Some(t) = &self.trace {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &t.endpoint);
+            cmd.env("OTEL_TRACES_SAMPLER_ARG", t.sampling_ratio.to_string());
+        }
         let options = spec.options(Listen::Unix(socket.clone()), self.home.clone());
         cmd.arg("worker")
             .args(options.to_args())

@@ -30,7 +30,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use surge_protocol::error::ApiError;
 
 use super::auth::{Admission, Keys};
-use super::bill::{Bill, Ending};
+use super::bill::{request_id, Bill};
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
 use super::pool::{Lease, Pools};
@@ -39,6 +39,7 @@ use super::reply::{self, authorization};
 use super::response::{Counting, ResponseBody};
 use super::routing::{self, Route, Target};
 use super::spend::{now_ms, Spending};
+use super::trace::RequestTrace;
 use super::{local, stream_wait, subrequest};
 use crate::metering::Ledger;
 
@@ -76,7 +77,7 @@ pub struct Ctx {
     /// worker): from then on errors are SSE events, and the worker's header is not sent.
     pub(super) early_sse: bool,
     /// The status the worker answered with (the client may have had an early 200).
-    upstream_status: Option<u16>,
+    pub(super) upstream_status: Option<u16>,
     pub(super) body: ResponseBody,
     /// The API key's rate/concurrency admission; dropped (slot freed) with the request.
     pub(super) admission: Option<Admission>,
@@ -86,7 +87,10 @@ pub struct Ctx {
     /// What the request is billed (from its admission on).
     pub(super) bill: Option<Bill>,
     /// The gateway refused it after routing (queue full or timed out, no worker).
-    refused: bool,
+    pub(super) refused: bool,
+    /// Its spans (traces on), and the headers that carry them to the worker.
+    pub(super) trace: Option<RequestTrace>,
+    trace_headers: Vec<(String, String)>,
 }
 
 impl Ctx {
@@ -114,9 +118,16 @@ impl Gateway {
             self.reject(session, &ApiError::ShuttingDown).await?;
             return Ok(true);
         }
-        match self.keys.admit(authorization(session)) {
+        let id = request_id();
+        ctx.trace = RequestTrace::start(session.req_header(), route, &id);
+        let auth = ctx.trace.as_ref().map(|t| t.child("auth"));
+        let admitted = self.keys.admit(authorization(session));
+        drop(auth);
+        match admitted {
             Ok(a) => {
-                let id = request_id();
+                if let Some(t) = &ctx.trace {
+                    t.tenant(a.tenant());
+                }
                 ctx.response_headers = a.headers.clone();
                 ctx.response_headers.push(("x-request-id", id.clone()));
                 if self.cfg.metering {
@@ -137,6 +148,9 @@ impl Gateway {
             routing::route_request(session, route, &self.cfg, &self.registry, &self.pools).await;
         let forwarded = match routed {
             Ok(r) => {
+                if let Some(t) = &ctx.trace {
+                    t.routed(&r.target);
+                }
                 ctx.target = Some(r.target);
                 if let Err(e) = self.reserve(ctx) {
                     session.set_keepalive(None);
@@ -157,95 +171,6 @@ impl Gateway {
         }
         Ok(true)
     }
-}
-
-impl Gateway {
-    /// Holds the routed request's worst-case cost against its key's budget (429
-    /// `insufficient_quota` when it does not fit); keys without a budget hold nothing.
-    fn reserve(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
-        let (Some(target), Some(bill)) = (&ctx.target, &mut ctx.bill) else {
-            return Ok(());
-        };
-        let Some(key) = ctx.admission.as_ref().and_then(|a| a.key()) else {
-            return Ok(());
-        };
-        let Some(limit) = key.budget else {
-            return Ok(());
-        };
-        let billing = &self.cfg.billing;
-        let w = target.worst_case;
-        let q = billing.worst_case(w.prompt_tokens, w.max_tokens, w.choices, w.audio_seconds);
-        let amount = billing.cost(&target.model, &target.pool.device, &q);
-        bill.reservation = Some(
-            self.spending
-                .reserve(&key.key_id, limit, amount, now_ms())?,
-        );
-        Ok(())
-    }
-
-    /// Closes the request's bill into its usage record, counts it and hands it to the
-    /// ledger.
-    fn close_bill(&self, ctx: &mut Ctx, route: Route, status: u16, e: Option<&Error>) {
-        let Some(mut bill) = ctx.bill.take() else {
-            return;
-        };
-        let client_left = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
-        let ending = if bill.complete {
-            Ending::Finished
-        } else if client_left || status == 0 {
-            Ending::Cancelled
-        } else if ctx.refused || (ctx.upstream_status.is_none() && status >= 400) {
-            Ending::Rejected
-        } else if status >= 400 || e.is_some() {
-            Ending::Failed
-        } else {
-            Ending::Finished
-        };
-        let (model, device) = match &ctx.target {
-            Some(t) => (t.model.as_str(), t.pool.device.as_str()),
-            None => ("-", "-"),
-        };
-        let r = bill.close(
-            &self.cfg.billing,
-            &self.spending,
-            model,
-            device,
-            route.label(),
-            status,
-            ending,
-        );
-        let m = &self.metrics;
-        let labels = [r.model.as_str(), r.tenant.as_str()];
-        m.billed_execution_seconds
-            .with_label_values(&labels)
-            .inc_by(r.execution_seconds);
-        m.billed_cost_usd
-            .with_label_values(&labels)
-            .inc_by(r.cost_usd);
-        for (n, kind) in [
-            (r.prompt_tokens, "prompt"),
-            (r.completion_tokens, "completion"),
-        ] {
-            m.billed_tokens
-                .with_label_values(&[&r.model, &r.tenant, kind])
-                .inc_by(n);
-        }
-        if let Some(ledger) = &self.ledger {
-            let outcome = match ledger.record(r) {
-                Ok(()) => "recorded",
-                Err(e) => {
-                    tracing::error!(error = %e, "usage record lost");
-                    "failed"
-                }
-            };
-            m.usage_records.with_label_values(&[outcome]).inc();
-        }
-    }
-}
-
-/// A request id, unique without coordination (128 random bits).
-fn request_id() -> String {
-    format!("req_{:032x}", rand::random::<u128>())
 }
 
 fn not_found(session: &Session) -> ApiError {
@@ -272,6 +197,8 @@ impl ProxyHttp for Gateway {
             response_headers: Vec::new(),
             bill: None,
             refused: false,
+            trace: None,
+            trace_headers: Vec::new(),
         }
     }
 
@@ -285,7 +212,8 @@ impl ProxyHttp for Gateway {
             ctx.route = Some(h.target.route);
             ctx.target = Some(h.target.clone());
             ctx.response_headers = h.response_headers.clone();
-            ctx.bill = h.bill.lock().unwrap_or_else(|p| p.into_inner()).take();
+            ctx.bill = subrequest::take(&h.bill);
+            ctx.trace = subrequest::take(&h.trace);
             return Ok(false);
         }
         let path = session.req_header().uri.path().to_string();
@@ -321,8 +249,14 @@ impl ProxyHttp for Gateway {
         };
         let heartbeat = target.stream.then_some(self.cfg.sse_heartbeat);
         let since = Instant::now();
+        let queue = ctx.trace.as_ref().map(|t| t.child("queue"));
         let acquired = stream_wait::wait_for_slot(session, ctx, &target.pool, heartbeat).await;
         let now = Instant::now();
+        if let (Some(t), Some(q), Ok(Ok(lease))) = (&mut ctx.trace, &queue, &acquired) {
+            t.waited(q, lease, since, now);
+            drop(queue);
+            ctx.trace_headers = t.upstream(lease);
+        }
         if let Some(bill) = &mut ctx.bill {
             bill.gateway_wait_seconds += (now - since).as_secs_f64();
             if let Ok(Ok(lease)) = &acquired {
@@ -363,6 +297,10 @@ impl ProxyHttp for Gateway {
             .and_then(|l| l.endpoint().authorization())
         {
             upstream.insert_header("authorization", auth)?;
+        }
+        // The client's own traceparent was our parent; the worker's is our upstream span.
+        for (name, value) in &ctx.trace_headers {
+            upstream.insert_header(name.clone(), value.as_str())?;
         }
         Ok(())
     }
@@ -560,6 +498,9 @@ impl ProxyHttp for Gateway {
             .request_seconds
             .with_label_values(&[&model, route.label()])
             .observe(ctx.arrived.elapsed().as_secs_f64());
-        self.close_bill(ctx, route, status, e);
+        let record = self.close_bill(ctx, route, status, e);
+        if let Some(mut t) = ctx.trace.take() {
+            t.end(status, e.map(|e| e.etype().as_str()), record.as_ref());
+        }
     }
 }

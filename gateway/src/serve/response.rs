@@ -59,8 +59,10 @@ enum AnyUsage {
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<AnyUsage>,
+    /// An LLM's [`SurgeExecution`], or a transcription's (another shape, whose figures
+    /// come in headers): read loosely, so that neither makes `usage` unreadable.
     #[serde(default)]
-    surge_execution: Option<SurgeExecution>,
+    surge_execution: Option<serde_json::Value>,
     #[serde(default)]
     choices: Vec<FinishPeek>,
 }
@@ -129,7 +131,10 @@ impl ResponseBody {
                             count_usage(c, u);
                         }
                         if let (Some(AnyUsage::Tokens(u)), Some(b)) = (&w.usage, bill) {
-                            b.usage(u, w.surge_execution.as_ref());
+                            let e = w
+                                .surge_execution
+                                .and_then(|e| serde_json::from_value::<SurgeExecution>(e).ok());
+                            b.usage(u, e.as_ref());
                             b.finish_reason = w.choices.into_iter().find_map(|c| c.finish_reason);
                         }
                     }
@@ -298,6 +303,19 @@ mod tests {
             let tokens = m.tokens.with_label_values(&["m", "completion"]).get();
             assert_eq!(tokens, 5);
         }
+    }
+
+    /// A transcription's `surge_execution` is not an LLM's: its usage is still counted.
+    #[test]
+    fn a_transcription_usage_is_counted() {
+        let m = GatewayMetrics::new().unwrap();
+        let c = counting(&m, false);
+        let mut body = ResponseBody::for_response("application/json", false);
+        let json = br#"{"text":"hi","usage":{"type":"duration","seconds":3},
+            "surge_execution":{"queue_seconds":0.1,"execution_seconds":0.5,
+                               "audio_seconds":2.5,"decode_seconds":0.01}}"#;
+        body.filter(Some(Bytes::from_static(json)), true, &c, None);
+        assert_eq!(m.audio_seconds.with_label_values(&["m"]).get(), 3.0);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Target {
     pub include_usage: bool,
     /// The most the request can use, for its budget reservation.
     pub worst_case: WorstCase,
+    /// `temperature`, as sent (for traces).
+    pub temperature: Option<f64>,
 }
 
 /// What a request can use at most, read from its body before it runs.
@@ -125,6 +127,8 @@ struct JsonPeek {
     max_completion_tokens: Option<serde_json::Value>,
     #[serde(default)]
     n: Option<serde_json::Value>,
+    #[serde(default)]
+    temperature: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +186,7 @@ pub async fn route_request(
         choices: 1,
         ..WorstCase::default()
     };
+    let mut temperature = None;
     let (model_id, stream, include_usage) = if is_form {
         let model = multipart::text_field(content_type.as_deref(), body.clone(), "model").await?;
         worst_case.prompt_tokens = 0;
@@ -208,6 +213,7 @@ pub async fn route_request(
         worst_case.max_tokens =
             count(&peek.max_completion_tokens).or_else(|| count(&peek.max_tokens));
         worst_case.choices = count(&peek.n).unwrap_or(1).max(1);
+        temperature = peek.temperature.as_ref().and_then(|t| t.as_f64());
         let flag = |v: Option<serde_json::Value>| v.and_then(|v| v.as_bool()).unwrap_or(false);
         let include_usage = flag(peek.stream_options.and_then(|o| o.include_usage));
         (model, flag(peek.stream), include_usage)
@@ -237,6 +243,7 @@ pub async fn route_request(
             stream,
             include_usage,
             worst_case,
+            temperature,
         },
         preset_body,
     })

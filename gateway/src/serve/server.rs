@@ -76,11 +76,9 @@ fn serve(cfg: GatewayConfig) -> Result<(), String> {
     std::fs::create_dir_all(&socket_dir)
         .map_err(|e| format!("creating {}: {e}", socket_dir.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the surge executable: {e}"))?;
-    let provisioner = Arc::new(LocalProvisioner::new(
-        exe,
-        cfg.home.clone(),
-        socket_dir.clone(),
-    ));
+    let provisioner = Arc::new(
+        LocalProvisioner::new(exe, cfg.home.clone(), socket_dir.clone()).with_trace(cfg.trace()),
+    );
     let metrics = Arc::new(GatewayMetrics::new().map_err(|e| e.to_string())?);
     // The pools' actors outlive pingora's services (they drain after the proxy stops
     // taking requests), so they get a runtime of their own.

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use super::bill::Bill;
 use super::proxy::Ctx;
 use super::routing::Target;
+use super::trace::RequestTrace;
 
 /// What the main request learnt before handing over to its subrequest.
 pub struct Handoff {
@@ -26,8 +27,14 @@ pub struct Handoff {
     /// The key's `x-ratelimit-*` headers and `x-request-id` (its admission stays with
     /// the main request).
     pub response_headers: Vec<(&'static str, String)>,
-    /// The request's bill, taken by the subrequest, which sees the response.
+    /// The request's bill and spans, taken by the subrequest, which sees the response.
     pub bill: Arc<Mutex<Option<Bill>>>,
+    pub trace: Arc<Mutex<Option<RequestTrace>>>,
+}
+
+/// Takes what the main request left in `slot` (once).
+pub fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 /// The routing of a subrequest started by [`forward_preset`].
@@ -53,10 +60,12 @@ pub async fn forward_preset(
         return Err(ApiError::Upstream("subrequests are disabled".into()));
     };
     let bill = Arc::new(Mutex::new(ctx.bill.take()));
+    let trace = Arc::new(Mutex::new(ctx.trace.take()));
     let handoff = Handoff {
         target,
         response_headers: ctx.response_headers.clone(),
         bill: bill.clone(),
+        trace: trace.clone(),
     };
     let sub_ctx = SubrequestCtx::builder()
         .body_mode(BodyMode::ExpectBody)
@@ -68,7 +77,8 @@ pub async fn forward_preset(
     // The subrequest counts and bills the request; the main one must not — unless the
     // subrequest never started, and the bill is still here.
     ctx.route = None;
-    ctx.bill = bill.lock().unwrap_or_else(|p| p.into_inner()).take();
+    ctx.bill = take(&bill);
+    ctx.trace = take(&trace);
     if ctx.bill.is_some() {
         ctx.route = ctx.target.as_ref().map(|t| t.route);
     }

@@ -35,6 +35,12 @@ pub fn gateway() -> &'static Gateway {
 
 /// Starts `surge serve` on a fresh port with `extra` arguments and waits for /health.
 pub fn start_gateway(extra: &[&str]) -> Gateway {
+    start_gateway_env(extra, &[])
+}
+
+/// [`start_gateway`] with environment variables `env` set for the gateway (and so for
+/// the workers it spawns).
+pub fn start_gateway_env(extra: &[&str], env: &[(&str, &str)]) -> Gateway {
     ensure_model(LLM);
     ensure_model(WHISPER);
     let port = free_port();
@@ -51,6 +57,7 @@ pub fn start_gateway(extra: &[&str]) -> Gateway {
         // directory must not lock the tests out. `--data-dir` in `extra` wins.
         .env("SURGE_DATA_DIR", scratch_data_dir())
         .env("SURGE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn surge serve");

@@ -11,6 +11,7 @@ pub mod respond;
 pub mod routes;
 pub mod scheduler;
 pub mod stop;
+pub mod trace;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -49,6 +49,9 @@ pub struct Reply {
     pub model: String,
     pub created: u64,
     pub validated: Validated,
+    /// The request's trace span (`Span::none()` when traces are off); it ends with the
+    /// reply.
+    pub span: tracing::Span,
 }
 
 impl Reply {
@@ -70,6 +73,7 @@ impl Reply {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             validated,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -153,11 +157,13 @@ pub async fn complete(
     let mut chat_choices = Vec::new();
     let mut text_choices = Vec::new();
     let mut usages = Vec::new();
+    let mut reasons = Vec::new();
     let indexes: Vec<usize> = reply.validated.jobs.iter().map(|j| j.index).collect();
     let results = futures_util::future::join_all(receivers.into_iter().map(collect)).await;
     let want_lp = reply.validated.logprobs;
     for (index, r) in indexes.into_iter().zip(results) {
         let (text, lps, reason, usage) = r?;
+        reasons.push(finish_reason(reason).as_str());
         let index = index as u32;
         let finish_reason = Some(finish_reason(reason));
         match reply.endpoint {
@@ -174,9 +180,11 @@ pub async fn complete(
                 finish_reason,
             }),
         }
+        super::trace::sequence(&reply.span, &usage);
         usages.push(usage);
     }
     let (usage, execution) = metering(reply.validated.prompt_tokens, &usages);
+    super::trace::finished(&reply.span, usage.completion_tokens, &reasons);
     fn answer<C: Serialize>(mut body: Completion<C>, u: Usage, e: SurgeExecution) -> Response {
         body.usage = Some(u);
         body.surge_execution = Some(e);
@@ -237,6 +245,7 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
         n,
         usages: Vec::new(),
         offsets: vec![0; slots],
+        reasons: Vec::new(),
         progress: vec![Progress::default(); slots],
         failed: false,
     };
@@ -347,6 +356,8 @@ struct StreamState {
     n: usize,
     usages: Vec<SeqUsage>,
     offsets: Vec<usize>,
+    /// Finish reasons so far (for the trace).
+    reasons: Vec<&'static str>,
     /// Each sequence's use so far, by choice index.
     progress: Vec<Progress>,
     failed: bool,
@@ -415,6 +426,8 @@ impl StreamState {
             }
             SeqEvent::Done { reason, usage } => {
                 self.done += 1;
+                super::trace::sequence(&self.chunk.reply.span, &usage);
+                self.reasons.push(finish_reason(reason).as_str());
                 self.usages.push(usage);
                 let reason = Some(finish_reason(reason));
                 let finish = match endpoint {
@@ -435,6 +448,11 @@ impl StreamState {
                 if self.done == self.n {
                     let (usage, execution) =
                         metering(self.chunk.reply.validated.prompt_tokens, &self.usages);
+                    super::trace::finished(
+                        &self.chunk.reply.span,
+                        usage.completion_tokens,
+                        &self.reasons,
+                    );
                     out.push(self.chunk.usage(usage, execution));
                 }
                 out
@@ -511,6 +529,7 @@ mod tests {
             queue_seconds: queue,
             execution_seconds: exec,
             time_to_first_token: ttft,
+            times: None,
         };
         let (u, e) = metering(8, &[seq(3, 0.5, 0.25, 0.75), seq(2, 0.25, 0.5, 0.5)]);
         assert_eq!(u, Usage::new(8, 5));
@@ -574,6 +593,7 @@ mod tests {
             queue_seconds: 0.5,
             execution_seconds: 0.25,
             time_to_first_token: 0.75,
+            times: None,
         };
         tx.send(SeqEvent::Done {
             reason: FinishReason::Length,

@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::llm::{ChatTemplate, Tokenizer};
 use crate::server::{self, parse_json, ApiError, Lifecycle, ModelIds, WorkerInfo};
@@ -19,6 +21,7 @@ use super::api::{ChatCompletionRequest, CompletionRequest};
 use super::metrics::WorkerMetrics;
 use super::respond::{self, Endpoint, Reply};
 use super::scheduler::EngineHandle;
+use super::trace;
 use super::validate::{self, Limits, Validated};
 
 /// What exists once the model has loaded.
@@ -59,19 +62,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    handle(st, body, Endpoint::Chat).await
+async fn chat(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(st, &headers, body, Endpoint::Chat).await
 }
 
-async fn completions(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    handle(st, body, Endpoint::Completion).await
+async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(st, &headers, body, Endpoint::Completion).await
 }
 
-async fn handle(st: Arc<AppState>, body: Body, endpoint: Endpoint) -> Response {
+async fn handle(
+    st: Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
     let arrived = Instant::now();
-    let resp = match generate(&st, body, endpoint, arrived).await {
+    let span = trace::request_span(headers, endpoint, &st.ids.name);
+    // Log lines while the request is handled carry its trace id.
+    let work = generate(&st, body, endpoint, arrived, span.clone());
+    let resp = match work.instrument(span.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            span.record("error.type", e.code());
+            e.into_response()
+        }
     };
     st.metrics
         .requests
@@ -85,6 +99,7 @@ async fn generate(
     body: Body,
     endpoint: Endpoint,
     arrived: Instant,
+    span: tracing::Span,
 ) -> Result<Response, ApiError> {
     if let Some(e) = st.life.admission_error() {
         return Err(e);
@@ -92,6 +107,7 @@ async fn generate(
     let ready = st.ready.get().ok_or(ApiError::Loading)?;
     let bytes = server::read_body(body, st.max_body_bytes).await?;
     let (model, validated) = validate_off_runtime(st.clone(), bytes, endpoint).await?;
+    trace::validated(&span, &validated);
     let mut receivers = Vec::with_capacity(validated.jobs.len());
     for job in &validated.jobs {
         let rx = ready
@@ -101,11 +117,12 @@ async fn generate(
         receivers.push(rx);
     }
     let stream = validated.stream;
-    let reply = Reply::new(
+    let mut reply = Reply::new(
         endpoint,
         model.as_deref().unwrap_or(&st.ids.name),
         validated,
     );
+    reply.span = span;
     if stream {
         Ok(respond::stream(reply, receivers))
     } else {

@@ -73,6 +73,17 @@ pub struct SeqUsage {
     /// The sequence's fair share of every step it took part in (step time ÷ sequences).
     pub execution_seconds: f64,
     pub time_to_first_token: f64,
+    /// When it arrived, was admitted, made its first token and finished (for traces).
+    pub times: Option<SeqTimes>,
+}
+
+/// The instants of one sequence's life in the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqTimes {
+    pub arrived: Instant,
+    pub admitted: Instant,
+    pub first_token: Option<Instant>,
+    pub finished: Instant,
 }
 
 /// What a sequence has used up to an event.
@@ -415,6 +426,12 @@ fn finish(s: &mut Running, reason: FinishReason) {
             .first_token
             .map(|t| t.duration_since(s.req.arrived).as_secs_f64())
             .unwrap_or_default(),
+        times: Some(SeqTimes {
+            arrived: s.req.arrived,
+            admitted: s.admitted,
+            first_token: s.first_token,
+            finished: Instant::now(),
+        }),
     };
     let _ = s.req.events.send(SeqEvent::Done { reason, usage });
 }

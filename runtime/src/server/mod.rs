@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod trace;
 
 use std::future::Future;
 

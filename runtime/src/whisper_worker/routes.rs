@@ -14,15 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::audio::{self, AudioError};
-use crate::server::{self, ApiError, Lifecycle, ModelIds, WorkerInfo};
+use crate::server::{self, trace, ApiError, Lifecycle, ModelIds, WorkerInfo};
 use crate::whisper::DecodeOptions;
 
 use super::api;
 use super::format::{self, Metering};
 use super::metrics::WhisperMetrics;
-use super::scheduler::EngineHandle;
+use super::scheduler::{EngineHandle, Times};
 
 /// What exists once the model has loaded.
 pub struct Ready {
@@ -89,18 +90,60 @@ async fn transcriptions(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let resp = match transcribe(&st, content_type.as_deref(), body).await {
+    let span = request_span(&headers, &st.ids.name);
+    let work = transcribe(&st, content_type.as_deref(), body, &span);
+    let resp = match work.instrument(span.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            span.record("error.type", e.code());
+            e.into_response()
+        }
     };
     count(&st, TRANSCRIPTIONS, arrived, &resp);
     resp
+}
+
+/// The transcription's span, a child of the gateway's (W3C `traceparent`); nothing when
+/// traces are off. Its children — `decode audio`, `queue`, `encode`, `decode` — are
+/// recorded from the instants kept while it ran.
+fn request_span(headers: &HeaderMap, model: &str) -> tracing::Span {
+    if !trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "worker request",
+        otel.name = %format!("transcription {model}"),
+        otel.kind = "server",
+        gen_ai.operation.name = "transcription",
+        gen_ai.request.model = model,
+        surge.audio_seconds = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    trace::set_parent(&span, headers);
+    span.record("trace_id", trace::trace_id(&span));
+    span
+}
+
+fn phases(span: &tracing::Span, decode_audio: (Instant, Instant), t: &Times) {
+    trace::child(span, "decode audio", decode_audio.0, decode_audio.1, vec![]);
+    trace::child(span, "queue", t.arrived, t.admitted, vec![]);
+    let encoded = t.encoded.unwrap_or(t.admitted);
+    trace::child(span, "encode", t.admitted, encoded, vec![]);
+    trace::child(
+        span,
+        "decode",
+        t.decoding.unwrap_or(encoded),
+        t.finished,
+        vec![],
+    );
 }
 
 async fn transcribe(
     st: &AppState,
     content_type: Option<&str>,
     body: Body,
+    span: &tracing::Span,
 ) -> Result<Response, ApiError> {
     if let Some(e) = st.life.admission_error() {
         return Err(e);
@@ -131,14 +174,17 @@ async fn transcribe(
         .map_err(|e| ApiError::Internal(format!("audio decoding failed: {e}")))?
         .map_err(audio_error)?
     };
-    let decode_seconds = decode_started.elapsed().as_secs_f64();
+    let decoded = Instant::now();
+    let decode_seconds = decoded.duration_since(decode_started).as_secs_f64();
     let audio_seconds = audio.duration_seconds;
+    span.record("surge.audio_seconds", audio_seconds);
 
     let finished = ready
         .engine
         .transcribe(audio.samples, options)
         .await
         .map_err(|e| ApiError::Internal(format!("transcription failed: {e}")))?;
+    phases(span, (decode_started, decoded), &finished.times);
     let metering = Metering {
         queue_seconds: finished.queue_seconds,
         execution_seconds: finished.execution_seconds,

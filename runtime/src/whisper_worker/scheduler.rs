@@ -58,6 +58,20 @@ pub struct Finished {
     pub queue_seconds: f64,
     /// Fair share of engine time (batched steps divided among their members).
     pub execution_seconds: f64,
+    /// When it was admitted, last encoded, first decoded and finished (for traces).
+    pub times: Times,
+}
+
+/// The instants of one transcription in the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub arrived: Instant,
+    pub admitted: Instant,
+    /// The end of the last encoder step it took part in.
+    pub encoded: Option<Instant>,
+    /// The start of the first decoder step it took part in.
+    pub decoding: Option<Instant>,
+    pub finished: Instant,
 }
 
 /// The async side's handle on the engine thread.
@@ -99,6 +113,7 @@ struct Active {
     reply: oneshot::Sender<Result<Finished, String>>,
     queue_seconds: f64,
     execution_seconds: f64,
+    times: Times,
 }
 
 /// Runs until every [`EngineHandle`] is dropped and the last task is answered. Returns
@@ -178,6 +193,10 @@ pub fn run(
                     transcript,
                     queue_seconds: a.queue_seconds,
                     execution_seconds: a.execution_seconds,
+                    times: Times {
+                        finished: Instant::now(),
+                        ..a.times
+                    },
                 }));
             } else {
                 i += 1;
@@ -234,6 +253,13 @@ fn admit(engine: &WhisperEngine, job: Job, active: &mut Vec<Active>, metrics: &W
             reply: job.reply,
             queue_seconds,
             execution_seconds: started.elapsed().as_secs_f64(),
+            times: Times {
+                arrived: job.arrived,
+                admitted: started,
+                encoded: None,
+                decoding: None,
+                finished: started,
+            },
         }),
         Err(e) => {
             let _ = job.reply.send(Err(e.to_string()));
@@ -268,8 +294,15 @@ fn step(
         .with_label_values(&[kind])
         .observe(ran as f64);
     let share = seconds / members.len().max(1) as f64;
+    let ended = Instant::now();
     for &i in members {
-        active[i].execution_seconds += share;
+        let a = &mut active[i];
+        a.execution_seconds += share;
+        if kind == "encode" {
+            a.times.encoded = Some(ended);
+        } else {
+            a.times.decoding.get_or_insert(started);
+        }
     }
     Ok(())
 }

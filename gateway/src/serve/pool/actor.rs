@@ -361,6 +361,7 @@ impl PoolActor {
                 .scale_events
                 .with_label_values(&[&self.model, "up", "panic"])
                 .inc();
+            self.env.recent.scaled(&self.model, "up", "panic", 1);
             tracing::info!(
                 model = %self.model,
                 queued = self.waiters.len(),
@@ -441,6 +442,9 @@ impl PoolActor {
         if let Some(c) = &self.capacity {
             c.started(&handle);
         }
+        self.env
+            .recent
+            .cold_start(&self.model, handle.id, handle.cold_start);
         self.put_in_service(handle);
     }
 

@@ -46,6 +46,7 @@ use super::gpus;
 use super::metrics::GatewayMetrics;
 use super::provision::{Endpoint, Provisioner, WorkerHandle, WorkerSpec};
 use super::registry::{ModelEntry, Registry};
+use super::status::Recent;
 use crate::metering::Ledger;
 pub use view::{PoolView, PoolsView, WorkerView};
 
@@ -68,6 +69,8 @@ pub struct PoolEnv {
     pub runtime: tokio::runtime::Handle,
     /// The capacity ledger: every worker's seconds by phase (none: not kept).
     pub ledger: Option<Arc<Ledger>>,
+    /// Recent cold starts and scaling events, for the status page.
+    pub recent: Arc<Recent>,
 }
 
 /// What a pool's actor is asked to do.
@@ -337,6 +340,7 @@ impl Pools {
     ) -> Arc<Pools> {
         let gpus = gpus::discover();
         let env = PoolEnv {
+            recent: Recent::sampling(&metrics, &runtime),
             provisioner,
             metrics,
             budget: Arc::new(Budget::new(cfg.cpu_budget, &gpus, cfg.gpu_memory_fraction)),

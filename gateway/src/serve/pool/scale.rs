@@ -62,6 +62,9 @@ impl PoolActor {
             .scale_events
             .with_label_values(&[&self.model, direction, d.reason.label()])
             .inc_by(n as u64);
+        self.env
+            .recent
+            .scaled(&self.model, direction, d.reason.label(), n);
         tracing::info!(
             model = %self.model,
             direction,
@@ -145,6 +148,9 @@ impl PoolActor {
             .scale_events
             .with_label_values(&[&self.model, "down", Reason::Evict.label()])
             .inc();
+        self.env
+            .recent
+            .scaled(&self.model, "down", Reason::Evict.label(), 1);
         tracing::info!(model = %self.model, worker = id, for_model, "evicting idle worker for room");
         self.stop_worker(w.handle, "evicted");
         true

@@ -77,6 +77,7 @@ fn env(fake: &Arc<Fake>, budget: Budget) -> PoolEnv {
         kick: Arc::new(Notify::new()),
         runtime: tokio::runtime::Handle::current(),
         ledger: None,
+        recent: crate::serve::status::Recent::new(),
     }
 }
 
@@ -238,6 +239,33 @@ async fn a_burst_scales_up_at_once_and_idle_scales_to_zero() {
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
     assert_eq!(scale_events(&p, "down", "idle"), 3);
     assert_eq!(p.view().await.unwrap().ready, 0);
+}
+
+/// The status page's events: each worker that became ready (its cold start) and each
+/// scaling step, newest first.
+#[tokio::test]
+async fn cold_starts_and_scaling_steps_are_recorded_for_the_status_page() {
+    let fake = Fake::new(20, false);
+    let e = env(&fake, Budget::unlimited());
+    let recent = e.recent.clone();
+    let mut cfg = PoolConfig::default();
+    fast_scaling(&mut cfg);
+    let p = Pool::new("m", cfg, 1.0, e);
+    let t0 = Instant::now();
+    drop(p.acquire().await.unwrap());
+    let cold = recent.cold_starts(10);
+    assert_eq!(cold.len(), 1);
+    assert_eq!((cold[0].model.as_str(), cold[0].worker), ("m", 0));
+    assert_eq!(cold[0].seconds, 0.02);
+    p.tick(t0 + Duration::from_secs(5)).await;
+    p.tick(t0 + Duration::from_secs(10)).await;
+    let steps: Vec<_> = recent
+        .scale_events(10)
+        .into_iter()
+        .map(|e| (e.direction, e.reason, e.workers))
+        .collect();
+    let step = |d: &str, r: &str| (d.to_string(), r.to_string(), 1);
+    assert_eq!(steps, [step("down", "idle"), step("up", "panic")]);
 }
 
 /// A worker chosen for scale-down takes no new leases, finishes what it serves, and is

@@ -1,5 +1,6 @@
 //! Benchmarks `surge serve`: what the gateway adds to a request over the worker behind it,
-//! what its metering adds, and how long a request takes when no worker runs (cold start).
+//! what its metering and its trace export add, and how long a request takes when no
+//! worker runs (cold start).
 //! Loopback only; fixed counts and `--max-seconds` bound the run.
 //!
 //! ```text
@@ -28,25 +29,38 @@
 //!    reaped) before the next spawn. `--drop-page-cache` evicts the model's weight file
 //!    from the page cache before each spawn (`dd iflag=nocache count=0`), for a start
 //!    that reads from disk.
-//! 4. **Metering** (`--metering`, off by default; `--only-metering` runs nothing else):
+//! 4. **Metering** (`--metering`, off by default; `--only-metering` skips 1 to 3):
 //!    two gateways (`serve --no-pull --min-workers 1`, each with its own scratch
 //!    `--data-dir` so they share no ledger), one metering every request (usage record to
 //!    the SQLite ledger, budgets, billed counters) and one with `--no-metering`, side by
 //!    side; measured exactly as the overhead (1) is, rounds alternating who goes first.
 //!    Afterwards the metered gateway must have recorded a usage record for every request
 //!    and the other none, so that the figures compare metering on and off. Runs right
-//!    after 1, before the cold starts, as the other steady-state measurement.
+//!    after 1, before the cold starts, as a steady-state measurement.
+//! 5. **Tracing** (`--tracing`, off by default; `--only-tracing` skips 1 to 3): two
+//!    gateways (`serve --no-pull --min-workers 1`, each with its own scratch
+//!    `--data-dir`), one with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an OTLP/HTTP sink
+//!    that the bench runs on loopback (answers 200, counts the spans of each batch; every
+//!    request sampled, the SDK's batch interval or `OTEL_BSP_SCHEDULE_DELAY`), and one
+//!    without it (so no spans at all), side by side; measured exactly as the overhead (1)
+//!    is. Afterwards the sink must have received more spans than the traced gateway
+//!    served requests, and no more of its request spans than requests, so that the
+//!    figures compare tracing on and off. Runs after 4, before the cold starts.
 //!
-//! One module per measurement ([`overhead`], [`metering`], [`cold_start`],
+//! `--only-metering` and `--only-tracing` skip 1, 2 and 3; `--metering` and `--tracing`
+//! still add 4 and 5 to them (`--only-metering --tracing`: the two comparisons alone).
+//!
+//! One module per measurement ([`overhead`], [`metering`], [`tracing`], [`cold_start`],
 //! [`worker_cold_start`]: its figures, its run, its table; [`overhead`] also holds the
-//! side-by-side comparison that [`metering`] reuses); [`surge`] starts the processes and
-//! times the first requests they share. Common bench pieces are in
+//! side-by-side comparison that [`metering`] and [`tracing`] reuse); [`surge`] starts the
+//! processes and times the first requests they share. Common bench pieces are in
 //! `surge_loadtest::bench`.
 
 mod cold_start;
 mod metering;
 mod overhead;
 mod surge;
+mod tracing;
 mod worker_cold_start;
 
 use std::path::PathBuf;
@@ -71,8 +85,8 @@ struct Args {
     /// The Whisper model (cache name) for the cold starts; "" skips it.
     #[arg(long, default_value = "whisper-tiny.en")]
     whisper_model: String,
-    /// Rounds of the overhead and metering measurements (the two targets alternate in
-    /// each).
+    /// Rounds of the overhead, metering and tracing measurements (the two targets
+    /// alternate in each).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Sequential requests per target, over all rounds.
@@ -100,6 +114,14 @@ struct Args {
     /// cold starts).
     #[arg(long, conflicts_with = "only_worker")]
     only_metering: bool,
+    /// Also measure trace export's cost: a gateway exporting OpenTelemetry traces (to a
+    /// sink in the bench) and one without, side by side.
+    #[arg(long)]
+    tracing: bool,
+    /// Only the tracing measurement (implies `--tracing`; skips the overhead and both
+    /// cold starts).
+    #[arg(long, conflicts_with_all = ["only_worker", "only_metering"])]
+    only_tracing: bool,
     /// Evict the model's weight file from the page cache before each worker spawn.
     #[arg(long)]
     drop_page_cache: bool,
@@ -123,19 +145,22 @@ fn run(args: &Args) -> Result<(), String> {
     let load1 = warn_if_busy();
     let deadline = Deadline::after(Duration::from_secs(args.max_seconds));
     // The overhead and the gateway cold starts run unless one measurement alone was asked.
-    let all = !args.only_worker && !args.only_metering;
+    let all = !args.only_worker && !args.only_metering && !args.only_tracing;
     let overhead = all
         .then(|| overhead::measure(args, &deadline))
         .transpose()?;
     let metering = (args.metering || args.only_metering)
         .then(|| metering::measure(args, &deadline))
         .transpose()?;
+    let tracing = (args.tracing || args.only_tracing)
+        .then(|| tracing::measure(args, &deadline))
+        .transpose()?;
     let cold = if all {
         cold_start::measure(args, &deadline)?
     } else {
         Vec::new()
     };
-    let worker_cold = if args.worker_cold_starts > 0 && !args.only_metering {
+    let worker_cold = if args.worker_cold_starts > 0 && !args.only_metering && !args.only_tracing {
         worker_cold_start::measure(args, &deadline)?
     } else {
         Vec::new()
@@ -145,6 +170,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(m) = &metering {
         metering::print(args, m);
+    }
+    if let Some(t) = &tracing {
+        tracing::print(args, t);
     }
     if all {
         cold_start::print(&cold);
@@ -163,6 +191,7 @@ fn run(args: &Args) -> Result<(), String> {
             },
             "overhead": overhead.as_ref().map(overhead::Overhead::to_json),
             "metering": metering.as_ref().map(metering::Metering::to_json),
+            "tracing": tracing.as_ref().map(tracing::Tracing::to_json),
             "cold_start": cold.iter().map(cold_start::ColdFigures::to_json).collect::<Vec<_>>(),
             "worker_cold_start": worker_cold
                 .iter()

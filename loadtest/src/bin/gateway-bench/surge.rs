@@ -15,12 +15,28 @@ use crate::Args;
 pub const LLM_FIRST: &str = "streaming chat sent → first content chunk";
 pub const WHISPER_FIRST: &str = "transcription sent → response read";
 
-/// `surge serve --no-pull` on a free loopback port with `extra` flags; returns it and its
-/// base URL.
+/// `surge serve --no-pull` on a free loopback port with `extra` flags, in the bench's own
+/// environment; returns it and its base URL.
 pub fn spawn_gateway(args: &Args, extra: &[&str]) -> Result<(Child, String), String> {
+    spawn_gateway_env(args, extra, &[])
+}
+
+/// [`spawn_gateway`] with its environment changed by `env`: `(name, Some(value))` sets
+/// a variable, `(name, None)` removes it (the gateway's workers inherit both).
+pub fn spawn_gateway_env(
+    args: &Args,
+    extra: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> Result<(Child, String), String> {
     let (mut cmd, base) = process::surge_serve(&args.surge);
     cmd.arg("--no-pull").args(extra);
     home(args, &mut cmd);
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
     Ok((process::spawn(&mut cmd)?, base))
 }
 
