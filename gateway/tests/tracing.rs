@@ -186,6 +186,8 @@ fn a_chat_and_a_transcription_are_each_one_trace_across_gateway_and_worker() {
         let s = find(&spans, client_trace, "surge-worker", phase);
         assert_eq!(s.parent, worker.id, "worker {phase}");
     }
+    let engine_queue = find(&spans, client_trace, "surge-worker", "queue");
+    assert!(int(engine_queue, "surge.batch_size_at_admission") >= 1);
     // The first request cold-started the LLM worker: its wait is a child of `queue`.
     let queue = find(&spans, client_trace, "surge-gateway", "queue");
     let cold = find(&spans, client_trace, "surge-gateway", "cold start");

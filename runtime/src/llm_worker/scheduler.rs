@@ -82,6 +82,8 @@ pub struct SeqUsage {
 pub struct SeqTimes {
     pub arrived: Instant,
     pub admitted: Instant,
+    /// Sequences running once it joined (itself included).
+    pub batch_at_admission: usize,
     pub first_token: Option<Instant>,
     pub finished: Instant,
 }
@@ -122,6 +124,7 @@ struct Running {
     text: TextStream,
     stop: StopMatcher,
     admitted: Instant,
+    batch_at_admission: usize,
     first_token: Option<Instant>,
     execution: f64,
     reserved: usize,
@@ -270,6 +273,7 @@ fn admit(
             generated: 0,
             text: TextStream::new(true),
             admitted: now,
+            batch_at_admission: running.len() + 1,
             first_token: None,
             execution: 0.0,
             reserved: need,
@@ -429,6 +433,7 @@ fn finish(s: &mut Running, reason: FinishReason) {
         times: Some(SeqTimes {
             arrived: s.req.arrived,
             admitted: s.admitted,
+            batch_at_admission: s.batch_at_admission,
             first_token: s.first_token,
             finished: Instant::now(),
         }),

@@ -60,7 +60,8 @@ pub fn validated(span: &Span, v: &Validated) {
 pub fn sequence(span: &Span, usage: &SeqUsage) {
     let Some(t) = usage.times else { return };
     let first = t.first_token.unwrap_or(t.finished);
-    trace::child(span, "queue", t.arrived, t.admitted, vec![]);
+    let batch = KeyValue::new("surge.batch_size_at_admission", t.batch_at_admission as i64);
+    trace::child(span, "queue", t.arrived, t.admitted, vec![batch]);
     let tokens = KeyValue::new("gen_ai.usage.input_tokens", usage.prompt_tokens as i64);
     trace::child(span, "prefill", t.admitted, first, vec![tokens]);
     let out = KeyValue::new("gen_ai.usage.output_tokens", usage.completion_tokens as i64);
