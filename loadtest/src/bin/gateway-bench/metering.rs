@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use surge_loadtest::bench::{metrics, ratio, Deadline};
-use surge_loadtest::server::{stop, wait_ready};
+use surge_loadtest::server::stop;
 use surge_loadtest::speech::TempDir;
 use surge_loadtest::stats::{median, quantile};
 use surge_protocol::prom;
 
-use crate::overhead::{compare, compare_json, print_comparison, wait_warm, Target};
+use crate::overhead::{compare_json, print_comparison, side_by_side, Target};
 use crate::surge::spawn_gateway;
 use crate::Args;
 
@@ -73,23 +73,13 @@ pub fn measure(args: &Args, deadline: &Deadline) -> Result<Metering, String> {
         ];
         let (child, off_base) = spawn_gateway(args, &off_flags)?;
         let off_child = off.insert(child);
-        for (name, base, child) in [
-            ("metering on", &on_base, &mut on),
-            ("metering off", &off_base, off_child),
-        ] {
-            wait_ready(base, child, Duration::from_secs(60))
-                .map_err(|e| format!("gateway ({name}): {e}"))?;
-        }
-        // Both gateways' warm workers start at once; wait for all of them before either
-        // is measured, so that no start runs during the measurement.
-        for (name, base) in [("metering on", &on_base), ("metering off", &off_base)] {
-            wait_warm(args, base)
-                .map_err(|e| format!("gateway ({name}) workers never ready: {e}"))?;
-        }
-        let [on_figs, off_figs] = compare(
+        let [on_figs, off_figs] = side_by_side(
             args,
             deadline,
-            [("metering on", &on_base), ("metering off", &off_base)],
+            [
+                ("metering on", &on_base, &mut on),
+                ("metering off", &off_base, off_child),
+            ],
         )?;
         let requests = 20 + on_figs.seq.len() + on_figs.closed.len();
         let recorded = check_records(&on_base, &off_base, requests)?;

@@ -126,6 +126,26 @@ pub fn wait_warm(args: &Args, base: &str) -> Result<(), String> {
 /// each of `--rounds` rounds its share of `--sequential` chats one at a time, then
 /// `--closed-requests` by `--concurrency` clients. Who goes first alternates from round to
 /// round, so that a drift over the run (heat, caches, the ledger growing) falls on both.
+/// Two gateways measured side by side (the metering and tracing comparisons): both
+/// answering, both with their warm workers up — they start at once, and no start may run
+/// during the measurement — then [`compare`]d.
+pub fn side_by_side(
+    args: &Args,
+    deadline: &Deadline,
+    gateways: [(&str, &str, &mut std::process::Child); 2],
+) -> Result<[Target; 2], String> {
+    let mut named = Vec::new();
+    for (name, base, child) in gateways {
+        wait_ready(base, child, Duration::from_secs(60))
+            .map_err(|e| format!("gateway ({name}): {e}"))?;
+        named.push((name, base));
+    }
+    for (name, base) in &named {
+        wait_warm(args, base).map_err(|e| format!("gateway ({name}) workers never ready: {e}"))?;
+    }
+    compare(args, deadline, [named[0], named[1]])
+}
+
 pub fn compare(
     args: &Args,
     deadline: &Deadline,

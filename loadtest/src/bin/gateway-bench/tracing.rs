@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use surge_loadtest::bench::{ratio, Deadline};
-use surge_loadtest::server::{stop, wait_ready};
+use surge_loadtest::server::stop;
 use surge_loadtest::speech::TempDir;
 use surge_loadtest::stats::{median, quantile};
 
-use crate::overhead::{compare, compare_json, print_comparison, wait_warm, Target};
+use crate::overhead::{compare_json, print_comparison, side_by_side, Target};
 use crate::surge::spawn_gateway_env;
 use crate::Args;
 
@@ -142,23 +142,13 @@ pub fn measure(args: &Args, deadline: &Deadline) -> Result<Tracing, String> {
         let off_env = [(ENDPOINT, None), (TRACES_ENDPOINT, None)];
         let (child, off_base) = spawn_gateway_env(args, &off_flags, &off_env)?;
         let off_child = off.insert(child);
-        for (name, base, child) in [
-            ("tracing on", &on_base, &mut on),
-            ("tracing off", &off_base, off_child),
-        ] {
-            wait_ready(base, child, Duration::from_secs(60))
-                .map_err(|e| format!("gateway ({name}): {e}"))?;
-        }
-        // Both gateways' warm workers start at once; wait for all of them before either
-        // is measured, so that no start runs during the measurement.
-        for (name, base) in [("tracing on", &on_base), ("tracing off", &off_base)] {
-            wait_warm(args, base)
-                .map_err(|e| format!("gateway ({name}) workers never ready: {e}"))?;
-        }
-        let [on_figs, off_figs] = compare(
+        let [on_figs, off_figs] = side_by_side(
             args,
             deadline,
-            [("tracing on", &on_base), ("tracing off", &off_base)],
+            [
+                ("tracing on", &on_base, &mut on),
+                ("tracing off", &off_base, off_child),
+            ],
         )?;
         let requests = 20 + on_figs.seq.len() + on_figs.closed.len();
         let delay = schedule_delay_ms();
