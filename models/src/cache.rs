@@ -364,6 +364,7 @@ mod tests {
             source: "local:/dev/null".into(),
             aliases: vec!["alias".into()],
             defaults: ModelDefaults::default(),
+            architecture: None,
         }
     }
 

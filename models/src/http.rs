@@ -215,9 +215,95 @@ impl Write for WriteCounter<'_> {
     }
 }
 
+/// Resolves `reference` (a link found in the document at `base`) to an absolute URL, as
+/// a browser would: package-index mirrors may list files as `../../packages/…`.
+pub fn join_url(base: &str, reference: &str) -> String {
+    if reference.contains("://") {
+        return reference.to_string();
+    }
+    let base = base.split(['?', '#']).next().unwrap_or(base);
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return reference.to_string();
+    };
+    if let Some(net) = reference.strip_prefix("//") {
+        return format!("{scheme}://{net}");
+    }
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (reference, suffix) = match reference.find(['?', '#']) {
+        Some(i) => (&reference[..i], &reference[i..]),
+        None => (reference, ""),
+    };
+    let joined = if reference.starts_with('/') {
+        reference.to_string()
+    } else {
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{dir}{reference}")
+    };
+    // Remove `.` and `..` segments.
+    let mut segments: Vec<&str> = Vec::new();
+    let trailing = joined.ends_with('/') || joined.ends_with("/.") || joined.ends_with("/..");
+    for seg in joined.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = format!("{scheme}://{host}/{}", segments.join("/"));
+    if trailing && !segments.is_empty() {
+        out.push('/');
+    }
+    out.push_str(suffix);
+    out
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_url;
+
+    #[test]
+    fn joins_relative_urls_like_a_browser() {
+        let json = "https://pypi.org/pypi/pkg-part1/json";
+        assert_eq!(
+            join_url(json, "../../packages/packages/be/b4/x.whl"),
+            "https://pypi.org/packages/packages/be/b4/x.whl"
+        );
+        assert_eq!(
+            join_url(json, "https://files.example/x.whl"),
+            "https://files.example/x.whl"
+        );
+        assert_eq!(
+            join_url(json, "/files/x.whl"),
+            "https://pypi.org/files/x.whl"
+        );
+        assert_eq!(
+            join_url(json, "x.whl#sha256=ab"),
+            "https://pypi.org/pypi/pkg-part1/x.whl#sha256=ab"
+        );
+        assert_eq!(
+            join_url(json, "//cdn.example/x.whl"),
+            "https://cdn.example/x.whl"
+        );
+        assert_eq!(
+            join_url("http://127.0.0.1:8080/pypi/p/json?x=1", "../../files/p.whl"),
+            "http://127.0.0.1:8080/files/p.whl"
+        );
+        // More `..` than segments stays at the root.
+        assert_eq!(
+            join_url(json, "../../../../x.whl"),
+            "https://pypi.org/x.whl"
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod fsutil;
+pub mod gguf;
 pub mod http;
 pub mod manifest;
 pub mod progress;

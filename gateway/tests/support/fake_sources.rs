@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct FakeSources {
     throttle: Arc<AtomicUsize>,
     /// When non-zero, the next file download is cut after this many bytes.
     cut_after: Arc<AtomicUsize>,
+    /// List wheel URLs relative to the JSON page, as some index mirrors do.
+    relative_urls: Arc<AtomicBool>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -81,11 +83,13 @@ impl FakeSources {
         let downloads = Arc::new(AtomicUsize::new(0));
         let throttle = Arc::new(AtomicUsize::new(0));
         let cut_after = Arc::new(AtomicUsize::new(0));
+        let relative_urls = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
             state: state.clone(),
             downloads: downloads.clone(),
             throttle: throttle.clone(),
             cut_after: cut_after.clone(),
+            relative_urls: relative_urls.clone(),
             base: base.clone(),
         });
         std::thread::spawn(move || {
@@ -100,7 +104,13 @@ impl FakeSources {
             downloads,
             throttle,
             cut_after,
+            relative_urls,
         }
+    }
+
+    /// From now on the JSON API lists wheel URLs as `../../files/NAME` (relative).
+    pub fn use_relative_urls(&self) {
+        self.relative_urls.store(true, Ordering::SeqCst);
     }
 
     pub fn add_wheel(&self, package: &str, version: &str, wheel: Wheel) {
@@ -162,6 +172,7 @@ struct Ctx {
     downloads: Arc<AtomicUsize>,
     throttle: Arc<AtomicUsize>,
     cut_after: Arc<AtomicUsize>,
+    relative_urls: Arc<AtomicBool>,
     base: String,
 }
 
@@ -196,9 +207,14 @@ fn handle(req: tiny_http::Request, ctx: &Ctx) {
             let _ = req.respond(Response::from_string("not found").with_status_code(404));
             return;
         };
+        let url = if ctx.relative_urls.load(Ordering::SeqCst) {
+            format!("../../files/{filename}")
+        } else {
+            format!("{base}/files/{filename}")
+        };
         let mut file = serde_json::json!({
             "filename": filename,
-            "url": format!("{base}/files/{filename}"),
+            "url": url,
             "digests": {"sha256": wheel.claimed_sha256},
             "packagetype": "bdist_wheel",
         });

