@@ -424,10 +424,23 @@ fn cpu_workers_run_on_the_cores_they_are_charged() {
         .map(|p| p["worker_cost"].as_f64().unwrap())
         .sum();
     let budget = view["budget"]["cpu"]["capacity"].as_f64().unwrap();
-    assert!(
-        charged <= budget,
-        "{charged} cores charged of {budget}: {view}"
-    );
+    let used = view["budget"]["cpu"]["used"].as_f64().unwrap();
+    assert!(used <= budget, "{used} cores in use of {budget}: {view}");
+    // Every pool is charged at least one whole core: the shares can only all fit when
+    // there are no more CPU pools than cores (a cache holding more models than the
+    // machine has cores evicts instead; `used` above is what runs).
+    let cpu_pools = view["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["device"] == "cpu")
+        .count();
+    if cpu_pools as f64 <= budget {
+        assert!(
+            charged <= budget,
+            "{charged} cores charged of {budget}: {view}"
+        );
+    }
     let share = support::gateway::pool_view(gw, LLM)["worker_cost"]
         .as_f64()
         .unwrap();
