@@ -177,9 +177,70 @@ pub(crate) fn value_to_usize(key: &str, v: &Value) -> Result<usize> {
     usize::try_from(n).map_err(|_| bad(key, format!("{n} is out of range")))
 }
 
-/// Llama hyper-parameters as stored under the `llama.*` GGUF keys.
+/// The model architectures the engine implements, as named by
+/// `general.architecture`.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i + 1)`: llama GGUFs (the converter permutes the
+    /// q/k weights into this layout), candle's `rope_i`.
+    Interleaved,
+    /// Halves `(i, i + head_dim / 2)` (GPT-NeoX layout, llama.cpp's
+    /// `LLAMA_ROPE_TYPE_NEOX`): Qwen2, candle's `rope`.
+    Neox,
+}
+
+/// A supported `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    /// Llama plus biases on the q/k/v projections and NeoX-style RoPE, with
+    /// its hyper-parameters under `qwen2.*`.
+    Qwen2,
+}
+
+impl Architecture {
+    /// Parses `general.architecture`, refusing anything not implemented with
+    /// a message that names what is.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "llama" => Ok(Self::Llama),
+            "qwen2" => Ok(Self::Qwen2),
+            other => Err(LlmError::Unsupported(format!(
+                "architecture `{other}` is not supported (supported architectures: {})",
+                SUPPORTED_ARCHITECTURES.join(", ")
+            ))),
+        }
+    }
+
+    /// The GGUF name, which is also the prefix of its hyper-parameter keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Self::Llama => RopeStyle::Interleaved,
+            Self::Qwen2 => RopeStyle::Neox,
+        }
+    }
+
+    /// Whether every layer must have `attn_{q,k,v}.bias` (optional otherwise).
+    pub fn requires_qkv_bias(self) -> bool {
+        matches!(self, Self::Qwen2)
+    }
+}
+
+/// Hyper-parameters of a llama-family model, read from the `<arch>.*` GGUF
+/// keys (`llama.*` or `qwen2.*`; see [`Architecture`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    pub architecture: Architecture,
     pub n_layer: usize,
     pub n_head: usize,
     pub n_kv_head: usize,
@@ -199,41 +260,40 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// Reads and validates the hyper-parameters.
     ///
-    /// Only `general.architecture = "llama"` is accepted: other architectures
-    /// that reuse llama tensor names differ in RoPE layout or biases, and a
-    /// silently wrong forward is worse than a clear refusal.
+    /// Only the architectures in [`SUPPORTED_ARCHITECTURES`] are accepted
+    /// (a missing `general.architecture` means `llama`): other architectures
+    /// that reuse llama tensor names differ in RoPE layout, norms or biases,
+    /// and a silently wrong forward is worse than a clear refusal.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
-        let arch = f.get_string("general.architecture")?.unwrap_or("llama");
-        if arch != "llama" {
-            return Err(LlmError::Unsupported(format!(
-                "architecture `{arch}` (only `llama` is implemented)"
-            )));
-        }
-        let n_layer = f.require_usize("llama.block_count")?;
-        let n_head = f.require_usize("llama.attention.head_count")?;
+        let architecture =
+            Architecture::parse(f.get_string("general.architecture")?.unwrap_or("llama"))?;
+        let a = architecture.name();
+        let key = |k: &str| format!("{a}.{k}");
+        let n_layer = f.require_usize(&key("block_count"))?;
+        let n_head = f.require_usize(&key("attention.head_count"))?;
         let n_kv_head = f
-            .get_usize("llama.attention.head_count_kv")?
+            .get_usize(&key("attention.head_count_kv"))?
             .unwrap_or(n_head);
-        let hidden_size = f.require_usize("llama.embedding_length")?;
-        let intermediate_size = f.require_usize("llama.feed_forward_length")?;
-        let context_length = f.get_usize("llama.context_length")?.unwrap_or(2048);
-        let rope_freq_base = f.get_f32("llama.rope.freq_base")?.unwrap_or(10_000.0);
+        let hidden_size = f.require_usize(&key("embedding_length"))?;
+        let intermediate_size = f.require_usize(&key("feed_forward_length"))?;
+        let context_length = f.get_usize(&key("context_length"))?.unwrap_or(2048);
+        let rope_freq_base = f.get_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
         let rms_norm_eps = f
-            .get_f32("llama.attention.layer_norm_rms_epsilon")?
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5) as f64;
 
         if n_head == 0 || n_kv_head == 0 || hidden_size % n_head != 0 || n_head % n_kv_head != 0 {
             return Err(bad(
-                "llama.attention.head_count",
+                &key("attention.head_count"),
                 format!("{n_head} heads, {n_kv_head} kv heads, hidden {hidden_size}"),
             ));
         }
         let head_dim = hidden_size / n_head;
         if head_dim % 2 != 0 {
-            return Err(bad("llama.embedding_length", "odd head dimension"));
+            return Err(bad(&key("embedding_length"), "odd head dimension"));
         }
         // Partial rotary embeddings would need a different RoPE kernel call.
-        if let Some(rope_dim) = f.get_usize("llama.rope.dimension_count")? {
+        if let Some(rope_dim) = f.get_usize(&key("rope.dimension_count"))? {
             if rope_dim != head_dim {
                 return Err(LlmError::Unsupported(format!(
                     "rope dimension {rope_dim} differs from head dimension {head_dim}"
@@ -257,6 +317,7 @@ impl LlamaConfig {
                 .transpose()
         };
         Ok(Self {
+            architecture,
             n_layer,
             n_head,
             n_kv_head,
@@ -270,5 +331,53 @@ impl LlamaConfig {
             bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: token_id("tokenizer.ggml.eos_token_id")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::gguf_file;
+    use candle_core::Tensor;
+
+    /// A header-only GGUF (one tiny f32 tensor) declaring `arch`.
+    fn write_gguf(path: &Path, arch: &str) {
+        let arch = Value::String(arch.to_string());
+        let n = Value::U32(1);
+        let md = [("general.architecture", &arch), ("gemma3.block_count", &n)];
+        let t = Tensor::zeros((4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+        let mut w = std::io::BufWriter::new(File::create(path).unwrap());
+        gguf_file::write(&mut w, &md, &[("token_embd.weight", &q)]).unwrap();
+    }
+
+    #[test]
+    fn unknown_architecture_error_names_the_supported_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gemma3.gguf");
+        write_gguf(&path, "gemma3");
+        let f = GgufFile::open(&path).unwrap();
+        let err = LlamaConfig::from_gguf(&f).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LlmError::Unsupported(_)), "{msg}");
+        assert!(msg.contains("`gemma3`"), "{msg}");
+        for arch in SUPPORTED_ARCHITECTURES {
+            assert!(msg.contains(arch), "{msg}");
+        }
+        assert_eq!(
+            msg,
+            "unsupported model: architecture `gemma3` is not supported \
+             (supported architectures: llama, qwen2)"
+        );
+    }
+
+    #[test]
+    fn supported_architectures_parse() {
+        for name in SUPPORTED_ARCHITECTURES {
+            assert_eq!(Architecture::parse(name).unwrap().name(), *name);
+        }
+        assert_eq!(Architecture::Llama.rope_style(), RopeStyle::Interleaved);
+        assert_eq!(Architecture::Qwen2.rope_style(), RopeStyle::Neox);
+        assert!(Architecture::parse("qwen3").is_err());
     }
 }

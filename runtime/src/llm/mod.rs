@@ -1,5 +1,5 @@
 //! The LLM engine core: GGUF loading, tokenizer, chat template, a batched
-//! llama forward with per-sequence KV caches, and sampling.
+//! llama-family (`llama`, `qwen2`) forward with per-sequence KV caches, and sampling.
 //!
 //! The scheduler (one dedicated thread, because candle's CPU thread pool is
 //! process-wide) drives it roughly like this:
@@ -34,7 +34,7 @@ pub mod weights;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{LlmError, Result};
-pub use gguf::{GgufFile, LlamaConfig};
+pub use gguf::{Architecture, GgufFile, LlamaConfig, RopeStyle, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::SeqCache;
 pub use model::{BatchItem, LlmModel, LoadOptions, LoadReport};
 pub use sampling::{logits_rows, SampledToken, Sampler, SamplingParams};

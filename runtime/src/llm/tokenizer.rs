@@ -10,6 +10,8 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::error::{LlmError, Result};
@@ -18,6 +20,9 @@ use super::gguf::{bad, value_to_usize, GgufFile};
 /// llama.cpp token types that are special (control = 3, user-defined = 4):
 /// they must be matched whole in the input and never split by BPE.
 const SPECIAL_TOKEN_TYPES: [usize; 2] = [3, 4];
+
+/// Qwen2's pre-tokenizer regex (`tokenizer.ggml.pre = "qwen2"`).
+const QWEN2_PRE_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Text ⇄ token ids for one model.
 #[derive(Clone)]
@@ -32,7 +37,8 @@ impl Tokenizer {
     ///
     /// Only the `gpt2` (byte-level BPE) family is supported; the pre-tokenizer
     /// splits digits individually then applies GPT-2's byte-level regex, which
-    /// is what SmolLM2 (and other `smollm`/`gpt2` pre-tokenizer models) use.
+    /// is what SmolLM2 (and other `smollm`/`gpt2` pre-tokenizer models) use,
+    /// except for `tokenizer.ggml.pre = "qwen2"`, which gets Qwen2's regex.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f.get_string("tokenizer.ggml.model")?.unwrap_or("gpt2");
         if model != "gpt2" {
@@ -83,10 +89,28 @@ impl Tokenizer {
             .build()
             .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(Sequence::new(vec![
-            PreTokenizerWrapper::from(Digits::new(true)),
-            PreTokenizerWrapper::from(ByteLevel::new(false, true, true)),
-        ])));
+        let pre = f.get_string("tokenizer.ggml.pre")?.unwrap_or("default");
+        let pre_tokenizer = if pre == "qwen2" {
+            // Qwen2's own split regex (as in its tokenizer.json and llama.cpp's
+            // `LLAMA_VOCAB_PRE_TYPE_QWEN2`): single digits, and one leading
+            // non-letter glued to a word (`_prime`, `(n`), which matters for code.
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2_PRE_REGEX.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+            Sequence::new(vec![
+                PreTokenizerWrapper::from(split),
+                PreTokenizerWrapper::from(ByteLevel::new(false, false, false)),
+            ])
+        } else {
+            Sequence::new(vec![
+                PreTokenizerWrapper::from(Digits::new(true)),
+                PreTokenizerWrapper::from(ByteLevel::new(false, true, true)),
+            ])
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let specials: Vec<AddedToken> = tokens
             .iter()
