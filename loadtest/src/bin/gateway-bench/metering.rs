@@ -12,13 +12,12 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use surge_loadtest::bench::{metrics, ratio, Deadline};
+use surge_loadtest::bench::{metrics, Deadline};
 use surge_loadtest::server::stop;
 use surge_loadtest::speech::TempDir;
-use surge_loadtest::stats::{median, quantile};
 use surge_protocol::prom;
 
-use crate::overhead::{compare_json, print_comparison, side_by_side, Target};
+use crate::overhead::{on_off_json, print_comparison, side_by_side, Target};
 use crate::surge::spawn_gateway;
 use crate::Args;
 
@@ -38,16 +37,7 @@ pub struct Metering {
 
 impl Metering {
     pub fn to_json(&self) -> Value {
-        let (on, off) = (&self.on, &self.off);
-        let mut v = compare_json(("on", on), ("off", off));
-        // The overhead's three ratios, and the closed loop's latencies too: metering's
-        // cost may show only under load (the ledger's writer thread competing for CPU).
-        v["on_over_off"]["closed_loop_latency_p50"] =
-            json!(ratio(median(&on.closed), median(&off.closed)));
-        v["on_over_off"]["closed_loop_latency_p99"] = json!(ratio(
-            quantile(&on.closed, 0.99),
-            quantile(&off.closed, 0.99)
-        ));
+        let mut v = on_off_json(&self.on, &self.off);
         v["requests_per_gateway"] = json!(self.requests);
         v["usage_records"] = json!({"on": self.recorded[0], "off": self.recorded[1]});
         v["scratch_data_dir_parent"] = json!(self.scratch_parent);

@@ -72,6 +72,20 @@ pub fn compare_json((a_name, a): (&str, &Target), (b_name, b): (&str, &Target)) 
     Value::Object(out)
 }
 
+/// [`compare_json`] of a feature `on` against `off` (the metering and tracing
+/// comparisons), with the closed loop's latency ratios too: a feature's cost may show
+/// only under load, its background threads competing for CPU.
+pub fn on_off_json(on: &Target, off: &Target) -> Value {
+    let mut v = compare_json(("on", on), ("off", off));
+    v["on_over_off"]["closed_loop_latency_p50"] =
+        json!(ratio(median(&on.closed), median(&off.closed)));
+    v["on_over_off"]["closed_loop_latency_p99"] = json!(ratio(
+        quantile(&on.closed, 0.99),
+        quantile(&off.closed, 0.99)
+    ));
+    v
+}
+
 impl Overhead {
     pub fn to_json(&self) -> Value {
         compare_json(("gateway", &self.gateway), ("direct", &self.direct))

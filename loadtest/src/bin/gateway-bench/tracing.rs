@@ -30,9 +30,8 @@ use serde_json::{json, Value};
 use surge_loadtest::bench::{ratio, Deadline};
 use surge_loadtest::server::stop;
 use surge_loadtest::speech::TempDir;
-use surge_loadtest::stats::{median, quantile};
 
-use crate::overhead::{compare_json, print_comparison, side_by_side, Target};
+use crate::overhead::{on_off_json, print_comparison, side_by_side, Target};
 use crate::surge::spawn_gateway_env;
 use crate::Args;
 
@@ -101,16 +100,7 @@ impl Spans {
 
 impl Tracing {
     pub fn to_json(&self) -> Value {
-        let (on, off) = (&self.on, &self.off);
-        let mut v = compare_json(("on", on), ("off", off));
-        // The overhead's three ratios, and the closed loop's latencies too: tracing's
-        // cost may show only under load (the exporters' threads competing for CPU).
-        v["on_over_off"]["closed_loop_latency_p50"] =
-            json!(ratio(median(&on.closed), median(&off.closed)));
-        v["on_over_off"]["closed_loop_latency_p99"] = json!(ratio(
-            quantile(&on.closed, 0.99),
-            quantile(&off.closed, 0.99)
-        ));
+        let mut v = on_off_json(&self.on, &self.off);
         v["requests_per_gateway"] = json!(self.requests);
         v["spans"] = self.spans.to_json(self.requests);
         v["export"] = json!({
