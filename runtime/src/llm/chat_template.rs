@@ -13,6 +13,36 @@ use super::gguf::GgufFile;
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Gemma's turn format, as in the chat template of Google's instruction-tuned
+/// Gemma 3 checkpoints (text parts only): a system message is prepended to the
+/// first user turn, the assistant's role is `model`, turns end with
+/// `<end_of_turn>` (which the worker treats as the end of generation).
+const GEMMA_TEMPLATE: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if message['role'] == 'assistant' -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\n' }}
+{%- endif -%}
+"#;
+
 /// One chat turn as the template sees it (`message['role']`, `message['content']`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -67,16 +97,19 @@ impl ChatTemplate {
         })
     }
 
-    /// The template from `tokenizer.chat_template`, or `override_source` when
-    /// given (operators need this for GGUFs with missing or broken templates).
+    /// `override_source` when given (operators need this for GGUFs with missing or
+    /// broken templates), else the file's `tokenizer.chat_template`, else for a
+    /// Gemma 3 file (base models ship without one) Gemma's turn format.
     /// `bos_token`/`eos_token` are the token strings at the GGUF's bos/eos ids.
     pub fn from_gguf(f: &GgufFile, override_source: Option<&str>) -> Result<Self> {
-        let source = match override_source {
-            Some(s) => s.to_string(),
-            None => f
-                .get_string("tokenizer.chat_template")?
-                .ok_or_else(|| LlmError::MissingMetadata("tokenizer.chat_template".into()))?
-                .to_string(),
+        let source = match (override_source, f.get_string("tokenizer.chat_template")?) {
+            (Some(s), _) | (None, Some(s)) => s.to_string(),
+            (None, None) if f.get_string("general.architecture")? == Some("gemma3") => {
+                GEMMA_TEMPLATE.to_string()
+            }
+            (None, None) => {
+                return Err(LlmError::MissingMetadata("tokenizer.chat_template".into()))
+            }
         };
         let token_at = |key: &str| -> Result<String> {
             let Some(id) = f.get_usize(key)? else {

@@ -179,7 +179,7 @@ pub(crate) fn value_to_usize(key: &str, v: &Value) -> Result<usize> {
 
 /// The model architectures the engine implements, as named by
 /// `general.architecture`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +199,12 @@ pub enum Architecture {
     /// Llama plus biases on the q/k/v projections and NeoX-style RoPE, with
     /// its hyper-parameters under `qwen2.*`.
     Qwen2,
+    /// Gemma 3: NeoX RoPE, RMS norms on q and k per head, norms after attention
+    /// and after the MLP too, a GELU-gated MLP, embeddings scaled by
+    /// `sqrt(hidden)`, head dimension from `attention.key_length` (not
+    /// `hidden / heads`), and sliding-window attention on five of every six
+    /// layers with their own RoPE base.
+    Gemma3,
 }
 
 impl Architecture {
@@ -208,6 +214,7 @@ impl Architecture {
         match name {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "gemma3" => Ok(Self::Gemma3),
             other => Err(LlmError::Unsupported(format!(
                 "architecture `{other}` is not supported (supported architectures: {})",
                 SUPPORTED_ARCHITECTURES.join(", ")
@@ -220,13 +227,14 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
         }
     }
 
     pub fn rope_style(self) -> RopeStyle {
         match self {
             Self::Llama => RopeStyle::Interleaved,
-            Self::Qwen2 => RopeStyle::Neox,
+            Self::Qwen2 | Self::Gemma3 => RopeStyle::Neox,
         }
     }
 
@@ -255,6 +263,23 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// Keys a sliding-window layer attends to, counting the query's own
+    /// position (Gemma 3: 512); `None` when every layer attends to everything.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_window_pattern`-th layer (1-based) attends globally, the
+    /// others through the window (Gemma 3: 6, llama.cpp's default for it).
+    pub sliding_window_pattern: usize,
+    /// RoPE base of the sliding-window layers (Gemma 3: 10,000).
+    pub rope_local_freq_base: f32,
+}
+
+impl LlamaConfig {
+    /// Whether layer `i` attends through the sliding window.
+    pub fn is_sliding_layer(&self, i: usize) -> bool {
+        self.sliding_window.is_some()
+            && self.sliding_window_pattern > 0
+            && (i + 1) % self.sliding_window_pattern != 0
+    }
 }
 
 impl LlamaConfig {
@@ -282,14 +307,31 @@ impl LlamaConfig {
             .get_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5) as f64;
 
-        if n_head == 0 || n_kv_head == 0 || hidden_size % n_head != 0 || n_head % n_kv_head != 0 {
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
             return Err(bad(
                 &key("attention.head_count"),
-                format!("{n_head} heads, {n_kv_head} kv heads, hidden {hidden_size}"),
+                format!("{n_head} heads, {n_kv_head} kv heads"),
             ));
         }
-        let head_dim = hidden_size / n_head;
-        if head_dim % 2 != 0 {
+        // Gemma's heads are wider than hidden / heads; llama files may omit the key.
+        let head_dim = match f.get_usize(&key("attention.key_length"))? {
+            Some(d) => d,
+            None if hidden_size % n_head == 0 => hidden_size / n_head,
+            None => {
+                return Err(bad(
+                    &key("attention.head_count"),
+                    format!("{n_head} heads do not divide hidden size {hidden_size}"),
+                ))
+            }
+        };
+        if let Some(v) = f.get_usize(&key("attention.value_length"))? {
+            if v != head_dim {
+                return Err(LlmError::Unsupported(format!(
+                    "value head dimension {v} differs from key head dimension {head_dim}"
+                )));
+            }
+        }
+        if head_dim == 0 || head_dim % 2 != 0 {
             return Err(bad(&key("embedding_length"), "odd head dimension"));
         }
         // Partial rotary embeddings would need a different RoPE kernel call.
@@ -316,8 +358,22 @@ impl LlamaConfig {
                 .map(|v| u32::try_from(v).map_err(|_| bad(key, "token id out of range")))
                 .transpose()
         };
+        let is_gemma = architecture == Architecture::Gemma3;
+        let sliding_window = if is_gemma {
+            f.get_usize(&key("attention.sliding_window"))?
+        } else {
+            None
+        };
+        // llama.cpp hard-codes Gemma 3's pattern; newer files may carry it.
+        let sliding_window_pattern = f
+            .get_usize(&key("attention.sliding_window_pattern"))?
+            .unwrap_or(if is_gemma { 6 } else { 0 });
+        let rope_local_freq_base = f.get_f32(&key("rope.local_freq_base"))?.unwrap_or(10_000.0);
         Ok(Self {
             architecture,
+            sliding_window,
+            sliding_window_pattern,
+            rope_local_freq_base,
             n_layer,
             n_head,
             n_kv_head,

@@ -27,6 +27,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod sampling;
+mod spm;
 #[doc(hidden)]
 pub mod test_support;
 pub mod tokenizer;

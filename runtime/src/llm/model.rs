@@ -1,5 +1,6 @@
-//! Llama-family forward pass (`llama`, and `qwen2`: q/k/v biases and NeoX
-//! RoPE) over a packed batch of sequences at different positions.
+//! Llama-family forward pass (`llama`; `qwen2`: q/k/v biases and NeoX RoPE;
+//! `gemma3`: extra norms, GELU, sliding-window layers) over a packed batch of
+//! sequences at different positions.
 //!
 //! candle-transformers' `quantized_llama` keeps one KV cache for the whole
 //! model and can only batch sequences at the same position, which rules out
@@ -18,7 +19,7 @@ use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i};
 
 use super::error::{LlmError, Result};
-use super::gguf::{GgufFile, LlamaConfig, RopeStyle};
+use super::gguf::{Architecture, GgufFile, LlamaConfig, RopeStyle};
 use super::kv_cache::{LayerKv, SeqCache};
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
 use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
@@ -96,6 +97,13 @@ struct Layer {
     ffn_norm: Tensor,
     gate_up: Projection,
     down: Linear,
+    /// Gemma 3: RMS norms of every q and of every k head (before RoPE), and of
+    /// the attention and MLP outputs (before each residual add).
+    qk_norm: Option<[Tensor; 2]>,
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
+    /// Attends through `LlamaConfig::sliding_window`, with the local RoPE tables.
+    sliding: bool,
 }
 
 /// A llama-family model (`llama` or `qwen2`, see [`super::gguf::Architecture`])
@@ -115,6 +123,8 @@ pub struct LlmModel {
     /// `[max_context, head_dim / 2]` rotation tables.
     cos: Tensor,
     sin: Tensor,
+    /// The sliding-window layers' tables (Gemma 3's local RoPE base).
+    local_rope: Option<(Tensor, Tensor)>,
     /// Decode items (one new token) attend with our fused CPU kernel
     /// (`crate::kernels::attention`) instead of candle ops; set with the
     /// matmul kernels (`LoadOptions::cpu_kernels` on a SIMD CPU).
@@ -214,7 +224,35 @@ impl LlmModel {
             } else {
                 None
             };
+            let norm = |name: &str| -> Result<Option<Tensor>> {
+                let name = format!("{p}.{name}.weight");
+                if !file.has_tensor(&name) {
+                    return Ok(None);
+                }
+                Ok(Some(load(&name)?.dequantize(device)?))
+            };
+            let qk_norm = match (norm("attn_q_norm")?, norm("attn_k_norm")?) {
+                (Some(q), Some(k)) => Some([q, k]),
+                (None, None) => None,
+                _ => {
+                    return Err(LlmError::Unsupported(format!(
+                        "{p} has a norm for only one of q and k"
+                    )))
+                }
+            };
+            let gemma = config.architecture == Architecture::Gemma3;
+            let post_attn_norm = norm("post_attention_norm")?;
+            let post_ffn_norm = norm("post_ffw_norm")?;
+            if gemma && (qk_norm.is_none() || post_attn_norm.is_none() || post_ffn_norm.is_none()) {
+                return Err(LlmError::Unsupported(format!(
+                    "{p} lacks one of Gemma 3's q/k, post-attention or post-MLP norms"
+                )));
+            }
             Ok(Layer {
+                qk_norm,
+                post_attn_norm,
+                post_ffn_norm,
+                sliding: config.is_sliding_layer(i),
                 attn_norm: load(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 qkv: projection(&qkv, qkv_pad)?,
                 qkv_bias,
@@ -285,6 +323,18 @@ impl LlmModel {
         let head_shares_embed =
             matches!(head.weight(), Some(QMatMul::QTensor(t)) if Arc::ptr_eq(t, &embed));
         let (cos, sin) = rope_tables(config.head_dim, config.rope_freq_base, max_context, device)?;
+        let local_rope = layers
+            .iter()
+            .any(|l| l.sliding)
+            .then(|| {
+                rope_tables(
+                    config.head_dim,
+                    config.rope_local_freq_base,
+                    max_context,
+                    device,
+                )
+            })
+            .transpose()?;
 
         let memory_dtype = layers
             .first()
@@ -318,6 +368,7 @@ impl LlmModel {
             head,
             cos,
             sin,
+            local_rope,
             cpu_attention: own,
             report,
         })
@@ -388,25 +439,51 @@ impl LlmModel {
         // Every packed row is its own "batch" entry of length 1 for rope_i, so
         // rows of different sequences rotate by their own positions in one op.
         let half = cfg.head_dim / 2;
-        let cos = self
-            .cos
-            .index_select(&positions, 0)?
-            .reshape((n_total, 1, half))?;
-        let sin = self
-            .sin
-            .index_select(&positions, 0)?
-            .reshape((n_total, 1, half))?;
+        let tables = |cos: &Tensor, sin: &Tensor| -> Result<(Tensor, Tensor)> {
+            Ok((
+                cos.index_select(&positions, 0)?
+                    .reshape((n_total, 1, half))?,
+                sin.index_select(&positions, 0)?
+                    .reshape((n_total, 1, half))?,
+            ))
+        };
+        let global_rope = tables(&self.cos, &self.sin)?;
+        let local_rope = match &self.local_rope {
+            Some((cos, sin)) => Some(tables(cos, sin)?),
+            None => None,
+        };
         let eps = cfg.rms_norm_eps as f32;
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
 
-        // One mask per multi-token chunk, shared by all layers.
-        let masks = spans
-            .iter()
-            .map(|&(_, n, past)| (n > 1).then(|| causal_mask(n, past, dev)).transpose())
-            .collect::<Result<Vec<_>>>()?;
+        // One mask per multi-token chunk (and per kind of layer), shared by all
+        // layers of that kind.
+        let window = cfg.sliding_window.unwrap_or(usize::MAX);
+        let chunk_masks = |window: usize| -> Result<Vec<Option<Tensor>>> {
+            spans
+                .iter()
+                .map(|&(_, n, past)| {
+                    (n > 1)
+                        .then(|| causal_mask(n, past, window, dev))
+                        .transpose()
+                })
+                .collect()
+        };
+        let masks = chunk_masks(usize::MAX)?;
+        let local_masks = if local_rope.is_some() {
+            chunk_masks(window)?
+        } else {
+            Vec::new()
+        };
 
         let mut x = self.embed.embedding(&ids)?;
+        if cfg.architecture == Architecture::Gemma3 {
+            x = (x * (cfg.hidden_size as f64).sqrt())?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
+            let ((cos, sin), masks, window) = match (&local_rope, layer.sliding) {
+                (Some(local), true) => (local, &local_masks, window),
+                _ => (&global_rope, &masks, usize::MAX),
+            };
             let h = rms_norm(&x, &layer.attn_norm, eps)?;
             let qkv = layer.qkv.forward(&h)?;
             let [q, k, v] = qkv.as_slice() else {
@@ -421,17 +498,30 @@ impl LlmModel {
                 None => (q.clone(), k.clone(), v.clone()),
             };
             let rotate = |x: &Tensor| match cfg.architecture.rope_style() {
-                RopeStyle::Interleaved => rope_i(x, &cos, &sin),
-                RopeStyle::Neox => rope(x, &cos, &sin),
+                RopeStyle::Interleaved => rope_i(x, cos, sin),
+                RopeStyle::Neox => rope(x, cos, sin),
             };
-            let q = rotate(&q.reshape((n_total, nh, 1, hd))?.contiguous()?)?;
-            let k = rotate(&k.reshape((n_total, nkv, 1, hd))?.contiguous()?)?;
+            // Heads as rows `[n_total, heads, 1, hd]`, RMS-normed per head first
+            // where the model has q/k norms.
+            let heads = |x: &Tensor, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+                let x = x.reshape((n_total, heads, 1, hd))?.contiguous()?;
+                Ok(match norm {
+                    Some(w) => rms_norm(&x, w, eps)?,
+                    None => x,
+                })
+            };
+            let [qn, kn] = match &layer.qk_norm {
+                Some([qn, kn]) => [Some(qn), Some(kn)],
+                None => [None, None],
+            };
+            let q = rotate(&heads(&q, nh, qn)?)?;
+            let k = rotate(&heads(&k, nkv, kn)?)?;
             let v = v.reshape((n_total, nkv, hd))?;
             // Items with one new token go through the fused kernel (`None`
             // here, filled in below); prompt chunks through candle.
             let fused = |n: usize| self.cpu_attention && n == 1;
             let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(batch.len());
-            for ((item, &(off, n, past)), mask) in batch.iter_mut().zip(&spans).zip(&masks) {
+            for ((item, &(off, n, past)), mask) in batch.iter_mut().zip(&spans).zip(masks) {
                 let kv = item
                     .cache
                     .layers
@@ -448,6 +538,7 @@ impl LlmModel {
                         &k,
                         &v,
                         past,
+                        window,
                         mask.as_ref(),
                     )?));
                 }
@@ -456,7 +547,7 @@ impl LlmModel {
             let attn = if decode.is_empty() {
                 None
             } else {
-                let o = self.attend_decode(batch, li, &spans, &decode, &q)?;
+                let o = self.attend_decode(batch, li, &spans, &decode, &q, window)?;
                 if decode.len() == outs.len() {
                     // Every item is a decode item, in batch order.
                     Some(o)
@@ -481,13 +572,25 @@ impl LlmModel {
                     }
                 }
             };
-            x = (x + layer.wo.forward(&attn)?)?;
+            let post_norm = |y: Tensor, norm: &Option<Tensor>| -> Result<Tensor> {
+                Ok(match norm {
+                    Some(w) => rms_norm(&y, w, eps)?,
+                    None => y,
+                })
+            };
+            x = (x + post_norm(layer.wo.forward(&attn)?, &layer.post_attn_norm)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, eps)?;
             let gu = layer.gate_up.forward(&h)?;
             let [gate, up] = gu.as_slice() else {
                 return Err(LlmError::Unsupported("gate/up projection shape".into()));
             };
-            x = (x + layer.down.forward(&(silu(gate)? * up)?)?)?;
+            // Gemma gates with GELU (tanh approximation, as llama.cpp), the others SiLU.
+            let gate = match cfg.architecture {
+                Architecture::Gemma3 => gate.gelu()?,
+                _ => silu(gate)?,
+            };
+            let y = layer.down.forward(&(gate * up)?)?;
+            x = (x + post_norm(y, &layer.post_ffn_norm)?)?;
         }
         // RMS norm is per row, so norming only the rows whose logits are wanted
         // is exact and keeps the vocabulary projection at one row per sequence.
@@ -504,7 +607,8 @@ impl LlmModel {
         Ok(logits)
     }
 
-    /// Causal attention of `n` new tokens of one sequence over its cache.
+    /// Causal attention of `n` new tokens of one sequence over its cache, each
+    /// seeing at most the last `window` positions (its own included).
     ///
     /// Inputs are `q: [n, n_head, 1, hd]`, `k: [n, n_kv, 1, hd]`,
     /// `v: [n, n_kv, hd]`; returns `[n, hidden]`. Grouped-query attention is
@@ -518,6 +622,7 @@ impl LlmModel {
         k: &Tensor,
         v: &Tensor,
         past: usize,
+        window: usize,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
@@ -526,8 +631,10 @@ impl LlmModel {
         let n = q.dim(0)?;
         let total = past + n;
         append_kv(kv, k, v, past, nkv, hd)?;
-        let keys = kv.k.narrow(1, 0, total)?;
-        let values = kv.v.narrow(1, 0, total)?;
+        // Keys before the first query's window are never attended to.
+        let lo = window_start(past, window);
+        let keys = kv.k.narrow(1, lo, total - lo)?;
+        let values = kv.v.narrow(1, lo, total - lo)?;
 
         let q = q
             .reshape((n, nh, hd))?
@@ -536,9 +643,9 @@ impl LlmModel {
             .reshape((nkv, group * n, hd))?;
         let att = (q.matmul(&keys.t()?)? / (hd as f64).sqrt())?;
         let att = if let Some(mask) = mask {
-            att.reshape((nkv, group, n, total))?
+            att.reshape((nkv, group, n, total - lo))?
                 .broadcast_add(mask)?
-                .reshape((nkv, group * n, total))?
+                .reshape((nkv, group * n, total - lo))?
         } else {
             att
         };
@@ -562,6 +669,7 @@ impl LlmModel {
         spans: &[(usize, usize, usize)],
         decode: &[usize],
         q: &Tensor,
+        window: usize,
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let shape = AttnShape {
@@ -589,11 +697,15 @@ impl LlmModel {
             .zip(decode)
             .map(|(((ks, kl), (vs, vl)), &i)| {
                 let (_, cap, _) = kl.shape().dims3()?;
+                // Starting the slices at the window's first token keeps the
+                // head-major stride valid for every kv head.
+                let past = spans[i].2;
+                let lo = window_start(past, window) * cfg.head_dim;
                 Ok(DecodeKv {
-                    k: cpu_f32(ks, kl)?,
-                    v: cpu_f32(vs, vl)?,
+                    k: &cpu_f32(ks, kl)?[lo..],
+                    v: &cpu_f32(vs, vl)?[lo..],
                     head_stride: cap * cfg.head_dim,
-                    len: spans[i].2 + 1,
+                    len: past + 1 - window_start(past, window),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -635,14 +747,31 @@ fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-/// Additive mask `[n, past + n]`: query `i` (at position `past + i`) sees keys
-/// `0..=past + i`.
-fn causal_mask(n: usize, past: usize, device: &Device) -> Result<Tensor> {
+/// The first cached position a query at position `past` (the earliest of its
+/// chunk) can see through a window of `window` positions, its own included.
+fn window_start(past: usize, window: usize) -> usize {
+    (past + 1).saturating_sub(window)
+}
+
+/// Additive mask over keys `lo..past + n` with `lo = window_start(past, window)`:
+/// query `i` (at position `p = past + i`) sees keys `j` with `j <= p` and
+/// `p - j < window` (llama.cpp's and Hugging Face's sliding-window rule).
+fn causal_mask(n: usize, past: usize, window: usize, device: &Device) -> Result<Tensor> {
+    let lo = window_start(past, window);
     let total = past + n;
     let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            let p = past + i;
+            (lo..total).map(move |j| {
+                if j > p || p - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Ok(Tensor::from_vec(mask, (n, total), device)?)
+    Ok(Tensor::from_vec(mask, (n, total - lo), device)?)
 }
 
 /// The named GGUF matrices repacked as one matrix for our kernels (rows in order) and

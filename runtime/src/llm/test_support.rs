@@ -13,6 +13,9 @@ pub const TEST_MODEL: &str = "smollm2-135m-instruct";
 /// A Qwen2 catalog model (Q4_K_M, mixed k-quant types) for the `qwen2` tests.
 pub const QWEN_TEST_MODEL: &str = "qwen2.5-coder-0.5b-instruct";
 
+/// A Gemma 3 catalog model (base, Q4_K_M) for the `gemma3` tests.
+pub const GEMMA_TEST_MODEL: &str = "gemma-3-270m";
+
 /// Path of the test GGUF; panics with the reason when it cannot be had (tests only).
 pub fn test_gguf_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -25,6 +28,14 @@ pub fn test_gguf_path() -> PathBuf {
 pub fn qwen_test_gguf_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| catalog_gguf_path(QWEN_TEST_MODEL, "SURGE_TEST_QWEN_GGUF"))
+        .clone()
+}
+
+/// Path of the Gemma 3 test GGUF (`$SURGE_TEST_GEMMA_GGUF`, else pulled like
+/// [`test_gguf_path`]).
+pub fn gemma_test_gguf_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| catalog_gguf_path(GEMMA_TEST_MODEL, "SURGE_TEST_GEMMA_GGUF"))
         .clone()
 }
 

@@ -1,9 +1,10 @@
-//! A Hugging Face tokenizer rebuilt from GGUF metadata.
+//! A tokenizer rebuilt from GGUF metadata.
 //!
 //! Models ship as a single GGUF file (no `tokenizer.json` beside it), so the
-//! BPE vocabulary, merges and special tokens are read from the
-//! `tokenizer.ggml.*` keys and assembled into a `tokenizers::Tokenizer` with
-//! the GPT-2 style pipeline these models were trained with.
+//! vocabulary, merges and special tokens are read from the `tokenizer.ggml.*`
+//! keys: byte-level BPE models (`gpt2`: SmolLM2, Qwen2) are assembled into a
+//! `tokenizers::Tokenizer` with the GPT-2 style pipeline they were trained with;
+//! SentencePiece models (`llama`: Gemma 3) run llama.cpp's algorithm (`spm.rs`).
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
@@ -16,6 +17,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::error::{LlmError, Result};
 use super::gguf::{bad, value_to_usize, GgufFile};
+use super::spm::SpmTokenizer;
 
 /// llama.cpp token types that are special (control = 3, user-defined = 4):
 /// they must be matched whole in the input and never split by BPE.
@@ -27,99 +29,32 @@ const QWEN2_PRE_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\
 /// Text ⇄ token ids for one model.
 #[derive(Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
     bos_token_id: Option<u32>,
     eos_token_id: Option<u32>,
 }
 
+#[derive(Clone)]
+enum Inner {
+    Bpe(Box<tokenizers::Tokenizer>),
+    Spm(std::sync::Arc<SpmTokenizer>),
+}
+
 impl Tokenizer {
-    /// Builds the tokenizer from `tokenizer.ggml.*` metadata.
-    ///
-    /// Only the `gpt2` (byte-level BPE) family is supported; the pre-tokenizer
-    /// splits digits individually then applies GPT-2's byte-level regex, which
-    /// is what SmolLM2 (and other `smollm`/`gpt2` pre-tokenizer models) use,
-    /// except for `tokenizer.ggml.pre = "qwen2"`, which gets Qwen2's regex.
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata: `gpt2` (byte-level
+    /// BPE) or `llama` (SentencePiece pieces and scores).
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f.get_string("tokenizer.ggml.model")?.unwrap_or("gpt2");
-        if model != "gpt2" {
-            return Err(LlmError::Unsupported(format!(
-                "tokenizer model `{model}` (only byte-level BPE `gpt2` is implemented)"
-            )));
-        }
-        let tokens: Vec<String> = f
-            .require_array("tokenizer.ggml.tokens")?
-            .iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|e| bad("tokenizer.ggml.tokens", e))
-            })
-            .collect::<Result<_>>()?;
-        let merges: Vec<(String, String)> = f
-            .require_array("tokenizer.ggml.merges")?
-            .iter()
-            .map(|v| {
-                let s = v.to_string().map_err(|e| bad("tokenizer.ggml.merges", e))?;
-                // Byte-level tokens never contain a literal space (it is `Ġ`),
-                // so the first space is the separator.
-                s.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        bad("tokenizer.ggml.merges", format!("merge `{s}` has no space"))
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let token_types: Vec<usize> = match f.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(|e| bad("tokenizer.ggml.token_type", e))?
-                .iter()
-                .map(|t| value_to_usize("tokenizer.ggml.token_type", t))
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
+        let inner = match model {
+            "gpt2" => Inner::Bpe(Box::new(bpe_from_gguf(f)?)),
+            "llama" => Inner::Spm(std::sync::Arc::new(spm_from_gguf(f)?)),
+            other => {
+                return Err(LlmError::Unsupported(format!(
+                    "tokenizer model `{other}` (implemented: `gpt2` byte-level BPE, \
+                     `llama` SentencePiece)"
+                )))
+            }
         };
-
-        let vocab: Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = f.get_string("tokenizer.ggml.pre")?.unwrap_or("default");
-        let pre_tokenizer = if pre == "qwen2" {
-            // Qwen2's own split regex (as in its tokenizer.json and llama.cpp's
-            // `LLAMA_VOCAB_PRE_TYPE_QWEN2`): single digits, and one leading
-            // non-letter glued to a word (`_prime`, `(n`), which matters for code.
-            let split = Split::new(
-                SplitPattern::Regex(QWEN2_PRE_REGEX.into()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-            Sequence::new(vec![
-                PreTokenizerWrapper::from(split),
-                PreTokenizerWrapper::from(ByteLevel::new(false, false, false)),
-            ])
-        } else {
-            Sequence::new(vec![
-                PreTokenizerWrapper::from(Digits::new(true)),
-                PreTokenizerWrapper::from(ByteLevel::new(false, true, true)),
-            ])
-        };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&token_types)
-            .filter(|(_, ty)| SPECIAL_TOKEN_TYPES.contains(ty))
-            .map(|(t, _)| AddedToken::from(t.clone(), true))
-            .collect();
-        inner.add_special_tokens(&specials);
-
         let token_id = |key: &str| -> Result<Option<u32>> {
             f.get_usize(key)?
                 .map(|v| u32::try_from(v).map_err(|_| bad(key, "token id out of range")))
@@ -136,29 +71,44 @@ impl Tokenizer {
     /// (e.g. `<|im_start|>` from a rendered chat template) become their ids,
     /// as with Hugging Face's `apply_chat_template(tokenize=True)`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Inner::Bpe(t) => Ok(t
+                .encode(text, false)
+                .map_err(|e| LlmError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec()),
+            Inner::Spm(t) => Ok(t.encode(text)),
+        }
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+        match &self.inner {
+            Inner::Bpe(t) => t
+                .decode(ids, skip_special_tokens)
+                .map_err(|e| LlmError::Tokenizer(e.to_string())),
+            Inner::Spm(t) => Ok(t.decode(ids, skip_special_tokens)),
+        }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.inner {
+            Inner::Bpe(t) => t.token_to_id(token),
+            Inner::Spm(t) => t.token_to_id(token),
+        }
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Inner::Bpe(t) => t.id_to_token(id),
+            Inner::Spm(t) => t.id_to_token(id),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Inner::Bpe(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.vocab_size(),
+        }
     }
 
     pub fn bos_token_id(&self) -> Option<u32> {
@@ -168,10 +118,108 @@ impl Tokenizer {
     pub fn eos_token_id(&self) -> Option<u32> {
         self.eos_token_id
     }
+}
 
-    /// The underlying Hugging Face tokenizer, for features not wrapped here.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+/// The byte-level BPE pipeline: the pre-tokenizer splits digits individually then
+/// applies GPT-2's byte-level regex, which is what SmolLM2 (and other
+/// `smollm`/`gpt2` pre-tokenizer models) use, except for `tokenizer.ggml.pre =
+/// "qwen2"`, which gets Qwen2's regex.
+fn bpe_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
+    let tokens = token_strings(f)?;
+    let token_types = token_types(f)?;
+    let merges: Vec<(String, String)> = f
+        .require_array("tokenizer.ggml.merges")?
+        .iter()
+        .map(|v| {
+            let s = v.to_string().map_err(|e| bad("tokenizer.ggml.merges", e))?;
+            // Byte-level tokens never contain a literal space (it is `Ġ`),
+            // so the first space is the separator.
+            s.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| bad("tokenizer.ggml.merges", format!("merge `{s}` has no space")))
+        })
+        .collect::<Result<_>>()?;
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let pre = f.get_string("tokenizer.ggml.pre")?.unwrap_or("default");
+    let pre_tokenizer = if pre == "qwen2" {
+        // Qwen2's own split regex (as in its tokenizer.json and llama.cpp's
+        // `LLAMA_VOCAB_PRE_TYPE_QWEN2`): single digits, and one leading
+        // non-letter glued to a word (`_prime`, `(n`), which matters for code.
+        let split = Split::new(
+            SplitPattern::Regex(QWEN2_PRE_REGEX.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Sequence::new(vec![
+            PreTokenizerWrapper::from(split),
+            PreTokenizerWrapper::from(ByteLevel::new(false, false, false)),
+        ])
+    } else {
+        Sequence::new(vec![
+            PreTokenizerWrapper::from(Digits::new(true)),
+            PreTokenizerWrapper::from(ByteLevel::new(false, true, true)),
+        ])
+    };
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&token_types)
+        .filter(|(_, ty)| SPECIAL_TOKEN_TYPES.contains(ty))
+        .map(|(t, _)| AddedToken::from(t.clone(), true))
+        .collect();
+    inner.add_special_tokens(&specials);
+    Ok(inner)
+}
+
+/// SentencePiece pieces, scores and types (`spm.rs`).
+fn spm_from_gguf(f: &GgufFile) -> Result<SpmTokenizer> {
+    let scores = f
+        .require_array("tokenizer.ggml.scores")?
+        .iter()
+        .map(|v| v.to_f32().map_err(|e| bad("tokenizer.ggml.scores", e)))
+        .collect::<Result<Vec<f32>>>()?;
+    let add_space_prefix = match f.get("tokenizer.ggml.add_space_prefix") {
+        Some(v) => v
+            .to_bool()
+            .map_err(|e| bad("tokenizer.ggml.add_space_prefix", e))?,
+        // llama.cpp's default for SentencePiece models.
+        None => true,
+    };
+    SpmTokenizer::new(token_strings(f)?, scores, token_types(f)?, add_space_prefix)
+}
+
+fn token_strings(f: &GgufFile) -> Result<Vec<String>> {
+    f.require_array("tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| bad("tokenizer.ggml.tokens", e))
+        })
+        .collect()
+}
+
+/// Per-token llama.cpp types; empty when the file has none.
+fn token_types(f: &GgufFile) -> Result<Vec<usize>> {
+    match f.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| bad("tokenizer.ggml.token_type", e))?
+            .iter()
+            .map(|t| value_to_usize("tokenizer.ggml.token_type", t))
+            .collect(),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -177,12 +177,18 @@ fn text_side(
 ) -> Result<(Tokenizer, ChatTemplate, Vec<u32>), String> {
     let tokenizer = Tokenizer::from_gguf(gguf).map_err(|e| e.to_string())?;
     let template = ChatTemplate::from_gguf(gguf, template_override).map_err(|e| e.to_string())?;
-    // The end of a turn ends generation: the GGUF's eos plus the template's eos token.
+    // The end of a turn ends generation: the GGUF's eos, the template's eos token, and
+    // the end-of-turn tokens of the chat formats in use (Gemma's `<end_of_turn>` is
+    // not its eos), as llama.cpp's end-of-generation set does.
     let mut eos: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
-    if let Some(id) = tokenizer.token_to_id(template.eos_token()) {
+    let named = [template.eos_token()].into_iter().chain(END_OF_TURN_TOKENS);
+    for id in named.filter_map(|t| tokenizer.token_to_id(t)) {
         if !eos.contains(&id) {
             eos.push(id);
         }
     }
     Ok((tokenizer, template, eos))
 }
+
+/// Tokens that close an assistant turn in the chat formats of the supported models.
+const END_OF_TURN_TOKENS: [&str; 3] = ["<|im_end|>", "<end_of_turn>", "<|eot_id|>"];
