@@ -16,7 +16,7 @@ pub struct UsageRecord {
     pub model: String,
     /// Where it ran: `cpu`, `cuda:N` (`-` when it never reached a worker).
     pub device: String,
-    /// `chat_completions`, `completions`, `audio_transcriptions`.
+    /// `chat_completions`, `completions`, `audio_transcriptions`, `audio_translations`.
     pub route: String,
     /// The status the client got (0: it went away before any).
     pub status: u16,

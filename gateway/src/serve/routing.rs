@@ -22,6 +22,9 @@ pub enum Route {
     Chat,
     Completions,
     Transcriptions,
+    /// Whisper's translation into English: the same pools, limits and metering (by
+    /// audio seconds) as transcriptions.
+    Translations,
 }
 
 impl Route {
@@ -30,6 +33,7 @@ impl Route {
             "/v1/chat/completions" => Some(Route::Chat),
             "/v1/completions" => Some(Route::Completions),
             "/v1/audio/transcriptions" => Some(Route::Transcriptions),
+            "/v1/audio/translations" => Some(Route::Translations),
             _ => None,
         }
     }
@@ -40,13 +44,14 @@ impl Route {
             Route::Chat => "chat_completions",
             Route::Completions => "completions",
             Route::Transcriptions => "audio_transcriptions",
+            Route::Translations => "audio_translations",
         }
     }
 
     pub fn kind(self) -> ModelKind {
         match self {
             Route::Chat | Route::Completions => ModelKind::Llm,
-            Route::Transcriptions => ModelKind::Whisper,
+            Route::Transcriptions | Route::Translations => ModelKind::Whisper,
         }
     }
 
@@ -55,6 +60,7 @@ impl Route {
             Route::Chat => "/v1/chat/completions",
             Route::Completions => "/v1/completions",
             Route::Transcriptions => "/v1/audio/transcriptions",
+            Route::Translations => "/v1/audio/translations",
         }
     }
 }
@@ -146,7 +152,7 @@ pub async fn route_request(
     pools: &Pools,
 ) -> Result<Routed, ApiError> {
     let limit = match route {
-        Route::Transcriptions => cfg.max_audio_bytes,
+        Route::Transcriptions | Route::Translations => cfg.max_audio_bytes,
         _ => cfg.max_body_bytes,
     };
     let req = session.req_header();
@@ -256,6 +262,15 @@ pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn translations_route_to_whisper_pools_like_transcriptions() {
+        let t = Route::from_path("/v1/audio/translations").unwrap();
+        assert_eq!(t, Route::Translations);
+        assert_eq!(t.kind(), ModelKind::Whisper);
+        assert_eq!(t.label(), "audio_translations");
+        assert_eq!(Route::from_path(t.path()), Some(t));
+    }
 
     #[test]
     fn audio_length_is_bounded_by_the_wav_header_or_a_low_bitrate() {

@@ -150,5 +150,6 @@ fn operation(route: Route) -> &'static str {
         Route::Chat => "chat",
         Route::Completions => "text_completion",
         Route::Transcriptions => "transcription",
+        Route::Translations => "translation",
     }
 }

@@ -55,12 +55,14 @@ pub struct Transcription {
 }
 
 /// `response_format=verbose_json`: the text with its language, duration and segments.
+/// Translations (`/v1/audio/translations`) answer in the same shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerboseTranscription {
-    /// `transcribe`.
+    /// `transcribe`, or `translate` for a translation.
     #[serde(default)]
     pub task: String,
-    /// The language's English name, lower case (`english`).
+    /// The language's English name, lower case (`english`): the spoken language of a
+    /// transcription, the output's (always `english`) of a translation.
     #[serde(default)]
     pub language: String,
     /// Seconds of audio.

@@ -18,6 +18,7 @@ pub mod ct2;
 pub mod decode;
 pub mod decoder;
 pub mod encoder;
+pub mod languages;
 pub mod layers;
 pub mod load;
 pub mod mel;
@@ -39,7 +40,7 @@ use encoder::Encoder;
 use mel::MelExtractor;
 use rules::Rules;
 use transcribe::{Task, Vocab};
-pub use transcript::{DecodeOptions, Segment, Transcript};
+pub use transcript::{DecodeOptions, Segment, Transcript, WhisperTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WhisperError {
@@ -63,7 +64,6 @@ pub struct WhisperEngine {
     rules: Rules,
     start_of_prev: u32,
     no_speech: Option<u32>,
-    multilingual: bool,
 }
 
 /// What `model.bin` and `config.json` give, before the tokenizer joins them.
@@ -168,7 +168,8 @@ impl WhisperEngine {
             cfg,
             n_mels,
         } = w;
-        // English-only vocabularies have 51864 entries; multilingual ones 51865+.
+        // English-only vocabularies have 51864 entries; multilingual ones 51865+ (and the
+        // language and task tokens, which `SpecialTokens` then requires).
         let multilingual = decoder.vocab() >= 51865;
         let special = SpecialTokens::from_tokenizer(&tokenizer, multilingual)?;
         let rules = Rules::new(&special, &cfg, decoder.vocab());
@@ -184,13 +185,26 @@ impl WhisperEngine {
             tokenizer,
             special,
             rules,
-            multilingual,
         })
     }
 
     /// Whether the model knows languages other than English.
     pub fn is_multilingual(&self) -> bool {
-        self.multilingual
+        self.special.is_multilingual()
+    }
+
+    /// The codes of the languages the model can be told to hear (`en` alone for an
+    /// English-only model), in Whisper's token order.
+    pub fn languages(&self) -> Vec<&'static str> {
+        if self.special.is_multilingual() {
+            self.special
+                .languages
+                .iter()
+                .map(|&(code, _)| code)
+                .collect()
+        } else {
+            vec!["en"]
+        }
     }
 
     /// Text of `ids` (special and timestamp tokens dropped), leading space kept.
@@ -209,8 +223,20 @@ impl WhisperEngine {
         }
     }
 
-    /// A new transcription of `pcm` (16 kHz mono): computes its log-mel.
-    pub fn new_task(&self, pcm: &[f32], opts: DecodeOptions) -> Result<Task> {
+    /// A new transcription of `pcm` (16 kHz mono): computes its log-mel. Refuses a
+    /// language or task the model cannot do (the worker checks first, with 400s).
+    pub fn new_task(&self, pcm: &[f32], mut opts: DecodeOptions) -> Result<Task> {
+        if !self.is_multilingual() {
+            // Nothing to detect: an English-only model hears English.
+            opts.language = Some(opts.language.unwrap_or("en"));
+        }
+        let probe = opts.language.unwrap_or("en");
+        if self.special.lang_task(probe, opts.task).is_none() {
+            return Err(WhisperError::Decode(format!(
+                "this model cannot {} language '{probe}'",
+                opts.task.name()
+            )));
+        }
         let mel = self.mel.full(pcm)?;
         let prompt = match opts.prompt.as_deref().map(str::trim) {
             Some(p) if !p.is_empty() => self

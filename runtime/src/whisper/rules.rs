@@ -111,7 +111,9 @@ mod tests {
             sot: 11,
             eot: 10,
             no_timestamps: 14,
-            lang_task: vec![],
+            transcribe: None,
+            translate: None,
+            languages: vec![],
         };
         let cfg = Ct2Config {
             suppress_ids: vec![3],

@@ -16,6 +16,11 @@ fn have(tool: &str) -> bool {
 /// Synthesises speech with espeak-ng and resamples it to 16 kHz mono with sox, applying
 /// the sox `effects` after (e.g. `&["tempo", "2.2"]`); `None` (a skip) without the tools.
 fn speech(text: &str, dir: &Path, effects: &[&str]) -> Option<Vec<f32>> {
+    speech_in("en", text, dir, effects)
+}
+
+/// [`speech`] in espeak-ng's `voice` (`de`, `fr`, …).
+fn speech_in(voice: &str, text: &str, dir: &Path, effects: &[&str]) -> Option<Vec<f32>> {
     if !have("espeak-ng") || !have("sox") {
         eprintln!("SKIP: whisper end-to-end test needs espeak-ng and sox (scripts/setup.sh)");
         return None;
@@ -23,7 +28,7 @@ fn speech(text: &str, dir: &Path, effects: &[&str]) -> Option<Vec<f32>> {
     let raw = dir.join("raw.wav");
     let wav = dir.join("16k.wav");
     let ok = Command::new("espeak-ng")
-        .arg("-w")
+        .args(["-v", voice, "-w"])
         .arg(&raw)
         .arg(text)
         .status();
@@ -45,11 +50,15 @@ fn speech(text: &str, dir: &Path, effects: &[&str]) -> Option<Vec<f32>> {
 }
 
 fn model_files() -> surge_models::ResolvedModel {
+    model_named("whisper-tiny.en")
+}
+
+fn model_named(name: &str) -> surge_models::ResolvedModel {
     let cache = surge_models::ModelCache::open_default().unwrap();
-    let entry = surge_models::catalog::find("whisper-tiny.en").unwrap();
+    let entry = surge_models::catalog::find(name).unwrap();
     let req = surge_models::PullRequest::from_catalog(entry).unwrap();
     surge_models::pull(&cache, &req, &Default::default()).unwrap();
-    cache.resolve("whisper-tiny.en").unwrap()
+    cache.resolve(name).unwrap()
 }
 
 fn engine(m: &surge_models::ResolvedModel) -> WhisperEngine {
@@ -311,4 +320,103 @@ fn improbable_output_falls_back_to_higher_temperatures() {
     };
     let b = engine.transcribe(&pcm, &fixed).unwrap();
     assert!(b.segments.iter().all(|s| s.temperature == 0.0), "{b:?}");
+}
+
+/// On whisper-base, requests without a language detect it in their first window (one
+/// logits row) while other requests in the same batch decode (two rows on their first
+/// step): batched transcripts and languages equal solo ones, the task and language
+/// tokens steer the output, and what the model cannot do is refused, not attempted.
+#[test]
+fn multilingual_detection_batches_like_solo() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(de) = speech_in(
+        "de",
+        "Guten Morgen, heute scheint die Sonne und der Himmel ist blau.",
+        dir.path(),
+        &[],
+    ) else {
+        return;
+    };
+    let Some(en) = speech_in(
+        "en",
+        "She opened the window and let the cool air in.",
+        dir.path(),
+        &[],
+    ) else {
+        return;
+    };
+    let engine = engine(&model_named("whisper-base"));
+    assert!(engine.is_multilingual());
+    assert_eq!(engine.languages().len(), 99, "whisper-base predates yue");
+    let detect = DecodeOptions::default();
+    let german = DecodeOptions {
+        language: Some("de"),
+        ..DecodeOptions::default()
+    };
+    let translate = DecodeOptions {
+        task: WhisperTask::Translate,
+        ..DecodeOptions::default()
+    };
+    let jobs = [
+        (&de, detect.clone()),
+        (&en, detect),
+        (&de, german),
+        (&de, translate),
+    ];
+    let solo: Vec<Transcript> = jobs
+        .iter()
+        .map(|(pcm, o)| engine.transcribe(pcm, o).unwrap())
+        .collect();
+    for t in &solo {
+        eprintln!("{} {:?}: {:?}", t.language, t.task, t.text);
+    }
+    assert_eq!(solo[0].language, "de");
+    assert_eq!(solo[1].language, "en");
+    assert_eq!(solo[2].language, "de");
+    assert_eq!(
+        solo[0].text, solo[2].text,
+        "detected de decodes as given de"
+    );
+    assert!(solo[0].text.contains("Morgen"), "{:?}", solo[0].text);
+    assert_eq!(
+        (solo[3].language.as_str(), solo[3].task),
+        ("de", WhisperTask::Translate)
+    );
+    assert!(solo[3].text.contains("morning"), "{:?}", solo[3].text);
+
+    let mut tasks: Vec<transcribe::Task> = jobs
+        .iter()
+        .map(|(pcm, o)| engine.new_task(pcm, o.clone()).unwrap())
+        .collect();
+    while tasks.iter().any(|t| !t.is_done()) {
+        let mut refs: Vec<&mut transcribe::Task> = tasks.iter_mut().collect();
+        engine.encode(&mut refs).unwrap();
+        engine.decode_step(&mut refs).unwrap();
+    }
+    for (task, solo) in tasks.into_iter().zip(&solo) {
+        assert_eq!(&task.into_transcript(), solo);
+    }
+
+    let yue = DecodeOptions {
+        language: Some("yue"),
+        ..DecodeOptions::default()
+    };
+    assert!(engine.new_task(&de, yue).is_err());
+    let tiny = engine_for_tiny();
+    let translate = DecodeOptions {
+        task: WhisperTask::Translate,
+        ..DecodeOptions::default()
+    };
+    assert!(tiny.new_task(&de, translate).is_err());
+    let german = DecodeOptions {
+        language: Some("de"),
+        ..DecodeOptions::default()
+    };
+    assert!(tiny.new_task(&de, german).is_err());
+    let t = tiny.transcribe(&en, &DecodeOptions::default()).unwrap();
+    assert_eq!(t.language, "en");
+}
+
+fn engine_for_tiny() -> WhisperEngine {
+    engine(&model_files())
 }

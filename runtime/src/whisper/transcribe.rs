@@ -10,6 +10,11 @@
 //! loop, then likeliest — faster-whisper's rule). Silent windows (no-speech probability high and text
 //! improbable) are skipped.
 //!
+//! On a multilingual model without a given language, the first window first identifies
+//! the language (the decoder fed `<|startoftranscript|>` alone, the likeliest language
+//! token wins, as in openai-whisper and faster-whisper), then decodes with
+//! `<|lang|><|transcribe|>` (or `<|translate|>`) like every later window.
+//!
 //! The engine drives tasks: [`Task::needs_encode`] → encode → [`Task::start_window`];
 //! then [`Task::decode_input`] / [`Task::on_logits`] once per batched decode step
 //! until the task is [`Task::is_done`].
@@ -66,6 +71,8 @@ struct Window {
     no_speech_prob: f64,
     /// Tokens to feed on the next step: the prompt first, then the last sample.
     pending: Vec<u32>,
+    /// The prompt is `<|startoftranscript|>` alone and the next logits pick the language.
+    detecting: bool,
     logits_for: Vec<usize>,
     /// The best failed attempt so far, kept in case every temperature fails.
     best: Option<Attempt>,
@@ -106,6 +113,8 @@ pub struct Task {
     prompt_from: usize,
     window: Option<Window>,
     duration: f64,
+    /// The spoken language's code; `None` until the first window detects it.
+    language: Option<&'static str>,
 }
 
 /// Result of feeding one decode step's logits to a task.
@@ -122,7 +131,9 @@ impl Task {
     pub fn new(mel: LogMel, opts: DecodeOptions, vocab_prompt: Vec<u32>) -> Self {
         let duration = mel.content_frames as f64 * HOP as f64 / SAMPLE_RATE as f64;
         let rng = StdRng::seed_from_u64(opts.seed);
+        let language = opts.language;
         Self {
+            language,
             mel,
             opts,
             rng,
@@ -155,16 +166,12 @@ impl Task {
 
     /// Starts decoding the window at `seek` from its encoding.
     pub fn start_window(&mut self, cross: CrossKv, cache: SelfCache, v: &Vocab<'_>) {
-        let mut prompt = Vec::new();
-        let history = &self.all_tokens[self.prompt_from..];
-        if !history.is_empty() {
-            prompt.push(v.start_of_prev);
-            let keep = (v.n_text_ctx / 2 - 1).min(history.len());
-            prompt.extend_from_slice(&history[history.len() - keep..]);
-        }
-        let sot_index = prompt.len();
-        prompt.push(v.special.sot);
-        prompt.extend_from_slice(&v.special.lang_task);
+        let detecting = self.language.is_none();
+        let (prompt, sot_index) = if detecting {
+            (vec![v.special.sot], 0)
+        } else {
+            self.window_prompt(v)
+        };
         let frames = N_FRAMES.min(self.mel.content_frames - self.seek);
         let temp_index = 0;
         let mut w = Window {
@@ -179,11 +186,54 @@ impl Task {
             sum_logprob: 0.0,
             no_speech_prob: 0.0,
             pending: Vec::new(),
+            detecting,
             logits_for: Vec::new(),
             best: None,
         };
         restart(&mut w);
         self.window = Some(w);
+    }
+
+    /// The decoding prompt of the window at `seek`: earlier text after `<|startofprev|>`,
+    /// then `<|startoftranscript|>` and the language and task tokens. Returns it with
+    /// the position of `<|startoftranscript|>`.
+    fn window_prompt(&self, v: &Vocab<'_>) -> (Vec<u32>, usize) {
+        let mut prompt = Vec::new();
+        let history = &self.all_tokens[self.prompt_from..];
+        if !history.is_empty() {
+            prompt.push(v.start_of_prev);
+            let keep = (v.n_text_ctx / 2 - 1).min(history.len());
+            prompt.extend_from_slice(&history[history.len() - keep..]);
+        }
+        let sot_index = prompt.len();
+        prompt.push(v.special.sot);
+        // The engine checked the language and task against the model when the task was
+        // made (and detection picks only the model's languages), so this is never `None`;
+        // if it were, the bare `<|startoftranscript|>` is still a valid prompt.
+        let language = self.language.unwrap_or("en");
+        if let Some(lt) = v.special.lang_task(language, self.opts.task) {
+            prompt.extend_from_slice(&lt);
+        }
+        (prompt, sot_index)
+    }
+
+    /// Takes the language-identification logits: the likeliest language becomes the
+    /// task's, and the window restarts with the full prompt.
+    fn on_language(&mut self, rows: &[f32], v: &Vocab<'_>) -> Progress {
+        let detected = v
+            .special
+            .detect_language(rows)
+            .map_or("en", |(code, _)| code);
+        self.language = Some(detected);
+        let (prompt, sot_index) = self.window_prompt(v);
+        let Some(w) = self.window.as_mut() else {
+            return Progress::Done;
+        };
+        w.prompt = prompt;
+        w.sot_index = sot_index;
+        w.detecting = false;
+        restart(w);
+        Progress::Decoding
     }
 
     fn temperature(&self, index: usize) -> f32 {
@@ -201,6 +251,9 @@ impl Task {
 
     /// Consumes the logits this task asked for (one row per `logits_for` entry).
     pub fn on_logits(&mut self, rows: &mut [f32], v: &Vocab<'_>) -> Progress {
+        if self.window.as_ref().is_some_and(|w| w.detecting) {
+            return self.on_language(rows, v);
+        }
         let vocab = rows.len() / self.window.as_ref().map_or(1, |w| w.logits_for.len());
         let temperature = self.temperature(self.window.as_ref().map_or(0, |w| w.temp_index));
         let Some(w) = self.window.as_mut() else {
@@ -385,7 +438,9 @@ impl Task {
             text,
             segments: self.segments,
             duration: round3(self.duration),
-            language: "en".into(),
+            // Only audio too short for any window leaves the language undetected.
+            language: self.language.unwrap_or("en").to_string(),
+            task: self.opts.task,
         }
     }
 }
@@ -406,8 +461,13 @@ fn restart(w: &mut Window) {
     w.pending.clear();
     w.pending.extend_from_slice(&w.prompt);
     w.logits_for.clear();
-    w.logits_for.push(w.sot_index);
-    w.logits_for.push(w.prompt.len() - 1);
+    if w.detecting {
+        // One row: the language is read from the logits after `<|startoftranscript|>`.
+        w.logits_for.push(w.sot_index);
+    } else {
+        w.logits_for.push(w.sot_index);
+        w.logits_for.push(w.prompt.len() - 1);
+    }
 }
 
 fn round3(x: f64) -> f64 {

@@ -4,9 +4,33 @@
 
 use serde::Serialize;
 
+/// What the decoder is asked to write: the speech's own words, or English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhisperTask {
+    #[default]
+    Transcribe,
+    /// `<|translate|>`: English text whatever the spoken language (multilingual models).
+    Translate,
+}
+
+impl WhisperTask {
+    /// The name OpenAI's `verbose_json` reports as `task`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WhisperTask::Transcribe => "transcribe",
+            WhisperTask::Translate => "translate",
+        }
+    }
+}
+
 /// Per-request decoding choices (the API's `temperature`, `prompt`, …).
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
+    /// ISO code of the spoken language; `None` detects it from the first window on a
+    /// multilingual model (English-only models are always `en`).
+    pub language: Option<&'static str>,
+    pub task: WhisperTask,
     /// First temperature to decode with; `None` means 0 with OpenAI's fallback
     /// schedule (0.2, 0.4, … 1.0) when a window's output looks like a failure.
     /// An explicit temperature disables the fallback, as OpenAI's API does.
@@ -42,6 +66,8 @@ pub struct Transcript {
     pub segments: Vec<Segment>,
     /// Length of the audio in seconds.
     pub duration: f64,
-    /// ISO 639-1 code of the language transcribed (`en` for English-only models).
+    /// ISO 639-1 code of the spoken language, as given or detected (`en` for
+    /// English-only models). A translation's text is English whatever this is.
     pub language: String,
+    pub task: WhisperTask,
 }

@@ -1,16 +1,20 @@
-//! The request of `POST /v1/audio/transcriptions`: OpenAI's multipart/form-data fields,
-//! parsed from the already-read body and checked one by one, so every mistake is a 400
-//! that names its `param`.
+//! The request of `POST /v1/audio/transcriptions` and `/v1/audio/translations`: OpenAI's
+//! multipart/form-data fields, parsed from the already-read body and checked one by one,
+//! so every mistake is a 400 that names its `param`.
 //!
 //! Fields: `file` (required, an uploaded file; its filename is a format hint), `model`
 //! (required), `language`, `prompt`, `response_format`, `temperature`,
 //! `timestamp_granularities[]`. Other fields (`stream`, `include[]`, …) are ignored.
+//! OpenAI's translations take no `language`; here it is honoured as the spoken language
+//! (instead of detecting it) rather than dropped.
 
 use axum::body::Bytes;
 
 use surge_protocol::multipart;
 
 use crate::server::ApiError;
+
+use crate::whisper::WhisperTask;
 
 use super::format::ResponseFormat;
 use super::languages;
@@ -27,17 +31,21 @@ pub struct TranscriptionRequest {
     pub prompt: Option<String>,
     pub response_format: ResponseFormat,
     pub temperature: Option<f32>,
+    /// Which endpoint it came to: transcribe, or translate into English.
+    pub task: WhisperTask,
 }
 
 fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
     ApiError::invalid(message, param)
 }
 
-/// Parses the body of a transcription request. `content_type` is the request's
-/// `Content-Type` header, which carries the multipart boundary.
+/// Parses the body of a transcription (or, with `task` Translate, translation) request.
+/// `content_type` is the request's `Content-Type` header, which carries the multipart
+/// boundary.
 pub async fn parse(
     content_type: Option<&str>,
     body: Vec<u8>,
+    task: WhisperTask,
 ) -> Result<TranscriptionRequest, ApiError> {
     let parts = multipart::read_form(content_type, Bytes::from(body)).await?;
     let mut file: Option<(Bytes, Option<String>)> = None;
@@ -131,6 +139,7 @@ pub async fn parse(
         prompt: prompt.filter(|p| !p.trim().is_empty()),
         response_format,
         temperature,
+        task,
     })
 }
 
@@ -151,19 +160,14 @@ fn granularity(value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Refuses a language the model cannot transcribe.
-///
-/// An English-only model (`*.en`) only takes English. The engine has no way yet to force
-/// a language on a multilingual model, so anything but English is refused there too
-/// rather than silently ignored.
-pub fn check_language(
-    language: Option<&str>,
-    multilingual: bool,
-    model: &str,
-) -> Result<(), ApiError> {
+/// Refuses a language the model cannot hear. `known` is the model's languages (`en`
+/// alone for an English-only model; 99 or 100 codes for a multilingual one).
+pub fn check_language(language: Option<&str>, known: &[&str], model: &str) -> Result<(), ApiError> {
+    let english_only = known == ["en"];
     match language {
-        None | Some("en") => Ok(()),
-        Some(code) if !multilingual => Err(invalid(
+        None => Ok(()),
+        Some(code) if known.contains(&code) => Ok(()),
+        Some(code) if english_only => Err(invalid(
             format!(
                 "The model {model} is English-only and cannot transcribe language '{code}' \
                  ({}); send English audio, or leave 'language' out",
@@ -173,12 +177,29 @@ pub fn check_language(
         )),
         Some(code) => Err(invalid(
             format!(
-                "Choosing the language ('{code}') is not supported by this worker yet; leave \
-                 'language' out"
+                "The model {model} does not know language '{code}' ({}); leave 'language' \
+                 out to detect it",
+                languages::name(code)
             ),
             "language",
         )),
     }
+}
+
+/// Refuses a translation on an English-only model: it has no `<|translate|>` token (and
+/// its English transcript is already English; the transcriptions endpoint serves that).
+pub fn check_task(task: WhisperTask, multilingual: bool, model: &str) -> Result<(), ApiError> {
+    if task == WhisperTask::Translate && !multilingual {
+        return Err(invalid(
+            format!(
+                "The model {model} is English-only and cannot translate; use a multilingual \
+                 Whisper model (e.g. whisper-base), or /v1/audio/transcriptions for English \
+                 audio"
+            ),
+            "model",
+        ));
+    }
+    Ok(())
 }
 
 /// A seed for sampled decoding that depends only on the request, so retrying the same
@@ -244,7 +265,7 @@ mod tests {
     }
 
     async fn parse_parts(parts: &[Part<'_>]) -> Result<TranscriptionRequest, ApiError> {
-        parse(Some(&ct()), form(parts)).await
+        parse(Some(&ct()), form(parts), WhisperTask::Transcribe).await
     }
 
     async fn error(parts: &[Part<'_>]) -> (String, Option<String>) {
@@ -397,23 +418,26 @@ mod tests {
         );
         body.extend_from_slice(&[0xff, 0xfe, 0x00]);
         body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-        let e = parse(Some(&ct()), body).await.unwrap_err();
+        let e = parse(Some(&ct()), body, WhisperTask::Transcribe)
+            .await
+            .unwrap_err();
         assert_eq!(e.body()["error"]["param"], "prompt");
     }
 
     #[tokio::test]
     async fn wrong_content_type_or_malformed_body() {
+        const T: WhisperTask = WhisperTask::Transcribe;
         let body = form(&[Part::File("file", Some("a.wav"), AUDIO)]);
         for ct in [
             None,
             Some("application/json"),
             Some("application/x-www-form-urlencoded"),
         ] {
-            let e = parse(ct, body.clone()).await.unwrap_err();
+            let e = parse(ct, body.clone(), T).await.unwrap_err();
             assert_eq!(e.status(), 400);
             assert!(e.to_string().contains("multipart/form-data"), "{e}");
         }
-        let e = parse(Some("multipart/form-data"), body.clone())
+        let e = parse(Some("multipart/form-data"), body.clone(), T)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("boundary"), "{e}");
@@ -423,14 +447,14 @@ mod tests {
             Part::File("file", Some("a.wav"), AUDIO),
             Part::Text("model", "m"),
         ]);
-        assert!(parse(Some(&ok), b.clone()).await.is_ok());
+        assert!(parse(Some(&ok), b.clone(), T).await.is_ok());
         // Cut before the closing boundary.
         b.truncate(b.len() - 10);
-        let e = parse(Some(&ct()), b).await.unwrap_err();
+        let e = parse(Some(&ct()), b, T).await.unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains("multipart"), "{e}");
         // Not multipart at all.
-        let e = parse(Some(&ct()), b"{\"file\": 1}".to_vec())
+        let e = parse(Some(&ct()), b"{\"file\": 1}".to_vec(), T)
             .await
             .unwrap_err();
         assert_eq!(e.status(), 400);
@@ -438,15 +462,47 @@ mod tests {
 
     #[test]
     fn language_checks() {
-        assert!(check_language(None, false, "m.en").is_ok());
-        assert!(check_language(Some("en"), false, "m.en").is_ok());
-        let e = check_language(Some("de"), false, "whisper-tiny.en").unwrap_err();
+        let en = ["en"];
+        assert!(check_language(None, &en, "m.en").is_ok());
+        assert!(check_language(Some("en"), &en, "m.en").is_ok());
+        let e = check_language(Some("de"), &en, "whisper-tiny.en").unwrap_err();
         assert_eq!(e.body()["error"]["param"], "language");
         assert!(e.to_string().contains("English-only"), "{e}");
         assert!(e.to_string().contains("german"), "{e}");
-        assert!(check_language(Some("en"), true, "m").is_ok());
-        let e = check_language(Some("de"), true, "m").unwrap_err();
+        let many = ["en", "de", "fr"];
+        assert!(check_language(None, &many, "m").is_ok());
+        assert!(check_language(Some("en"), &many, "m").is_ok());
+        assert!(check_language(Some("fr"), &many, "m").is_ok());
+        let e = check_language(Some("yue"), &many, "whisper-base").unwrap_err();
         assert_eq!(e.body()["error"]["param"], "language");
+        assert!(e.to_string().contains("cantonese"), "{e}");
+    }
+
+    #[test]
+    fn translation_needs_a_multilingual_model() {
+        assert!(check_task(WhisperTask::Transcribe, false, "m.en").is_ok());
+        assert!(check_task(WhisperTask::Translate, true, "m").is_ok());
+        let e = check_task(WhisperTask::Translate, false, "whisper-tiny.en").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.body()["error"]["param"], "model");
+        assert!(e.to_string().contains("English-only"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn translations_parse_the_same_fields() {
+        let r = parse(
+            Some(&ct()),
+            form(&[
+                Part::File("file", Some("a.wav"), AUDIO),
+                Part::Text("model", "whisper-base"),
+                Part::Text("language", "de"),
+            ]),
+            WhisperTask::Translate,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.task, WhisperTask::Translate);
+        assert_eq!(r.language, Some("de"));
     }
 
     #[test]
@@ -459,6 +515,7 @@ mod tests {
             prompt: prompt.map(str::to_string),
             response_format: ResponseFormat::Json,
             temperature: Some(0.5),
+            task: WhisperTask::Transcribe,
         };
         assert_eq!(seed(&req(b"abc", None)), seed(&req(b"abc", None)));
         assert_ne!(seed(&req(b"abc", None)), seed(&req(b"abd", None)));

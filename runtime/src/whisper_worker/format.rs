@@ -13,7 +13,7 @@ use surge_protocol::openai::{
     VerboseTranscription,
 };
 
-use crate::whisper::{Segment, Transcript};
+use crate::whisper::{Segment, Transcript, WhisperTask};
 
 use super::languages;
 
@@ -120,8 +120,8 @@ pub fn body(format: ResponseFormat, t: &Transcript, m: &Metering) -> String {
             surge_execution: Some(m.execution()),
         }),
         ResponseFormat::VerboseJson => to_json(&VerboseTranscription {
-            task: "transcribe".into(),
-            language: languages::name(&t.language).to_string(),
+            task: t.task.name().into(),
+            language: reported_language(t).to_string(),
             duration: t.duration,
             text: t.text.clone(),
             segments: t.segments.iter().map(segment).collect(),
@@ -131,6 +131,16 @@ pub fn body(format: ResponseFormat, t: &Transcript, m: &Metering) -> String {
         ResponseFormat::Text => format!("{}\n", t.text),
         ResponseFormat::Srt => srt(t),
         ResponseFormat::Vtt => vtt(t),
+    }
+}
+
+/// The `language` of `verbose_json`: the spoken language's English name for a
+/// transcription; for a translation, the output's (OpenAI documents it as always
+/// `english`).
+fn reported_language(t: &Transcript) -> &str {
+    match t.task {
+        WhisperTask::Transcribe => languages::name(&t.language),
+        WhisperTask::Translate => "english",
     }
 }
 
@@ -253,6 +263,7 @@ mod tests {
             ],
             duration: 3662.25,
             language: "en".into(),
+            task: WhisperTask::Transcribe,
         }
     }
 
@@ -321,6 +332,22 @@ mod tests {
         assert_eq!(v["task"], "transcribe");
         assert_eq!(v["language"], "english");
         assert_eq!(v["duration"], 3662.25);
+        // A translation reports the output's language, as OpenAI does; a transcription
+        // the spoken one.
+        let german = Transcript {
+            language: "de".into(),
+            ..transcript()
+        };
+        let translated = Transcript {
+            task: WhisperTask::Translate,
+            ..german.clone()
+        };
+        let verbose = |t: &Transcript| -> Value {
+            serde_json::from_str(&body(ResponseFormat::VerboseJson, t, &metering())).unwrap()
+        };
+        assert_eq!(verbose(&german)["language"], "german");
+        assert_eq!(verbose(&translated)["language"], "english");
+        assert_eq!(verbose(&translated)["task"], "translate");
         assert_eq!(v["text"], "Hello there. General Kenobi.");
         assert_eq!(v["usage"]["type"], "duration");
         let segs = v["segments"].as_array().unwrap();
@@ -401,6 +428,7 @@ mod tests {
             segments: vec![],
             duration: 1.0,
             language: "en".into(),
+            task: WhisperTask::Transcribe,
         };
         assert_eq!(body(ResponseFormat::Srt, &silent, &m), "");
         assert_eq!(body(ResponseFormat::Vtt, &silent, &m), "WEBVTT\n\n");

@@ -1,6 +1,6 @@
 //! The Whisper worker process: `surge worker --model NAME` for a Whisper model. It answers
 //! `/health` at once (503 while loading), loads the model on the engine thread, then serves
-//! OpenAI's `POST /v1/audio/transcriptions`.
+//! OpenAI's `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`.
 //!
 //! `api` (the multipart request, checked) → audio decode on the blocking pool →
 //! `scheduler` (the engine thread) → `format` (json, text, srt, vtt, verbose_json);
@@ -9,10 +9,13 @@
 
 pub mod api;
 pub mod format;
-pub mod languages;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
+
+/// Whisper's language table lives with the engine (it looks up the language tokens);
+/// the API parses and names languages with it.
+pub use crate::whisper::languages;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -111,6 +114,7 @@ fn engine_thread(mut cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: Eng
         }
     };
     let multilingual = engine.is_multilingual();
+    let languages = engine.languages();
     let sched = SchedulerConfig {
         max_batch: cfg.max_batch.max(1),
         max_encode_batch: cfg.encode_batch.max(1),
@@ -120,6 +124,7 @@ fn engine_thread(mut cfg: WhisperWorkerConfig, state: Arc<AppState>, failed: Eng
     let _ = state.ready.set(Ready {
         engine: EngineHandle::new(tx),
         multilingual,
+        languages,
     });
     let load_seconds = started.elapsed().as_secs_f64();
     let report = startup.finish(state.life.listening_at());

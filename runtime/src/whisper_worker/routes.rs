@@ -1,7 +1,8 @@
-//! HTTP routes of the Whisper worker. A transcription is: read the body (bounded), parse
-//! the multipart form, decode the audio on the blocking pool (symphonia and the resampler
-//! are CPU-heavy and must not stall the reactor), queue the PCM for the engine thread,
-//! and render the transcript in the requested format.
+//! HTTP routes of the Whisper worker. A transcription (or translation: the same path with
+//! `<|translate|>`) is: read the body (bounded), parse the multipart form, decode the
+//! audio on the blocking pool (symphonia and the resampler are CPU-heavy and must not
+//! stall the reactor), queue the PCM for the engine thread, and render the transcript in
+//! the requested format.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use tracing::Instrument;
 
 use crate::audio::{self, AudioError};
 use crate::server::{self, trace, ApiError, Lifecycle, ModelIds, WorkerInfo};
-use crate::whisper::DecodeOptions;
+use crate::whisper::{DecodeOptions, WhisperTask};
 
 use super::api;
 use super::format::{self, Metering};
@@ -28,8 +29,10 @@ use super::scheduler::{EngineHandle, Times};
 /// What exists once the model has loaded.
 pub struct Ready {
     pub engine: EngineHandle,
-    /// Whether the model knows languages other than English (and so could translate).
+    /// Whether the model knows languages other than English (and so can translate).
     pub multilingual: bool,
+    /// The language codes it can be told (`en` alone for an English-only model).
+    pub languages: Vec<&'static str>,
 }
 
 pub struct AppState {
@@ -85,13 +88,22 @@ async fn transcriptions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    serve(&st, &headers, body, WhisperTask::Transcribe).await
+}
+
+async fn translations(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    serve(&st, &headers, body, WhisperTask::Translate).await
+}
+
+/// Either endpoint: they differ only in the task token and the metrics label.
+async fn serve(st: &AppState, headers: &HeaderMap, body: Body, task: WhisperTask) -> Response {
     let arrived = Instant::now();
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let span = request_span(&headers, &st.ids.name);
-    let work = transcribe(&st, content_type.as_deref(), body, &span);
+    let span = request_span(headers, &st.ids.name, task);
+    let work = transcribe(st, content_type.as_deref(), body, task, &span);
     let resp = match work.instrument(span.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -99,22 +111,30 @@ async fn transcriptions(
             e.into_response()
         }
     };
-    count(&st, TRANSCRIPTIONS, arrived, &resp);
+    let endpoint = match task {
+        WhisperTask::Transcribe => TRANSCRIPTIONS,
+        WhisperTask::Translate => TRANSLATIONS,
+    };
+    count(st, endpoint, arrived, &resp);
     resp
 }
 
 /// The transcription's span, a child of the gateway's (W3C `traceparent`); nothing when
 /// traces are off. Its children — `decode audio`, `queue`, `encode`, `decode` — are
 /// recorded from the instants kept while it ran.
-fn request_span(headers: &HeaderMap, model: &str) -> tracing::Span {
+fn request_span(headers: &HeaderMap, model: &str, task: WhisperTask) -> tracing::Span {
     if !trace::enabled() {
         return tracing::Span::none();
     }
+    let operation = match task {
+        WhisperTask::Transcribe => "transcription",
+        WhisperTask::Translate => "translation",
+    };
     let span = tracing::info_span!(
         "worker request",
-        otel.name = %format!("transcription {model}"),
+        otel.name = %format!("{operation} {model}"),
         otel.kind = "server",
-        gen_ai.operation.name = "transcription",
+        gen_ai.operation.name = operation,
         gen_ai.request.model = model,
         surge.audio_seconds = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -143,6 +163,7 @@ async fn transcribe(
     st: &AppState,
     content_type: Option<&str>,
     body: Body,
+    task: WhisperTask,
     span: &tracing::Span,
 ) -> Result<Response, ApiError> {
     if let Some(e) = st.life.admission_error() {
@@ -150,10 +171,13 @@ async fn transcribe(
     }
     let ready = st.ready.get().ok_or(ApiError::Loading)?;
     let bytes = server::read_body(body, st.max_body_bytes).await?;
-    let req = api::parse(content_type, bytes).await?;
+    let req = api::parse(content_type, bytes, task).await?;
     st.ids.check(Some(&req.model))?;
-    api::check_language(req.language, ready.multilingual, &st.ids.name)?;
+    api::check_task(task, ready.multilingual, &st.ids.name)?;
+    api::check_language(req.language, &ready.languages, &st.ids.name)?;
     let options = DecodeOptions {
+        language: req.language,
+        task,
         temperature: req.temperature,
         prompt: req.prompt.clone(),
         seed: api::seed(&req),
@@ -204,39 +228,6 @@ fn audio_error(e: AudioError) -> ApiError {
         AudioError::Resample(_) => ApiError::Internal(e.to_string()),
         _ => ApiError::invalid(e.to_string(), "file"),
     }
-}
-
-async fn translations(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    let arrived = Instant::now();
-    let resp = match translate(&st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    count(&st, TRANSLATIONS, arrived, &resp);
-    resp
-}
-
-/// Translation is not implemented. The upload is still read (bounded), so the client
-/// reads the 400 rather than a connection reset.
-async fn translate(st: &AppState, body: Body) -> Result<Response, ApiError> {
-    server::read_body(body, st.max_body_bytes).await?;
-    let multilingual = st.ready.get().map(|r| r.multilingual);
-    let message = if multilingual == Some(false) {
-        format!(
-            "The model {} is English-only and cannot translate; use /v1/audio/transcriptions \
-             for English audio",
-            st.ids.name
-        )
-    } else {
-        "Translation (/v1/audio/translations) is not supported by this worker yet; use \
-         /v1/audio/transcriptions"
-            .to_string()
-    };
-    Err(ApiError::InvalidRequest {
-        message,
-        param: None,
-        code: Some("unsupported_endpoint"),
-    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Whisper's languages: ISO 639-1 (or -3) code and the English name OpenAI reports in
-//! `verbose_json`. The `language` parameter accepts either form.
+//! `verbose_json`. The `language` parameter accepts either form; the engine finds each
+//! language's token (`<|de|>`) by its code, so a model knows exactly the languages whose
+//! token its vocabulary has (99 before large-v3, which added `yue`).
 
 /// (code, name) in Whisper's token order.
 pub const LANGUAGES: &[(&str, &str)] = &[
