@@ -11,6 +11,10 @@
 //!   --only NAME       per-matrix table for matrices whose name contains NAME
 //!   --threads N       our kernels on a private pool of N threads (default:
 //!                     the global pool, `SURGE_KERNEL_THREADS` or all cores)
+//!   --synthetic       no model file: every kernel format on random weights
+//!                     at Qwen2.5-1.5B's MLP shapes (8960×1536, 1536×8960),
+//!                     against candle's QMatMul on the same tensor (`--only`
+//!                     then filters formats, e.g. `--only Q4K`)
 //! ```
 //!
 //! Two views, because they answer different questions:
@@ -31,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use surge_runtime::kernels::{self, Level, Pool, QuantMatrix};
+use surge_runtime::kernels::{self, Level, Pool, QuantFormat, QuantMatrix};
 
 struct Opts {
     ns: Vec<usize>,
@@ -41,6 +45,7 @@ struct Opts {
     budget: Duration,
     threads: Option<usize>,
     only: Option<String>,
+    synthetic: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -55,6 +60,7 @@ fn parse_opts() -> Opts {
         budget: Duration::from_millis(300),
         threads: None,
         only: None,
+        synthetic: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -78,6 +84,10 @@ fn parse_opts() -> Opts {
             }
             "--no-token" => {
                 o.token = false;
+                i -= 1;
+            }
+            "--synthetic" => {
+                o.synthetic = true;
                 i -= 1;
             }
             other => panic!("unknown option {other}"),
@@ -203,7 +213,7 @@ fn pad_cols(t: &Tensor, kp: usize) -> Tensor {
 fn weight(q: QTensor) -> Weight {
     let ours = QuantMatrix::from_qtensor(&q)
         .unwrap()
-        .expect("Q4_1 or Q8_0 weight");
+        .expect("a kernel format");
     let q8 = if q.dtype() == GgmlDType::Q8_0 {
         None
     } else {
@@ -245,15 +255,80 @@ fn fuse(parts: &[&QTensor]) -> QTensor {
     QTensor::new(storage, (rows, k)).unwrap()
 }
 
+/// `--synthetic`: each format on the same random weights at the shapes of
+/// Qwen2.5-1.5B's MLP, ours (every level asked for) and candle's `QMatMul`.
+fn synthetic(o: &Opts, pool: &Pool) {
+    const SHAPES: [(usize, usize); 2] = [(8960, 1536), (1536, 8960)];
+    let formats = QuantFormat::ALL.into_iter().filter(|f| {
+        o.only
+            .as_deref()
+            .is_none_or(|s| format!("{f:?}").contains(s))
+    });
+    println!("\n| format | rows×k | n | impl | µs/call | weight GB/s | bits/weight | vs candle | other procs' CPU (cores) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for f in formats {
+        for (rows, k) in SHAPES {
+            let dense = Tensor::from_vec(fake_input(rows * k), (rows, k), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&dense, f.ggml_dtype()).unwrap();
+            let ours = QuantMatrix::from_qtensor(&q)
+                .unwrap()
+                .expect("kernel format");
+            let candle_bytes = q.storage_size_in_bytes();
+            let candle = QMatMul::from_qtensor(q).unwrap();
+            for &n in &o.ns {
+                let x = fake_input(n * k);
+                let xt = Tensor::from_slice(&x, (n, k), &Device::Cpu).unwrap();
+                let (t_candle, l_candle) = time_it(o.budget, || {
+                    candle.forward(&xt).unwrap();
+                });
+                let row = |imp: &str, t: Duration, bytes: usize, load: f64| {
+                    println!(
+                        "| {f:?} | {rows}×{k} | {n} | {imp} | {:.1} | {:.1} | {:.3} | {:.2}× | {load:.2} |",
+                        t.as_secs_f64() * 1e6,
+                        bytes as f64 / t.as_secs_f64() / 1e9,
+                        8.0 * bytes as f64 / (rows * k) as f64,
+                        t_candle.as_secs_f64() / t.as_secs_f64()
+                    )
+                };
+                row("candle", t_candle, candle_bytes, l_candle);
+                let mut out = vec![0f32; n * rows];
+                for &level in &o.levels {
+                    let (t, load) = time_it(o.budget, || {
+                        kernels::matmul_with(level, pool, &ours, &x, n, &mut out).unwrap()
+                    });
+                    row(
+                        &format!("ours {}", level.name()),
+                        t,
+                        ours.size_in_bytes(),
+                        load,
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn main() {
     let o = parse_opts();
+    let private = o.threads.map(|t| Pool::new(t, Duration::from_micros(50)));
+    let pool = private.as_ref().unwrap_or_else(|| kernels::global_pool());
+    if o.synthetic {
+        println!("load average before: {}", loadavg());
+        println!(
+            "kernel level (active): {:?}; pool threads: {}; candle threads: {}",
+            kernels::active_level(),
+            pool.threads(),
+            candle_core::utils::get_num_threads()
+        );
+        synthetic(&o, pool);
+        println!("\nload average after: {}", loadavg());
+        return;
+    }
     let path =
         std::env::var("SURGE_TEST_GGUF").unwrap_or_else(|_| "/tmp/models/smollm2.gguf".into());
     let mut file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut tensor = |name: &str| content.tensor(&mut file, name, &Device::Cpu).unwrap();
-    let private = o.threads.map(|t| Pool::new(t, Duration::from_micros(50)));
-    let pool = private.as_ref().unwrap_or_else(|| kernels::global_pool());
     println!("load average before: {}", loadavg());
     println!(
         "kernel level (active): {:?}; pool threads: {}; candle threads: {}",

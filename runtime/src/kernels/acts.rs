@@ -6,6 +6,8 @@
 //! Per block we also keep the sum of the `q`s: `Q4_1`'s min term is
 //! `m · Σx = m · d · Σq`, and the AVX-512 `Q8_0` kernel uses it to undo the
 //! +128 offset that makes signed weights fit `vpdpbusd`'s unsigned operand.
+//! `Q5_0`'s offset of 16 is undone the same way, and `Q6_K`'s offset of 32
+//! needs the sums per 16 values, since its scales change every 16 values.
 //! Scales stay f32 (llama.cpp rounds them to f16), which only adds accuracy.
 //! The added error is ~0.2–0.5% of a dot product for typical activations.
 
@@ -25,6 +27,8 @@ pub(crate) struct Q8Acts {
     pub s: Vec<f32>,
     /// `n × k/32` `Σq`.
     pub sum: Vec<i32>,
+    /// `n × k/16` `Σq` per 16 values.
+    pub sum16: Vec<i32>,
 }
 
 impl Q8Acts {
@@ -39,11 +43,13 @@ impl Q8Acts {
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0.0);
         self.sum.resize(nb, 0);
+        self.sum16.resize(2 * nb, 0);
         let bufs = (
             &mut self.qs[..],
             &mut self.d[..],
             &mut self.s[..],
             &mut self.sum[..],
+            &mut self.sum16[..],
         );
         match level {
             #[cfg(target_arch = "x86_64")]
@@ -63,22 +69,47 @@ impl Q8Acts {
     }
 }
 
-type Bufs<'a> = (&'a mut [i8], &'a mut [f32], &'a mut [f32], &'a mut [i32]);
-
-/// One block's input, quantized output, scale, `d · Σq` and `Σq`.
-type Block<'a> = (
-    &'a [f32],
+type Bufs<'a> = (
     &'a mut [i8],
-    &'a mut f32,
-    &'a mut f32,
-    &'a mut i32,
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [i32],
+    &'a mut [i32],
 );
 
-fn blocks<'a>(x: &'a [f32], (qs, d, s, sum): Bufs<'a>) -> impl Iterator<Item = Block<'a>> {
+/// One block's input, quantized output and where its scale, `d · Σq`, `Σq`
+/// and the two halves' `Σq` go.
+struct Block<'a> {
+    x: &'a [f32],
+    q: &'a mut [i8],
+    d: &'a mut f32,
+    s: &'a mut f32,
+    sum: &'a mut i32,
+    sum16: &'a mut [i32],
+}
+
+impl Block<'_> {
+    #[inline(always)]
+    fn set(self, scale: f32, lo: i32, hi: i32) {
+        let total = lo + hi;
+        (*self.d, *self.sum, *self.s) = (scale, total, scale * total as f32);
+        (self.sum16[0], self.sum16[1]) = (lo, hi);
+    }
+}
+
+fn blocks<'a>(x: &'a [f32], (qs, d, s, sum, sum16): Bufs<'a>) -> impl Iterator<Item = Block<'a>> {
     x.chunks_exact(BLOCK)
         .zip(qs.chunks_exact_mut(BLOCK))
-        .zip(d.iter_mut().zip(s.iter_mut()).zip(sum.iter_mut()))
-        .map(|((xb, qb), ((db, sb), sumb))| (xb, qb, db, sb, sumb))
+        .zip(d.iter_mut().zip(s.iter_mut()))
+        .zip(sum.iter_mut().zip(sum16.chunks_exact_mut(2)))
+        .map(|(((x, q), (d, s)), (sum, sum16))| Block {
+            x,
+            q,
+            d,
+            s,
+            sum,
+            sum16,
+        })
 }
 
 /// `1 / scale`, or 0 for an all-zero block (its values all quantize to 0).
@@ -95,18 +126,18 @@ fn inverse(scale: f32) -> f32 {
 /// SIMD versions, so every level produces identical bytes (NaN inputs
 /// aside, which give unspecified finite values at every level).
 fn quantize_impl(x: &[f32], bufs: Bufs<'_>) {
-    for (xb, qb, db, sb, sumb) in blocks(x, bufs) {
-        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+    for blk in blocks(x, bufs) {
+        let amax = blk.x.iter().fold(0f32, |a, v| a.max(v.abs()));
         let scale = amax / 127.0;
         let inv = inverse(scale);
-        let mut total = 0i32;
-        for (q, v) in qb.iter_mut().zip(xb) {
+        let mut halves = [0i32; 2];
+        for (i, (q, v)) in blk.q.iter_mut().zip(blk.x).enumerate() {
             // The clamp keeps -128 out even if `v * inv` overshoots 127.
             let r = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
             *q = r as i8;
-            total += r;
+            halves[i / 16] += r;
         }
-        (*db, *sumb, *sb) = (scale, total, scale * total as f32);
+        blk.set(scale, halves[0], halves[1]);
     }
 }
 
@@ -119,7 +150,8 @@ fn quantize_avx512(x: &[f32], bufs: Bufs<'_>) {
     use std::arch::x86_64::*;
     const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     let (hi, lo) = (_mm512_set1_epi32(127), _mm512_set1_epi32(-127));
-    for (xb, qb, db, sb, sumb) in blocks(x, bufs) {
+    for blk in blocks(x, bufs) {
+        let (xb, qb) = (blk.x, &mut *blk.q);
         // SAFETY: `xb` and `qb` hold 32 values each (`chunks_exact`).
         unsafe {
             let v0 = _mm512_loadu_ps(xb.as_ptr());
@@ -134,8 +166,8 @@ fn quantize_avx512(x: &[f32], bufs: Bufs<'_>) {
             let (q0, q1) = (q(v0), q(v1));
             _mm_storeu_si128(qb.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128(qb.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(q1));
-            let total = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-            (*db, *sumb, *sb) = (scale, total, scale * total as f32);
+            let (lo, hi) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
+            blk.set(scale, lo, hi);
         }
     }
 }
@@ -150,7 +182,8 @@ fn quantize_avx2(x: &[f32], bufs: Bufs<'_>) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     // `packs` interleaves 128-bit lanes; this restores value order.
     let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (xb, qb, db, sb, sumb) in blocks(x, bufs) {
+    for blk in blocks(x, bufs) {
+        let (xb, qb) = (blk.x, &mut *blk.q);
         // SAFETY: `xb` and `qb` hold 32 values each (`chunks_exact`).
         unsafe {
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
@@ -173,11 +206,13 @@ fn quantize_avx2(x: &[f32], bufs: Bufs<'_>) {
                 qb.as_mut_ptr().cast(),
                 _mm256_permutevar8x32_epi32(packed, unshuffle),
             );
-            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let total = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
-            (*db, *sumb, *sb) = (scale, total, scale * total as f32);
+            let hsum = |a: __m256i, b: __m256i| {
+                let s = _mm256_add_epi32(a, b);
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+            };
+            blk.set(scale, hsum(q[0], q[1]), hsum(q[2], q[3]));
         }
     }
 }
@@ -206,7 +241,15 @@ mod tests {
             a.quantize(level, &x, 2, k);
             assert_eq!(a.qs, reference.qs, "{level:?}");
             assert_eq!(a.sum, reference.sum);
+            assert_eq!(a.sum16, reference.sum16);
             assert_eq!(a.d, reference.d);
+            assert_eq!(a.s, reference.s);
+        }
+        for (b, pair) in reference.sum16.chunks(2).enumerate() {
+            let q = &reference.qs[32 * b..][..32];
+            let sum = |h: &[i8]| h.iter().map(|&v| i32::from(v)).sum::<i32>();
+            assert_eq!([pair[0], pair[1]], [sum(&q[..16]), sum(&q[16..])]);
+            assert_eq!(reference.sum[b], pair[0] + pair[1]);
         }
         // Dequantized values are within half a step of the input.
         for (i, v) in x.iter().enumerate() {

@@ -20,15 +20,20 @@
 //! Group blocks of one group are contiguous, groups follow each other, so a
 //! kernel streams memory linearly. Rows are padded to a multiple of 16 with
 //! zero weights whose outputs are never stored.
+//!
+//! `Q5_0`, `Q5_1` and the k-quants `Q4_K`, `Q5_K`, `Q6_K` reuse `Q4_1`'s
+//! nibble interleaving plus high-bit planes; see `planes.rs`.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 
 use super::f16::read_f16;
+use super::planes;
 use super::{KernelError, Result};
 
 /// Rows interleaved per group (one 512-bit register of i32 lanes).
 pub const ROWS_PER_GROUP: usize = 16;
-/// Values per quantization block (both formats).
+/// Values per activation block, and per quantization block of `Q4_1`,
+/// `Q8_0`, `Q5_0` and `Q5_1` (k-quant super-blocks are 8 such blocks).
 pub(crate) const BLOCK: usize = 32;
 
 /// The weight formats the kernels support.
@@ -36,22 +41,60 @@ pub(crate) const BLOCK: usize = 32;
 pub enum QuantFormat {
     Q4_1,
     Q8_0,
+    Q5_0,
+    Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl QuantFormat {
+    pub const ALL: [QuantFormat; 7] = [
+        QuantFormat::Q4_1,
+        QuantFormat::Q8_0,
+        QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+    ];
+
     /// The candle dtype with the same block encoding.
     pub fn ggml_dtype(self) -> GgmlDType {
         match self {
             QuantFormat::Q4_1 => GgmlDType::Q4_1,
             QuantFormat::Q8_0 => GgmlDType::Q8_0,
+            QuantFormat::Q5_0 => GgmlDType::Q5_0,
+            QuantFormat::Q5_1 => GgmlDType::Q5_1,
+            QuantFormat::Q4K => GgmlDType::Q4K,
+            QuantFormat::Q5K => GgmlDType::Q5K,
+            QuantFormat::Q6K => GgmlDType::Q6K,
         }
     }
 
     pub fn from_ggml_dtype(dtype: GgmlDType) -> Option<Self> {
-        match dtype {
-            GgmlDType::Q4_1 => Some(QuantFormat::Q4_1),
-            GgmlDType::Q8_0 => Some(QuantFormat::Q8_0),
-            _ => None,
+        QuantFormat::ALL
+            .into_iter()
+            .find(|f| f.ggml_dtype() == dtype)
+    }
+
+    /// The `planes.rs` format id, for formats stored as bit planes.
+    pub(crate) fn plane(self) -> Option<u8> {
+        match self {
+            QuantFormat::Q4_1 | QuantFormat::Q8_0 => None,
+            QuantFormat::Q5_0 => Some(planes::Q5_0),
+            QuantFormat::Q5_1 => Some(planes::Q5_1),
+            QuantFormat::Q4K => Some(planes::Q4K),
+            QuantFormat::Q5K => Some(planes::Q5K),
+            QuantFormat::Q6K => Some(planes::Q6K),
+        }
+    }
+
+    /// Values of one GGML block (a k-quant super-block is 256).
+    pub fn block_values(self) -> usize {
+        match self {
+            QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K => 256,
+            _ => BLOCK,
         }
     }
 
@@ -60,19 +103,35 @@ impl QuantFormat {
         match self {
             QuantFormat::Q4_1 => 20,
             QuantFormat::Q8_0 => 34,
+            QuantFormat::Q5_0 => 22,
+            QuantFormat::Q5_1 => 24,
+            QuantFormat::Q4K => 144,
+            QuantFormat::Q5K => 176,
+            QuantFormat::Q6K => 210,
         }
     }
 
-    /// Bytes of one group block in our layout.
+    /// Bytes of one group block (one GGML block × 16 rows) in our layout.
     pub(crate) fn group_block_bytes(self) -> usize {
-        self.ggml_block_bytes() * ROWS_PER_GROUP
+        match self.plane() {
+            Some(p) => planes::geometry(p).sb_bytes,
+            None => self.ggml_block_bytes() * ROWS_PER_GROUP,
+        }
     }
 
-    /// Offset of the 16 f16 `d` scales inside a group block.
+    /// Bits per weight of our layout (the file's is
+    /// `8 · ggml_block_bytes / block_values`).
+    pub fn bits_per_weight(self) -> f64 {
+        8.0 * self.group_block_bytes() as f64 / (ROWS_PER_GROUP * self.block_values()) as f64
+    }
+
+    /// Offset of the 16 f16 `d` scales inside a `Q4_1`/`Q8_0` group block.
     pub(crate) fn d_offset(self) -> usize {
         match self {
             QuantFormat::Q4_1 => 256,
             QuantFormat::Q8_0 => 512,
+            // Plane formats place their scales per `planes.rs`.
+            _ => unreachable!("d_offset of {self:?}"),
         }
     }
 }
@@ -108,8 +167,8 @@ impl std::fmt::Debug for QuantMatrix {
 }
 
 impl QuantMatrix {
-    /// Repacks a 2-D `Q4_1` or `Q8_0` tensor (`[rows, cols]`, the layout of a
-    /// GGUF linear weight). `Ok(None)` for other dtypes or ranks, so callers
+    /// Repacks a 2-D tensor of a [`QuantFormat`] (`[rows, cols]`, the layout
+    /// of a GGUF linear weight). `Ok(None)` for other dtypes or ranks, so callers
     /// can fall back to candle's `QMatMul`. Works for any device (`data()`
     /// copies device tensors to the host), but the kernels run on the CPU.
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
@@ -184,14 +243,14 @@ impl QuantMatrix {
         Self::from_ggml_bytes(QuantFormat::Q8_0, rows, cols, &ggml)
     }
 
-    /// Repacks raw GGML blocks (`rows × cols / 32` blocks, row-major).
+    /// Repacks raw GGML blocks (`rows × cols / block_values` blocks, row-major).
     pub fn from_ggml_bytes(
         format: QuantFormat,
         rows: usize,
         cols: usize,
         src: &[u8],
     ) -> Result<Self> {
-        let row_bytes = cols / BLOCK * format.ggml_block_bytes();
+        let row_bytes = cols / format.block_values() * format.ggml_block_bytes();
         if src.len() != rows * row_bytes {
             return Err(KernelError::Shape {
                 what: "GGML data bytes",
@@ -205,15 +264,18 @@ impl QuantMatrix {
     /// Repacks several GGML matrices with the same `cols` as one matrix whose rows are
     /// theirs in order (a fused projection), straight from their bytes (e.g. borrowed
     /// from a memory-mapped file) with no concatenated copy in between.
+    /// `cols` must be a multiple of the format's block (32, or 256 for
+    /// k-quants, which GGUF guarantees).
     pub fn from_ggml_parts(format: QuantFormat, cols: usize, parts: &[&[u8]]) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK) {
+        let block = format.block_values();
+        if !cols.is_multiple_of(block) {
             return Err(KernelError::Shape {
-                what: "cols multiple of 32",
-                expected: cols.next_multiple_of(BLOCK),
+                what: "cols multiple of the format's block",
+                expected: cols.next_multiple_of(block),
                 got: cols,
             });
         }
-        let nb = cols / BLOCK;
+        let nb = cols / block;
         let src_block = format.ggml_block_bytes();
         let row_bytes = nb * src_block;
         if let Some(bad) = parts.iter().find(|p| p.len() % row_bytes.max(1) != 0) {
@@ -241,6 +303,10 @@ impl QuantMatrix {
             for b in 0..nb {
                 let s = &src_row[b * src_block..][..src_block];
                 let o = &mut dst[(g * nb + b) * gbb..][..gbb];
+                if let Some(p) = format.plane() {
+                    planes::pack(p, s, o, lane);
+                    continue;
+                }
                 let d_off = format.d_offset() + 2 * lane;
                 o[d_off..d_off + 2].copy_from_slice(&s[0..2]);
                 match format {
@@ -267,6 +333,7 @@ impl QuantMatrix {
                             o[64 * c + 4 * lane..][..4].copy_from_slice(&s[2 + 4 * c..][..4]);
                         }
                     }
+                    _ => unreachable!("plane formats are packed above"),
                 }
             }
         }
@@ -282,7 +349,7 @@ impl QuantMatrix {
         self.rows
     }
 
-    /// Input features, a multiple of 32 (GGUF `ne[0]`).
+    /// Input features, a multiple of the format's block (GGUF `ne[0]`).
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -297,9 +364,14 @@ impl QuantMatrix {
         self.rows.div_ceil(ROWS_PER_GROUP)
     }
 
-    /// Blocks of 32 values per row.
+    /// Blocks of 32 values (activation blocks) per row.
     pub(crate) fn blocks_per_row(&self) -> usize {
         self.cols / BLOCK
+    }
+
+    /// Bytes of one row group (all its group blocks).
+    pub(crate) fn group_bytes(&self) -> usize {
+        self.cols / self.format.block_values() * self.format.group_block_bytes()
     }
 
     /// The packed bytes (group blocks back to back).
@@ -318,7 +390,7 @@ impl QuantMatrix {
     /// The packed bytes of group `g`, block 0 (for the SIMD kernels).
     pub(crate) fn group_ptr(&self, g: usize) -> *const u8 {
         debug_assert!(g < self.groups());
-        self.bytes()[g * self.blocks_per_row() * self.format.group_block_bytes()..].as_ptr()
+        self.bytes()[g * self.group_bytes()..].as_ptr()
     }
 
     /// Value `e` (0..32) of row `lane` in group block `gb` as (q, d, m):
@@ -332,6 +404,7 @@ impl QuantMatrix {
                 i32::from(if i < 4 { byte & 0x0f } else { byte >> 4 })
             }
             QuantFormat::Q8_0 => i32::from(gb[64 * (e / 4) + 4 * lane + e % 4] as i8),
+            _ => unreachable!("plane formats decode in planes.rs"),
         }
     }
 
@@ -341,7 +414,7 @@ impl QuantMatrix {
         let d = read_f16(gb, format.d_offset() + 2 * lane);
         let m = match format {
             QuantFormat::Q4_1 => read_f16(gb, Q4_1_M_OFFSET + 2 * lane),
-            QuantFormat::Q8_0 => 0.0,
+            _ => 0.0,
         };
         (d, m)
     }
@@ -354,6 +427,19 @@ impl QuantMatrix {
         let mut out = vec![0f32; self.rows * self.cols];
         for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
             let (g, lane) = (r / ROWS_PER_GROUP, r % ROWS_PER_GROUP);
+            if let Some(p) = self.format.plane() {
+                let group = &bytes[g * self.group_bytes()..][..self.group_bytes()];
+                let units = planes::geometry(p).units;
+                for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
+                    let sb = &group[b / units * gbb..][..gbb];
+                    let prm = planes::params(p, sb, b % units, lane);
+                    for (e, v) in vals.iter_mut().enumerate() {
+                        let q = planes::q(p, sb, b % units, lane, e) - prm.offset;
+                        *v = prm.d[e / 16] * q as f32 + prm.min;
+                    }
+                }
+                continue;
+            }
             for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
                 let gb = &bytes[(g * nb + b) * gbb..][..gbb];
                 let (d, m) = Self::scales(gb, self.format, lane);

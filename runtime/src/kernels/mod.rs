@@ -35,6 +35,7 @@ mod avx512;
 mod f16;
 pub mod full_attention;
 mod matrix;
+mod planes;
 mod pool;
 mod scalar;
 pub mod softmax;
@@ -43,6 +44,8 @@ mod tensor;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_planes;
 #[cfg(test)]
 mod tests_real;
 

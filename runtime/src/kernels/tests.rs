@@ -125,7 +125,7 @@ pub(super) fn check_all_levels(
     (worst_dense, worst_candle)
 }
 
-fn random_matrix(
+pub(super) fn random_matrix(
     rows: usize,
     k: usize,
     dtype: GgmlDType,
@@ -210,12 +210,12 @@ fn kernels_shapes_and_edge_cases() {
     assert!(out.iter().all(|&v| v == 0.0));
     // Unsupported dtypes and ranks are declined, not errors.
     let t = Tensor::from_vec(gaussian(64 * 32, 1), (64, 32), &Device::Cpu).unwrap();
-    let q4k = QTensor::quantize(
+    let q4_0 = QTensor::quantize(
         &Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu).unwrap(),
-        GgmlDType::Q4K,
+        GgmlDType::Q4_0,
     )
     .unwrap();
-    assert!(QuantMatrix::from_qtensor(&q4k).unwrap().is_none());
+    assert!(QuantMatrix::from_qtensor(&q4_0).unwrap().is_none());
     let q1d = QTensor::quantize(&t.flatten_all().unwrap(), GgmlDType::Q8_0).unwrap();
     assert!(QuantMatrix::from_qtensor(&q1d).unwrap().is_none());
     assert!(QuantMatrix::from_ggml_bytes(QuantFormat::Q8_0, 2, 32, &[0; 10]).is_err());

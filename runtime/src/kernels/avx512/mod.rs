@@ -11,6 +11,9 @@
 //! Weights of a group are unpacked once per block and used for up to
 //! [`MAX_COLS`] activation rows, so at batch `n` the weight stream is read
 //! once and compute grows with `n` — the point of continuous batching.
+//!
+//! The plane formats (`Q5_0`, `Q5_1`, `Q4_K`, `Q5_K`, `Q6_K`) are in
+//! `planes.rs`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -19,6 +22,8 @@ use std::ptr;
 use super::acts::Q8Acts;
 use super::matrix::{QuantFormat, QuantMatrix, Q4_1_M_OFFSET, ROWS_PER_GROUP};
 use super::OutPtr;
+
+mod planes;
 
 /// Activation rows per pass over a group. 8 keeps the Q4_1 kernel's 24
 /// accumulators plus 5 temporaries within the 32 zmm registers.
@@ -58,6 +63,7 @@ pub(super) unsafe fn run_groups(w: &QuantMatrix, a: &Q8Acts, groups: Range<usize
                 match w.format() {
                     QuantFormat::Q4_1 => dispatch!(q4_1_group, c, w, a, g, col, out),
                     QuantFormat::Q8_0 => dispatch!(q8_0_group, c, w, a, g, col, out),
+                    f => planes::group(f.plane().unwrap_or_default(), c, w, a, g, col, out),
                 }
             }
             col += c;

@@ -10,6 +10,9 @@
 //! 3810, so a whole block's 8 products per lane sum in i16 without saturation
 //! (≤ 30480) and need one `vpmaddwd` per block. Signed `Q8_0` weights use the
 //! usual sign trick (`|w|` × `sign(x, w)`, pair ≤ 32512) and widen per chunk.
+//!
+//! The plane formats (`Q5_0`, `Q5_1`, `Q4_K`, `Q5_K`, `Q6_K`) are in
+//! `planes.rs`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -18,6 +21,8 @@ use std::ptr;
 use super::acts::Q8Acts;
 use super::matrix::{QuantFormat, QuantMatrix, Q4_1_M_OFFSET, ROWS_PER_GROUP};
 use super::OutPtr;
+
+mod planes;
 
 /// Activation rows per pass: 4 accumulators + 4 block sums + 6 constants and
 /// temporaries fit the 16 ymm registers.
@@ -57,6 +62,10 @@ pub(super) unsafe fn run_groups(w: &QuantMatrix, a: &Q8Acts, groups: Range<usize
                     match w.format() {
                         QuantFormat::Q4_1 => dispatch!(q4_1_half, c, w, a, g, h, col, out),
                         QuantFormat::Q8_0 => dispatch!(q8_0_half, c, w, a, g, h, col, out),
+                        f => {
+                            let p = f.plane().unwrap_or_default();
+                            planes::half(p, c, w, a, g, h, col, out)
+                        }
                     }
                 }
                 col += c;
