@@ -278,7 +278,7 @@ impl LlamaConfig {
     pub fn is_sliding_layer(&self, i: usize) -> bool {
         self.sliding_window.is_some()
             && self.sliding_window_pattern > 0
-            && (i + 1) % self.sliding_window_pattern != 0
+            && !(i + 1).is_multiple_of(self.sliding_window_pattern)
     }
 }
 

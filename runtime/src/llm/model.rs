@@ -528,19 +528,12 @@ impl LlmModel {
                     .get_mut(li)
                     .ok_or_else(|| LlmError::InvalidBatch("cache has too few layers".into()))?;
                 let (k, v) = (k.narrow(0, off, n)?, v.narrow(0, off, n)?);
+                append_kv(kv, &k, &v, past, nkv, hd)?;
                 if fused(n) {
-                    append_kv(kv, &k, &v, past, nkv, hd)?;
                     outs.push(None);
                 } else {
-                    outs.push(Some(self.attend(
-                        kv,
-                        &q.narrow(0, off, n)?,
-                        &k,
-                        &v,
-                        past,
-                        window,
-                        mask.as_ref(),
-                    )?));
+                    let q = q.narrow(0, off, n)?;
+                    outs.push(Some(self.attend(kv, &q, past, window, mask.as_ref())?));
                 }
             }
             let decode: Vec<usize> = (0..spans.len()).filter(|&i| fused(spans[i].1)).collect();
@@ -607,20 +600,18 @@ impl LlmModel {
         Ok(logits)
     }
 
-    /// Causal attention of `n` new tokens of one sequence over its cache, each
-    /// seeing at most the last `window` positions (its own included).
+    /// Causal attention of `n` new tokens of one sequence over its cache (their
+    /// keys and values already appended at `past..past + n`), each seeing at most
+    /// the last `window` positions (its own included).
     ///
-    /// Inputs are `q: [n, n_head, 1, hd]`, `k: [n, n_kv, 1, hd]`,
-    /// `v: [n, n_kv, hd]`; returns `[n, hidden]`. Grouped-query attention is
+    /// Input is `q: [n, n_head, 1, hd]`; returns `[n, n_head * hd]`. Grouped-query attention is
     /// done by folding the query heads that share a kv head into the row
     /// dimension (`[n_kv, group * n, hd]`), which avoids materialising
     /// repeated keys and values.
     fn attend(
         &self,
-        kv: &mut LayerKv,
+        kv: &LayerKv,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
         past: usize,
         window: usize,
         mask: Option<&Tensor>,
@@ -630,7 +621,6 @@ impl LlmModel {
         let group = nh / nkv;
         let n = q.dim(0)?;
         let total = past + n;
-        append_kv(kv, k, v, past, nkv, hd)?;
         // Keys before the first query's window are never attended to.
         let lo = window_start(past, window);
         let keys = kv.k.narrow(1, lo, total - lo)?;

@@ -32,6 +32,9 @@ pub struct Tokenizer {
     inner: Inner,
     bos_token_id: Option<u32>,
     eos_token_id: Option<u32>,
+    /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`; when the
+    /// key is absent, llama.cpp's default: yes for SentencePiece, no for BPE).
+    add_bos: bool,
 }
 
 #[derive(Clone)]
@@ -60,11 +63,31 @@ impl Tokenizer {
                 .map(|v| u32::try_from(v).map_err(|_| bad(key, "token id out of range")))
                 .transpose()
         };
+        let add_bos = match f.get("tokenizer.ggml.add_bos_token") {
+            Some(v) => v
+                .to_bool()
+                .map_err(|e| bad("tokenizer.ggml.add_bos_token", e))?,
+            None => model == "llama",
+        };
         Ok(Self {
             inner,
             bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: token_id("tokenizer.ggml.eos_token_id")?,
+            add_bos,
         })
+    }
+
+    /// Encodes a whole prompt: [`Self::encode`], with BOS in front when the model
+    /// expects it and the text (e.g. a chat template's output) does not already
+    /// begin with it. Gemma's output is garbage without its BOS.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let Some(bos) = self.bos_token_id.filter(|_| self.add_bos) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// Encodes text without adding BOS/EOS; special tokens written in the text

@@ -106,7 +106,7 @@ pub fn chat(
         .render(&rendered, true)
         .map_err(|e| ApiError::invalid(format!("chat template failed: {e}"), "messages"))?;
     let prompt = tok
-        .encode(&prompt_text)
+        .encode_prompt(&prompt_text)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let top_logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (_, Some(n)) if n > 20 => {
@@ -192,7 +192,7 @@ pub fn completion(
 }
 
 fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
-    tok.encode(text)
+    tok.encode_prompt(text)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
