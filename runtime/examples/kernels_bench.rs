@@ -15,6 +15,9 @@
 //!                     at Qwen2.5-1.5B's MLP shapes (8960×1536, 1536×8960),
 //!                     against candle's QMatMul on the same tensor (`--only`
 //!                     then filters formats, e.g. `--only Q4K`)
+//!   --cold            with --synthetic: rotate through copies of the matrix
+//!                     (> 160 MB in all, 5× the L3 here), so every call
+//!                     streams its weights from DRAM, as decode does
 //! ```
 //!
 //! Two views, because they answer different questions:
@@ -46,6 +49,7 @@ struct Opts {
     threads: Option<usize>,
     only: Option<String>,
     synthetic: bool,
+    cold: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -61,6 +65,7 @@ fn parse_opts() -> Opts {
         threads: None,
         only: None,
         synthetic: false,
+        cold: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -88,6 +93,10 @@ fn parse_opts() -> Opts {
             }
             "--synthetic" => {
                 o.synthetic = true;
+                i -= 1;
+            }
+            "--cold" => {
+                o.cold = true;
                 i -= 1;
             }
             other => panic!("unknown option {other}"),
@@ -274,12 +283,26 @@ fn synthetic(o: &Opts, pool: &Pool) {
                 .unwrap()
                 .expect("kernel format");
             let candle_bytes = q.storage_size_in_bytes();
-            let candle = QMatMul::from_qtensor(q).unwrap();
+            let copies = if o.cold {
+                160_000_000usize.div_ceil(candle_bytes)
+            } else {
+                1
+            };
+            let ours = vec![ours; copies];
+            let candle: Vec<QMatMul> = (0..copies)
+                .map(|_| QMatMul::from_qtensor(fuse(&[&q])).unwrap())
+                .collect();
+            let next = std::cell::Cell::new(0usize);
+            let pick = || {
+                let i = next.get();
+                next.set((i + 1) % copies);
+                i
+            };
             for &n in &o.ns {
                 let x = fake_input(n * k);
                 let xt = Tensor::from_slice(&x, (n, k), &Device::Cpu).unwrap();
                 let (t_candle, l_candle) = time_it(o.budget, || {
-                    candle.forward(&xt).unwrap();
+                    candle[pick()].forward(&xt).unwrap();
                 });
                 let row = |imp: &str, t: Duration, bytes: usize, load: f64| {
                     println!(
@@ -294,12 +317,12 @@ fn synthetic(o: &Opts, pool: &Pool) {
                 let mut out = vec![0f32; n * rows];
                 for &level in &o.levels {
                     let (t, load) = time_it(o.budget, || {
-                        kernels::matmul_with(level, pool, &ours, &x, n, &mut out).unwrap()
+                        kernels::matmul_with(level, pool, &ours[pick()], &x, n, &mut out).unwrap()
                     });
                     row(
                         &format!("ours {}", level.name()),
                         t,
-                        ours.size_in_bytes(),
+                        ours[0].size_in_bytes(),
                         load,
                     );
                 }
