@@ -16,6 +16,8 @@ use candle_transformers::models::quantized_qwen2::ModelWeights;
 use surge_runtime::llm::test_support::qwen_test_gguf_path;
 use surge_runtime::llm::*;
 
+mod llama_cpp;
+
 fn gguf() -> &'static GgufFile {
     static F: OnceLock<GgufFile> = OnceLock::new();
     F.get_or_init(|| GgufFile::open(qwen_test_gguf_path()).expect("open qwen GGUF"))
@@ -377,4 +379,16 @@ fn qwen2_pre_tokenizer() {
     assert!(pieces
         .iter()
         .all(|p| p.chars().filter(char::is_ascii_digit).count() <= 1));
+}
+
+/// Tokenization and the first 32 greedy tokens equal llama.cpp's on the same
+/// file, or the first difference is a tie in llama.cpp's logits
+/// (`testdata/llm/qwen2-llama-cpp.json`).
+#[test]
+fn greedy_matches_llama_cpp() {
+    let bounds = llama_cpp::Bounds {
+        tie: 0.3,
+        relative_logits: 1.5,
+    };
+    llama_cpp::check(model(), tokenizer(), "qwen2-llama-cpp.json", &bounds);
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Layout, Storage, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i};
@@ -170,18 +170,8 @@ impl LlmModel {
             .map(|(_, d)| format!("{d:?}"))
             .unwrap_or_default();
 
-        // Our kernels lack Q5_0/Q5_1 (most matrices of Qwen's Q4_K_M files), and candle
-        // runs them in scalar code (measured 6 tok/s decode and prefill for Qwen2.5 0.5B
-        // here), so under `Auto` they are requantized to Q8_0, which our kernels run;
-        // k-quants stay on candle's SIMD QMatMul.
-        let requant_q5 = own && opts.weight_format == WeightFormat::Auto;
-        let load = |name: &str| -> Result<QTensor> {
-            let q = file.tensor(name, device)?;
-            if requant_q5 && matches!(q.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1) {
-                return convert(q, WeightFormat::Q8_0, device);
-            }
-            convert(q, fmt, device)
-        };
+        let load =
+            |name: &str| -> Result<QTensor> { convert(file.tensor(name, device)?, fmt, device) };
         // With our kernels and the file's own quantization, matmul weights go from the
         // mapped file straight into the kernels' layout: one copy instead of a read, a
         // typed copy, a fused concatenation and the repack.
@@ -306,13 +296,7 @@ impl LlmModel {
         {
             Linear::from_matrix(m)
         } else {
-            let head_fmt =
-                if requant_q5 && matches!(embed.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1) {
-                    WeightFormat::Q8_0
-                } else {
-                    fmt
-                };
-            match converted(&embed, head_fmt, device)? {
+            match converted(&embed, fmt, device)? {
                 Some(q) => Linear::new(q, pad, device, own)?,
                 None => match Linear::padded_copy(&embed, pad, device, own)? {
                     Some(l) => l,
