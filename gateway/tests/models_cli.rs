@@ -602,3 +602,33 @@ fn ctrl_c_between_parts_exits_130_and_leaves_nothing() {
     assert!(sources.downloads() < 3, "stopped before the last part");
     assert_untouched(home.path());
 }
+
+/// A GGUF whose architecture the engine does not implement is refused at import,
+/// naming the supported ones, and leaves the cache as it was.
+#[test]
+fn an_unsupported_architecture_is_refused_at_import() {
+    let mut h = b"GGUF".to_vec();
+    h.extend(3u32.to_le_bytes());
+    h.extend(0u64.to_le_bytes()); // tensors
+    h.extend(1u64.to_le_bytes()); // key/values
+    let key = b"general.architecture";
+    h.extend((key.len() as u64).to_le_bytes());
+    h.extend(key);
+    h.extend(8u32.to_le_bytes()); // string
+    h.extend(4u64.to_le_bytes());
+    h.extend(b"phi3");
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("phi.gguf");
+    std::fs::write(&file, &h).unwrap();
+    let out = run(
+        home.path(),
+        None,
+        &["models", "import", "phi", file.to_str().unwrap()],
+    );
+    expect_failure(
+        &out,
+        "architecture `phi3` is not supported (supported architectures: llama, qwen2, gemma3)",
+    );
+    assert_untouched(home.path());
+}

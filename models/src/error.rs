@@ -14,6 +14,13 @@ pub enum ModelsError {
     #[error("{0}")]
     Usage(String),
 
+    #[error(
+        "model '{name}': architecture `{architecture}` is not supported (supported \
+         architectures: {})",
+        crate::gguf::SUPPORTED_ARCHITECTURES.join(", ")
+    )]
+    UnsupportedArchitecture { name: String, architecture: String },
+
     #[error("model '{0}' is not in the cache; run `surge models pull {0}`")]
     NotCached(String),
 

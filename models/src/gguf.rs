@@ -5,6 +5,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+/// The `general.architecture` values the LLM engine implements (`surge worker` refuses
+/// the others at start, `surge models pull`/`import` before writing a manifest). Kept
+/// here, where both the worker and the cache can see it, so the two cannot disagree.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
+
 /// The `general.architecture` of the GGUF file at `path`; `None` when the file is not
 /// GGUF (v2 or v3) or does not say.
 pub fn architecture(path: &Path) -> Option<String> {

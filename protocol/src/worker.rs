@@ -76,6 +76,10 @@ pub struct WorkerOptions {
     /// Exit when the parent process exits (the gateway sets this).
     #[arg(long)]
     pub exit_with_parent: bool,
+    /// LLM: repack the weights on every start instead of mapping (or writing) the
+    /// model cache's packed-weights file (for measuring what the file saves).
+    #[arg(long)]
+    pub no_packed_weights: bool,
     /// Compute threads: the size of the kernel pool and of candle's and rayon's pools
     /// (CANDLE_NUM_THREADS, RAYON_NUM_THREADS; this flag wins over them) [default: every
     /// core]. The gateway passes its pool's `worker_cores`, rounded up, for CPU workers.
@@ -186,6 +190,9 @@ impl WorkerOptions {
         }
         if self.exit_with_parent {
             out.push("--exit-with-parent".into());
+        }
+        if self.no_packed_weights {
+            out.push("--no-packed-weights".into());
         }
         out
     }

@@ -153,6 +153,15 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                 .path_with_suffix(".gguf")
                 .ok_or_else(|| format!("model {} has no .gguf file", model.manifest.name))?
                 .to_path_buf();
+            let sha = model
+                .manifest
+                .files
+                .iter()
+                .find(|f| f.name.ends_with(".gguf"))
+                .map(|f| f.sha256.clone());
+            let packed_weights = sha
+                .filter(|_| !opts.no_packed_weights)
+                .map(|sha| (crate::llm::packed::pack_path(cache.root(), &sha), sha));
             let cfg = LlmWorkerConfig {
                 model_name: model.manifest.name.clone(),
                 aliases: model.manifest.aliases.clone(),
@@ -169,6 +178,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                     .context_length
                     .map(|c| c as usize)),
                 max_body_bytes,
+                packed_weights,
                 startup,
             };
             Ok(rt.block_on(llm_worker::run(cfg, opts.listen)))

@@ -15,6 +15,7 @@ use surge_runtime::llm::test_support::gemma_test_gguf_path;
 use surge_runtime::llm::*;
 
 mod llama_cpp;
+use surge_runtime::llm::packed;
 use llama_cpp::{argmax, greedy, references, Bounds};
 
 fn gguf() -> &'static GgufFile {
@@ -145,4 +146,46 @@ fn batching_matches_alone() {
         }
     }
     assert_eq!(outs, alone);
+}
+
+/// The packed-weights file (`surge_runtime::llm::packed`): the first load
+/// writes it, the next maps it, and both compute exactly what a repacking load
+/// computes.
+#[test]
+fn packed_weights_are_written_then_mapped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = packed::pack_path(dir.path(), "gemma-test");
+    let with_pack = || {
+        LlmModel::load_gguf(
+            gguf(),
+            &Device::Cpu,
+            &LoadOptions {
+                max_context: Some(4096),
+                packed_weights: Some((path.clone(), "gemma-test".into())),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load")
+    };
+    let first = with_pack();
+    assert!(
+        first.load_report().packed_weights.starts_with("written"),
+        "{}",
+        first.load_report().packed_weights
+    );
+    let second = with_pack();
+    assert_eq!(second.load_report().packed_weights, "mapped");
+    eprintln!(
+        "load: repacking {:.3} s, writing {:.3} s, mapping {:.3} s",
+        model().load_report().load_seconds,
+        first.load_report().load_seconds,
+        second.load_report().load_seconds
+    );
+    let ids = prompt("def fibonacci(n):");
+    let (want, want_logits) = greedy(model(), &ids, 8, 512);
+    for m in [&first, &second] {
+        let (got, logits) = greedy(m, &ids, 8, 512);
+        assert_eq!(got, want);
+        assert_eq!(logits, want_logits, "bit-identical logits");
+    }
 }

@@ -153,7 +153,19 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     bytes: usize,
-    data: Vec<Line>,
+    data: Storage,
+}
+
+/// Where a matrix's packed bytes live: built in memory at load, or mapped from a
+/// packed-weights file written by an earlier load (`crate::llm::packed`), which
+/// every worker of the model on the machine then shares through the page cache.
+#[derive(Clone)]
+enum Storage {
+    Owned(Vec<Line>),
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        offset: usize,
+    },
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -295,7 +307,7 @@ impl QuantMatrix {
             rows,
             cols,
             bytes,
-            data: vec![Line([0; 64]); bytes.div_ceil(64)],
+            data: Storage::Owned(vec![Line([0; 64]); bytes.div_ceil(64)]),
         };
         let dst = m.bytes_mut();
         for (r, src_row) in src_rows.enumerate() {
@@ -374,17 +386,65 @@ impl QuantMatrix {
         self.cols / self.format.block_values() * self.format.group_block_bytes()
     }
 
-    /// The packed bytes (group blocks back to back).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: `Line` is `repr(C)` over `[u8; 64]` without padding, the
-        // vector holds at least `self.bytes` bytes, and `u8` has no invalid
-        // values or alignment needs.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), self.bytes) }
+    /// The packed bytes (group blocks back to back), e.g. to store them in a
+    /// packed-weights file.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            // SAFETY: `Line` is `repr(C)` over `[u8; 64]` without padding, the
+            // vector holds at least `self.bytes` bytes, and `u8` has no invalid
+            // values or alignment needs.
+            Storage::Owned(lines) => unsafe {
+                std::slice::from_raw_parts(lines.as_ptr().cast::<u8>(), self.bytes)
+            },
+            // `from_mapped` checked the range.
+            Storage::Mapped { map, offset } => &map[*offset..*offset + self.bytes],
+        }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, with unique access through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<u8>(), self.bytes) }
+        match &mut self.data {
+            // SAFETY: as in `bytes`, with unique access through `&mut self`.
+            Storage::Owned(lines) => unsafe {
+                std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), self.bytes)
+            },
+            Storage::Mapped { .. } => unreachable!("only freshly built matrices are written"),
+        }
+    }
+
+    /// A matrix whose packed bytes (as [`Self::bytes`] gave them for the same
+    /// format and shape) start at `offset` of a read-only map: no copy, no
+    /// repacking. The offset must be 64-byte aligned (the kernels' loads assume
+    /// cache-line aligned group blocks; maps are page aligned).
+    pub fn from_mapped(
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        map: std::sync::Arc<memmap2::Mmap>,
+        offset: usize,
+    ) -> Result<Self> {
+        let nb = cols / format.block_values();
+        let bytes = rows.div_ceil(ROWS_PER_GROUP) * nb * format.group_block_bytes();
+        if !cols.is_multiple_of(format.block_values()) || !offset.is_multiple_of(64) {
+            return Err(KernelError::Shape {
+                what: "mapped matrix: cols a multiple of the block, offset of 64",
+                expected: 0,
+                got: offset,
+            });
+        }
+        if offset.checked_add(bytes).is_none_or(|end| end > map.len()) {
+            return Err(KernelError::Shape {
+                what: "mapped matrix end within the map",
+                expected: map.len(),
+                got: offset.saturating_add(bytes),
+            });
+        }
+        Ok(QuantMatrix {
+            format,
+            rows,
+            cols,
+            bytes,
+            data: Storage::Mapped { map, offset },
+        })
     }
 
     /// The packed bytes of group `g`, block 0 (for the SIMD kernels).

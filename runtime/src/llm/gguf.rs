@@ -179,7 +179,7 @@ pub(crate) fn value_to_usize(key: &str, v: &Value) -> Result<usize> {
 
 /// The model architectures the engine implements, as named by
 /// `general.architecture`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
+pub use surge_models::gguf::SUPPORTED_ARCHITECTURES;
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub mod error;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
+pub mod packed;
 pub mod sampling;
 mod spm;
 #[doc(hidden)]

@@ -9,7 +9,7 @@
 //! `[n_tokens, hidden]` matrix for the projections and the MLP, where batching
 //! pays, and runs only RoPE and attention per sequence against its own cache.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +21,7 @@ use candle_nn::rotary_emb::{rope, rope_i};
 use super::error::{LlmError, Result};
 use super::gguf::{Architecture, GgufFile, LlamaConfig, RopeStyle};
 use super::kv_cache::{LayerKv, SeqCache};
+use super::packed::{PackWriter, PackedWeights};
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
 use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
 use crate::kernels::{QuantFormat, QuantMatrix};
@@ -33,9 +34,13 @@ pub struct LoadOptions {
     /// Caps the context below the model's trained length to bound the RoPE
     /// tables and the largest KV cache; `None` uses the GGUF context length.
     pub max_context: Option<usize>,
-    /// Run Q4_1/Q8_0 matmuls on CPU with our own SIMD kernels (`crate::kernels`)
-    /// instead of candle's. Exact-parity tests against candle turn it off.
+    /// Run quantized matmuls (Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) on CPU with
+    /// our own SIMD kernels (`crate::kernels`) instead of candle's. Exact-parity tests against candle turn it off.
     pub cpu_kernels: bool,
+    /// Packed-weights file of this GGUF (`super::packed`) and the GGUF's sha256:
+    /// mapped when it exists, written during the load when it does not. `None`
+    /// repacks every load and writes nothing (tests, files outside the cache).
+    pub packed_weights: Option<(PathBuf, String)>,
 }
 
 impl Default for LoadOptions {
@@ -45,6 +50,7 @@ impl Default for LoadOptions {
             k_padding: KPadding::default(),
             max_context: None,
             cpu_kernels: true,
+            packed_weights: None,
         }
     }
 }
@@ -62,6 +68,9 @@ pub struct LoadReport {
     /// Whether the layer weights were padded (it needs a VNNI CPU and Q8_0
     /// weights); a Q8_0 head can be padded even when Q4_1 layers are not.
     pub k_padded: bool,
+    /// What happened with the packed-weights file: `mapped`, `written`,
+    /// `not written: <why>`, or `off`.
+    pub packed_weights: String,
 }
 
 /// One sequence's contribution to a [`LlmModel::step`]: the tokens not yet in
@@ -151,8 +160,8 @@ impl LlmModel {
             .max_context
             .map_or(config.context_length, |m| m.min(config.context_length))
             .max(1);
-        // Our kernels need SIMD to beat candle; they run Q4_1 and Q8_0 as stored, so with
-        // them `Auto` keeps the file's quantization (more accurate than requantizing).
+        // Our kernels need SIMD to beat candle; they run every quantization of common
+        // GGUF files as stored, so with them `Auto` keeps the file's quantization.
         let own = opts.cpu_kernels
             && device.is_cpu()
             && crate::kernels::active_level() != crate::kernels::Level::Scalar;
@@ -176,9 +185,10 @@ impl LlmModel {
         // mapped file straight into the kernels' layout: one copy instead of a read, a
         // typed copy, a fused concatenation and the repack.
         let direct = own && fmt == WeightFormat::AsStored;
+        let packs = Packs::open(direct, opts.packed_weights.as_ref());
         let projection = |names: &[String], padding: KPadding| -> Result<Projection> {
             if direct {
-                if let Some((m, splits)) = own_matrix(file, names)? {
+                if let Some((m, splits)) = packs.matrix(file, names)? {
                     return Ok(Projection::from_matrix(m, splits));
                 }
             }
@@ -187,7 +197,7 @@ impl LlmModel {
         };
         let linear = |name: String| -> Result<Linear> {
             if direct {
-                if let Some((m, _)) = own_matrix(file, std::slice::from_ref(&name))? {
+                if let Some((m, _)) = packs.matrix(file, std::slice::from_ref(&name))? {
                     return Ok(Linear::from_matrix(m));
                 }
             }
@@ -290,7 +300,7 @@ impl LlmModel {
         let head = if file.has_tensor("output.weight") {
             linear("output.weight".to_string())?
         } else if let Some((m, _)) = direct
-            .then(|| own_matrix(file, &["token_embd.weight".to_string()]))
+            .then(|| packs.matrix(file, &["token_embd.weight".to_string()]))
             .transpose()?
             .flatten()
         {
@@ -341,6 +351,7 @@ impl LlmModel {
             memory_dtype,
             k_padding: pad,
             k_padded: layers.first().is_some_and(|l| l.wo.is_padded()),
+            packed_weights: packs.finish(),
         };
         Ok(Self {
             config,
@@ -746,6 +757,66 @@ fn causal_mask(n: usize, past: usize, window: usize, device: &Device) -> Result<
         })
         .collect();
     Ok(Tensor::from_vec(mask, (n, total - lo), device)?)
+}
+
+/// The packed-weights file of a load: read from, or written to (see `super::packed`).
+struct Packs {
+    read: Option<PackedWeights>,
+    write: Option<PackWriter>,
+    /// Matrices the read file lacked (then it is stale: replaced by a new one).
+    missing: std::sync::atomic::AtomicUsize,
+}
+
+impl Packs {
+    fn open(direct: bool, file: Option<&(PathBuf, String)>) -> Self {
+        let (read, write) = match file {
+            Some((path, sha)) if direct => match PackedWeights::open(path, sha) {
+                Some(p) => (Some(p), None),
+                None => (None, PackWriter::create(path, sha).ok()),
+            },
+            _ => (None, None),
+        };
+        Self {
+            read,
+            write,
+            missing: Default::default(),
+        }
+    }
+
+    /// The named matrices as one kernel matrix: mapped from the file when it has
+    /// them, else repacked from the GGUF (and recorded for the file being written).
+    fn matrix(
+        &self,
+        file: &GgufFile,
+        names: &[String],
+    ) -> Result<Option<(QuantMatrix, Vec<usize>)>> {
+        let key = names.join("+");
+        if let Some(p) = &self.read {
+            if let Some(found) = p.matrix(&key) {
+                return Ok(Some(found));
+            }
+            self.missing
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let built = own_matrix(file, names)?;
+        if let (Some(w), Some((m, splits))) = (&self.write, &built) {
+            w.add(&key, m, splits);
+        }
+        Ok(built)
+    }
+
+    /// Publishes a file being written; says what happened for the load report.
+    fn finish(self) -> String {
+        match (self.read, self.write) {
+            (Some(_), _) if self.missing.into_inner() == 0 => "mapped".into(),
+            (Some(_), _) => "mapped in part (stale file)".into(),
+            (None, Some(w)) => match w.finish() {
+                Ok(n) => format!("written ({n} matrices)"),
+                Err(e) => format!("not written: {e}"),
+            },
+            (None, None) => "off".into(),
+        }
+    }
 }
 
 /// The named GGUF matrices repacked as one matrix for our kernels (rows in order) and

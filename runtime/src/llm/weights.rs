@@ -160,8 +160,9 @@ fn pad_k(q: &QTensor, pad: usize, device: &Device) -> Result<QTensor> {
 }
 
 /// A matmul weight: candle's `QMatMul` (plus the zero padding its input needs, see
-/// [`KPadding`]), or on CPUs our own SIMD kernels (`crate::kernels`), which run Q4_1
-/// and Q8_0 directly and need neither requantization nor padding.
+/// [`KPadding`]), or on CPUs our own SIMD kernels (`crate::kernels`), which run Q4_1,
+/// Q8_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K directly and need neither requantization
+/// nor padding.
 pub struct Linear {
     backend: Backend,
 }

@@ -44,6 +44,9 @@ pub struct LlmWorkerConfig {
     pub default_max_tokens: usize,
     pub max_context: Option<usize>,
     pub max_body_bytes: usize,
+    /// The model cache's packed-weights file for this GGUF and the GGUF's sha256
+    /// (see `crate::llm::packed`); `None` repacks on every start.
+    pub packed_weights: Option<(PathBuf, String)>,
     /// The cold start's clock, started in `main`; the engine thread finishes it.
     pub startup: StartupTimer,
 }
@@ -119,6 +122,8 @@ fn engine_thread(mut cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineF
     tracing::info!(
         model = %cfg.model_name,
         load_seconds,
+        weights = %model.load_report().memory_dtype,
+        packed_weights = %model.load_report().packed_weights,
         kv_budget_tokens = sched.kv_budget_tokens,
         max_context,
         "ready"
@@ -141,6 +146,7 @@ type Loaded = (LlmModel, Tokenizer, ChatTemplate, Vec<u32>);
 fn load(cfg: &LlmWorkerConfig, startup: &mut StartupTimer) -> Result<Loaded, String> {
     let opts = LoadOptions {
         max_context: cfg.max_context,
+        packed_weights: cfg.packed_weights.clone(),
         ..LoadOptions::default()
     };
     // One header parse serves the weights, the tokenizer and the template.
