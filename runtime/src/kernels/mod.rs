@@ -43,9 +43,13 @@
 //! | `Q4_1` | 140 / 611 | 1342 | 8163 / 130579 |
 //! | `Q8_0` | 219 / 807 | 1263 | 286 / 1825 |
 //!
-//! At n = 16 every format runs near `vpdpbusd`'s one per cycle; at n = 1 hot
-//! the k-quants stream 50–65 GB/s from L3 on one core, so decode is bound by
-//! DRAM. The AVX2 level (for CPUs without AVX-512) trails candle's
+//! At n = 16 every format is compute-bound on `vpdpbusd` (`Q4_K`: 220 M
+//! multiply-adds in 1.42 ms, 2.4 G `vpdpbusd` a second on one core); at
+//! n = 1 hot the k-quants stream 45–55 GB/s from L3 on one core, so decode
+//! is bound by DRAM. A whole Qwen2.5-Coder-0.5B Q4_K_M token (every layer's
+//! 7 matrices and the head, `SURGE_TEST_GGUF=… kernels_bench --no-matrices
+//! --threads 1`): 16.6 ms at n = 1 and 68.6 ms at n = 16, against 35.5 and
+//! 128 ms for candle's best (`Q8_0` requantized, k padded to 256). The AVX2 level (for CPUs without AVX-512) trails candle's
 //! llama.cpp-derived AVX2 k-quant and `Q8_0` kernels at n = 16 (`Q4_K` 2458
 //! vs 1663 µs, `Q6_K` 3664 vs 2418) and on `Q4_K` at n = 1 (265 vs 201); it
 //! wins on `Q5_K`/`Q6_K` at n = 1 (1.4–1.6×) and where candle has no SIMD.
