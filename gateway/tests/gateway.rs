@@ -473,6 +473,36 @@ fn cpu_workers_run_on_the_cores_they_are_charged() {
         "{:?}",
         thread_names(pid)
     );
+    // Memory is the budget's second dimension: the machine's share is known, and the
+    // ready worker is charged its measured resident memory (VmRSS, read at ready and
+    // raised at each tick), not the estimate from its weights.
+    let memory = &view["budget"]["cpu"]["memory"];
+    let capacity = memory["capacity"].as_f64().expect("cpu_memory_budget");
+    assert!(
+        capacity > 0.0 && memory["used"].as_f64().unwrap() > 0.0,
+        "{view}"
+    );
+    let pool = support::gateway::pool_view(gw, LLM);
+    let estimate = pool["worker_memory_bytes"].as_f64().unwrap();
+    let worker = pool["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == pid)
+        .expect("the worker in its pool's view")
+        .clone();
+    let charged = worker["memory_bytes"].as_f64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .expect("VmRSS")
+        * 1024.0;
+    assert!(
+        charged >= rss * 0.5 && charged <= rss * 2.0,
+        "charged {charged} B, resident {rss} B (estimate {estimate} B): {pool}"
+    );
 }
 
 /// API keys from the config file: no or a wrong key → 401; a key over its

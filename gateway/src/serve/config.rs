@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     /// CPU cores all CPU workers together may be charged (`worker_cores` each); default
     /// the machine's cores. When full, idle workers of other models are stopped first.
     pub cpu_budget: f64,
+    /// Bytes of memory all CPU workers together may be charged (each its estimate
+    /// before it runs, its measured resident set after); default 90% of `MemTotal`
+    /// ([`super::sizing::default_memory_budget`]), unlimited where unknown.
+    pub cpu_memory_budget: f64,
     /// Share of each GPU's memory that workers placed on it may claim.
     pub gpu_memory_fraction: f64,
     /// Record usage, enforce budgets, export, keep the capacity ledger (default true).
@@ -103,9 +107,16 @@ pub struct PoolConfig {
     /// One decision may remove at most this many workers.
     pub scale_down_step: usize,
     /// CPU cores one CPU worker is charged against the machine's `cpu_budget`; a CPU
-    /// worker runs on that many compute threads (`--threads`, rounded up). Unset: an
-    /// equal share of `cpu_budget` ([`cpu_share`]), set when the pools are built.
+    /// worker runs on that many compute threads (`--threads`, rounded up). Unset: a
+    /// share of `cpu_budget` weighted by model size
+    /// ([`super::sizing::cpu_shares`]), set when the pools are built.
     pub worker_cores: Option<f64>,
+    /// An idle worker of this pool may be evicted to make room for another model only
+    /// once it has served nothing for this long (seconds in TOML): two busy models on
+    /// a full budget would otherwise stop each other's workers in every gap between
+    /// requests, and pay a cold start each time.
+    #[serde(with = "secs")]
+    pub evict_idle_after: Duration,
 }
 
 impl PoolConfig {
@@ -129,24 +140,6 @@ impl PoolConfig {
             self.worker_args.set_worker_cores(cores);
         }
     }
-}
-
-/// The cores each worker of the CPU pools without `worker_cores` is charged: what the
-/// pools that set it leave of `cpu_budget` at their `max_workers`, split equally over
-/// the `max_workers` of the others, in whole cores, at least 1. Every pool can then
-/// reach its `max_workers` at once without oversubscribing the machine; one model
-/// alone with one worker gets every core.
-pub fn cpu_share(cpu_budget: f64, pools: &[&PoolConfig]) -> f64 {
-    let (mut reserved, mut slots) = (0.0, 0);
-    for p in pools {
-        match p.worker_cores {
-            Some(c) => reserved += c * p.max_workers as f64,
-            None => slots += p.max_workers,
-        }
-    }
-    ((cpu_budget - reserved).max(0.0) / slots.max(1) as f64)
-        .floor()
-        .max(1.0)
 }
 
 fn cpu_threads(worker_cores: f64) -> usize {
@@ -274,6 +267,7 @@ impl Default for PoolConfig {
             max_scale_up_rate: 10.0,
             scale_down_step: 1,
             worker_cores: None,
+            evict_idle_after: Duration::from_secs(5),
         }
     }
 }
@@ -320,6 +314,7 @@ impl Default for GatewayConfig {
             cpu_budget: std::thread::available_parallelism()
                 .map(|n| n.get() as f64)
                 .unwrap_or(2.0),
+            cpu_memory_budget: super::sizing::default_memory_budget(),
             gpu_memory_fraction: 0.9,
             metering: true,
             billing: Billing::default(),
@@ -384,6 +379,8 @@ struct FileConfig {
     /// Seconds.
     autoscale_interval: Option<f64>,
     cpu_budget: Option<f64>,
+    /// Bytes, or a size string ("16GiB", "80%").
+    cpu_memory_budget: Option<toml::Value>,
     gpu_memory_fraction: Option<f64>,
     /// Kept raw so `[models.NAME]` tables can inherit the keys they do not set.
     defaults: Option<toml::Table>,
@@ -400,7 +397,8 @@ struct FileConfig {
 impl GatewayConfig {
     /// Reads a TOML config: top-level `listen`, `home`, `pull_defaults`,
     /// `max_body_bytes`, `max_audio_bytes`, `drain_grace`, `sse_heartbeat` and
-    /// `autoscale_interval` (seconds), `socket_dir`, `cpu_budget`, `gpu_memory_fraction`;
+    /// `autoscale_interval` (seconds), `socket_dir`, `cpu_budget`, `cpu_memory_budget`
+    /// (bytes or a size string), `gpu_memory_fraction`;
     /// `[defaults]` (a [`PoolConfig`]), `[models.NAME]` (a [`PoolConfig`] that inherits
     /// every key it does not set from `[defaults]`) and `[[keys]]` ([`ApiKey`]).
     /// Unknown keys are errors that name the key.
@@ -427,6 +425,10 @@ impl GatewayConfig {
             cfg.autoscale_interval = seconds("autoscale_interval", s, 0.01)?;
         }
         cfg.cpu_budget = file.cpu_budget.unwrap_or(cfg.cpu_budget);
+        if let Some(v) = &file.cpu_memory_budget {
+            let total = super::sizing::mem_total();
+            cfg.cpu_memory_budget = super::sizing::parse_size("cpu_memory_budget", v, total)?;
+        }
         cfg.gpu_memory_fraction = file.gpu_memory_fraction.unwrap_or(cfg.gpu_memory_fraction);
         cfg.socket_dir = file.socket_dir.or(cfg.socket_dir);
         let defaults = file.defaults.unwrap_or_default();
@@ -545,6 +547,12 @@ impl GatewayConfig {
         }
         if self.cpu_budget.is_nan() || self.cpu_budget <= 0.0 {
             return Err(format!("cpu_budget = {} must be positive", self.cpu_budget));
+        }
+        if self.cpu_memory_budget.is_nan() || self.cpu_memory_budget <= 0.0 {
+            return Err(format!(
+                "cpu_memory_budget = {} must be a positive number of bytes",
+                self.cpu_memory_budget
+            ));
         }
         if !(0.01..=1.0).contains(&self.gpu_memory_fraction) {
             return Err(format!(

@@ -146,21 +146,10 @@ fn worker_args_are_checked_when_the_config_is_read() {
     assert_eq!(c.defaults.worker_args.cpu_threads(), 2);
 }
 
+/// `default_worker_cores` fills an unset `worker_cores` only (the share itself is
+/// `sizing::cpu_shares`).
 #[test]
-fn unset_worker_cores_split_the_budget_in_whole_cores() {
-    let pool = |toml: &str| GatewayConfig::from_toml_str(toml).unwrap().pool("m", &[]);
-    let one = pool("");
-    let four = pool("[models.m]\nmax_workers = 4");
-    let fixed = pool("[models.m]\nmax_workers = 2\nworker_cores = 3");
-    assert_eq!(cpu_share(2.0, &[&one]), 2.0, "alone: every core");
-    assert_eq!(cpu_share(2.0, &[&one, &one]), 1.0);
-    assert_eq!(cpu_share(16.0, &[&four, &one]), 3.0, "5 workers at most");
-    assert_eq!(
-        cpu_share(16.0, &[&fixed, &one, &one]),
-        5.0,
-        "16 - 2 x 3 over 2"
-    );
-    assert_eq!(cpu_share(2.0, &[&four, &four]), 1.0, "at least one core");
+fn a_default_share_does_not_override_worker_cores() {
     let mut p = GatewayConfig::default().pool("m", &[]);
     p.default_worker_cores(4.0);
     assert_eq!((p.cpu_threads(), p.worker_args.cpu_threads()), (4, 4));
@@ -169,6 +158,31 @@ fn unset_worker_cores_split_the_budget_in_whole_cores() {
         .pool("m", &[]);
     p.default_worker_cores(4.0);
     assert_eq!(p.cpu_threads(), 1, "a configured worker_cores stays");
+}
+
+/// `cpu_memory_budget` takes bytes or a size string; bad ones name the key.
+#[test]
+fn cpu_memory_budget_takes_sizes() {
+    let parse = |t: &str| GatewayConfig::from_toml_str(t).map(|c| c.cpu_memory_budget);
+    assert_eq!(parse("cpu_memory_budget = 1000"), Ok(1000.0));
+    assert_eq!(
+        parse("cpu_memory_budget = \"16GiB\""),
+        Ok((16u64 << 30) as f64)
+    );
+    assert_eq!(parse("cpu_memory_budget = \"1.5 GB\""), Ok(1.5e9));
+    assert_eq!(
+        parse("cpu_memory_budget = \"512M\""),
+        Ok((512u64 << 20) as f64)
+    );
+    if let Some(total) = crate::serve::sizing::mem_total() {
+        assert_eq!(parse("cpu_memory_budget = \"50%\""), Ok((total / 2) as f64));
+        let d = GatewayConfig::default().cpu_memory_budget;
+        assert_eq!(d, (total as f64 * 0.9).floor(), "default: 90% of MemTotal");
+    }
+    for bad in ["0", "-5", "\"lots\"", "\"12 parsecs\"", "\"150%\"", "true"] {
+        let e = parse(&format!("cpu_memory_budget = {bad}")).unwrap_err();
+        assert!(e.contains("cpu_memory_budget"), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -235,6 +249,8 @@ fn bad_values_are_errors() {
         "drain_grace = -1",
         "sse_heartbeat = 0",
         "cpu_budget = 0",
+        "cpu_memory_budget = \"0GiB\"",
+        "[defaults]\nevict_idle_after = -1",
         "[defaults]\ntarget_utilization = 0",
         "[defaults]\nstable_window = 1\npanic_window = 2",
         "[defaults]\nscale_down_step = 0",

@@ -12,6 +12,7 @@
 //!   lifecycle, applying the autoscaler's decisions, `/admin/pools`
 //! - [`autoscale`]: the scaling decision (stable/panic windows, idle), pure logic
 //! - [`budget`]: devices for `device = "auto"`, the machine's CPU/GPU budget
+//! - [`sizing`]: cores by model size, workers' memory (estimated, then measured)
 //! - [`provision`]: starting and stopping worker processes ([`provision::Provisioner`])
 //! - [`gpus`]: CUDA devices, found through the driver at run time
 //! - [`stream_wait`]: SSE heartbeats for streams waiting on a worker
@@ -38,6 +39,7 @@ pub mod reply;
 pub mod response;
 pub mod routing;
 pub mod server;
+pub mod sizing;
 pub mod spend;
 pub mod status;
 pub mod stream_wait;

@@ -15,8 +15,8 @@
 //!   AVX2 (`avx2/`) and a portable scalar reference (`scalar.rs`) — chosen
 //!   once at runtime ([`active_level`]); `Q5_0`, `Q5_1` and the k-quants
 //!   are stored as `Q4_1`'s nibbles plus high-bit planes (`planes.rs`, at
-//!   [`QuantFormat::bits_per_weight`] 5.5, 6.0, 4.625, 5.625 and 6.625 bits
-//!   per weight against the file's 5.5, 6.0, 4.5, 5.5 and 6.5625);
+//!   the file's bits per weight except `Q6_K`: 6.625 against 6.5625, see
+//!   [`QuantFormat::bits_per_weight`]);
 //! * output rows are split over a small persistent pool of spinning worker
 //!   threads (`pool.rs`), with the calling thread taking a share.
 //!
@@ -35,19 +35,23 @@
 //!
 //! | format | ours n=1 hot / cold | ours n=16 hot | candle `QMatMul` n=1 / n=16 hot |
 //! |---|---|---|---|
-//! | `Q4_K` | 130 / 360 | 1407 | 201 / 1663 |
+//! | `Q4_K` | 145 / 360 | 1424 | 201 / 1663 |
 //! | `Q6_K` | 218 / 438 | 1575 | 579 / 2418 |
-//! | `Q5_K` | 196 / 473 | 1437 | 593 / 9534 |
+//! | `Q5_K` | 206 / 414 | 1491 | 593 / 9534 |
 //! | `Q5_0` | 179 / 493 | 1295 | 9884 / 158064 |
 //! | `Q5_1` | 209 / – | 1434 | 10579 / 169305 |
 //! | `Q4_1` | 140 / 611 | 1342 | 8163 / 130579 |
 //! | `Q8_0` | 219 / 807 | 1263 | 286 / 1825 |
 //!
-//! At n = 16 every format runs near `vpdpbusd`'s one per cycle; at n = 1 hot
-//! the k-quants stream 50–65 GB/s from L3 on one core, so decode is bound by
-//! DRAM. The AVX2 level (for CPUs without AVX-512) trails candle's
-//! llama.cpp-derived AVX2 k-quant and `Q8_0` kernels at n = 16 (`Q4_K` 2336
-//! vs 1663 µs, `Q6_K` 3664 vs 2418) and on `Q4_K` at n = 1 (252 vs 201); it
+//! At n = 16 every format is compute-bound on `vpdpbusd` (`Q4_K`: 220 M
+//! multiply-adds in 1.42 ms, 2.4 G `vpdpbusd` a second on one core); at
+//! n = 1 hot the k-quants stream 45–55 GB/s from L3 on one core, so decode
+//! is bound by DRAM. A whole Qwen2.5-Coder-0.5B Q4_K_M token (every layer's
+//! 7 matrices and the head, `SURGE_TEST_GGUF=… kernels_bench --no-matrices
+//! --threads 1`): 16.6 ms at n = 1 and 68.6 ms at n = 16, against 35.5 and
+//! 128 ms for candle's best (`Q8_0` requantized, k padded to 256). The AVX2 level (for CPUs without AVX-512) trails candle's
+//! llama.cpp-derived AVX2 k-quant and `Q8_0` kernels at n = 16 (`Q4_K` 2458
+//! vs 1663 µs, `Q6_K` 3664 vs 2418) and on `Q4_K` at n = 1 (265 vs 201); it
 //! wins on `Q5_K`/`Q6_K` at n = 1 (1.4–1.6×) and where candle has no SIMD.
 //!
 //! Environment (read once, on first use):

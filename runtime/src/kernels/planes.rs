@@ -26,18 +26,22 @@
 //! |---|---|---|---|
 //! | `Q5_0` | 352 | unit (256 + 64), 16 f16 `d` | 5.5 (5.5) |
 //! | `Q5_1` | 384 | unit, 16 f16 `d`, 16 f16 `m` | 6.0 (6.0) |
-//! | `Q4_K` | 2368 | header 320, 8 units of 256 | 4.625 (4.5) |
-//! | `Q5_K` | 2880 | header 320, 8 units of 320 | 5.625 (5.5) |
+//! | `Q4_K` | 2304 | header 256, 8 units of 256 | 4.5 (4.5) |
+//! | `Q5_K` | 2816 | header 256, 8 units of 320 | 5.5 (5.5) |
 //! | `Q6_K` | 3392 | header 320, 8 units of 384 | 6.625 (6.5625) |
 //!
-//! The k-quant header: 16 f16 super-block `d` (bytes 0..32), 16 f16 `dmin`
-//! (`Q4_K`/`Q5_K`, 32..64; `Q6_K` leaves it zero so units stay 64-byte
-//! aligned), then per unit `u` at `64 + 32u` the 16 rows' 6-bit scales and
-//! then 16 6-bit minimums as bytes (`Q6_K`: the i8 scales of values 0..16,
-//! then of 16..32). Unpacking GGML's 12-byte packed scales costs +0.125
-//! bits/weight and saves the kernels all bit twiddling on scales; the
-//! kernels multiply them by the f16 `d`/`dmin` in f32, which is exact (an
-//! 11-bit mantissa times ≤ 8 bits), as in candle's `to_float`.
+//! The k-quant header: 16 f16 super-block `d` (bytes 0..32), then
+//! * `Q4_K`/`Q5_K`: 16 f16 `dmin` (32..64) and GGML's 12 bytes of packed
+//!   6-bit scales and minimums transposed into 12 *byte planes* of 16 rows
+//!   (plane `i` at `64 + 16i`), so a kernel rebuilds unit `u`'s 16 scales or
+//!   minimums with a few 128-bit ops ([`k_scale_bytes`]) and the layout is
+//!   exactly the file's size;
+//! * `Q6_K`: 32 zero bytes (units stay 64-byte aligned, +0.0625 bits/weight),
+//!   then per unit `u` at `64 + 32u` the 16 rows' i8 scales of values 0..16,
+//!   then of 16..32.
+//!
+//! The kernels multiply scales by the f16 `d`/`dmin` in f32, which is exact
+//! (an 11-bit mantissa times ≤ 8 bits), as in candle's `to_float`.
 //!
 //! Value `e` of a unit, row `r`: `d_h · (q − offset) + min`, with `q` the
 //! stored unsigned integer and (see [`params`]):
@@ -60,7 +64,8 @@ pub(crate) const Q6K: u8 = 4;
 pub(crate) const UNIT: usize = 32;
 /// Bytes of a unit's nibble plane.
 pub(crate) const NIBBLES: usize = UNIT * ROWS_PER_GROUP / 2;
-/// Offset of the per-unit scale bytes in a k-quant header.
+/// Offset of the scale byte planes (`Q4_K`/`Q5_K`) or per-unit scale bytes
+/// (`Q6_K`) in a k-quant header.
 pub(crate) const K_SCALES: usize = 64;
 /// Offset of the `dmin` row vector in a `Q4_K`/`Q5_K` header.
 pub(crate) const K_DMIN: usize = 32;
@@ -87,8 +92,8 @@ pub(crate) struct Geometry {
 pub(crate) const fn geometry(f: u8) -> Geometry {
     let (units, high_bits, unit0) = match f {
         Q5_0 | Q5_1 => (1, 1, 0),
-        Q4K => (8, 0, 320),
-        Q5K => (8, 1, 320),
+        Q4K => (8, 0, 256),
+        Q5K => (8, 1, 256),
         _ => (8, 2, 320),
     };
     let unit_stride = NIBBLES + 64 * high_bits;
@@ -141,10 +146,8 @@ pub(crate) fn pack(f: u8, src: &[u8], dst: &mut [u8], lane: usize) {
         Q4K | Q5K => {
             dst[2 * lane..][..2].copy_from_slice(&src[..2]);
             dst[K_DMIN + 2 * lane..][..2].copy_from_slice(&src[2..4]);
-            for u in 0..8 {
-                let (sc, m) = scale_min_k4(u, &src[4..16]);
-                dst[K_SCALES + 32 * u + lane] = sc;
-                dst[K_SCALES + 32 * u + 16 + lane] = m;
+            for i in 0..12 {
+                dst[K_SCALES + 16 * i + lane] = src[4 + i];
             }
             let (qs, qh) = if f == Q4K {
                 (&src[16..144], None)
@@ -252,8 +255,10 @@ pub(crate) fn params(f: u8, sb: &[u8], u: usize, lane: usize) -> Params {
             }
         }
         Q4K | Q5K => {
-            let d = read_f16(sb, 2 * lane) * f32::from(sb[s + lane]);
-            let m = read_f16(sb, K_DMIN + 2 * lane) * f32::from(sb[s + 16 + lane]);
+            let packed: [u8; 12] = std::array::from_fn(|i| sb[K_SCALES + 16 * i + lane]);
+            let (sc, m) = scale_min_k4(u, &packed);
+            let d = read_f16(sb, 2 * lane) * f32::from(sc);
+            let m = read_f16(sb, K_DMIN + 2 * lane) * f32::from(m);
             Params {
                 d: [d; 2],
                 offset: 0,
@@ -270,4 +275,38 @@ pub(crate) fn params(f: u8, sb: &[u8], u: usize, lane: usize) -> Params {
             }
         }
     }
+}
+
+/// Unit `u`'s 6-bit (scales, minimums) of 16 rows as bytes, from the 12
+/// byte planes at `planes` (`Q4_K`/`Q5_K`): GGML's `get_scale_min_k4` on
+/// every row at once. The AVX2 kernels pass `planes + 8` for rows 8..16 and
+/// use the low 8 bytes.
+///
+/// # Safety
+/// `planes` must be followed by 12 × 16 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn k_scale_bytes(
+    planes: *const u8,
+    u: usize,
+) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i) {
+    use std::arch::x86_64::*;
+    // SAFETY: plane `i < 12` is inside the caller's range.
+    let plane = |i: usize| unsafe { _mm_loadu_si128(planes.add(16 * i).cast()) };
+    if u < 4 {
+        let low6 = _mm_set1_epi8(63);
+        return (
+            _mm_and_si128(plane(u), low6),
+            _mm_and_si128(plane(u + 4), low6),
+        );
+    }
+    // 16-bit shifts then masks: bits 6–7 to 4–5 and 4–7 to 0–3 never take a
+    // bit from the neighbouring byte at these distances.
+    let (nib, top) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(0x30));
+    let a = plane(u + 4);
+    let high = |i: usize| _mm_and_si128(_mm_srli_epi16::<2>(plane(i)), top);
+    (
+        _mm_or_si128(_mm_and_si128(a, nib), high(u - 4)),
+        _mm_or_si128(_mm_and_si128(_mm_srli_epi16::<4>(a), nib), high(u)),
+    )
 }

@@ -10,7 +10,7 @@ use surge_protocol::error::ApiError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::capacity::{self, Capacity};
-use super::{Command, Lease, PoolEnv, STOP_GRACE};
+use super::{Command, Cost, Lease, PoolEnv, STOP_GRACE};
 use crate::metering::WorkerPhase;
 use crate::serve::autoscale::{Autoscaler, Decision, ScalePolicy};
 use crate::serve::config::PoolConfig;
@@ -28,6 +28,9 @@ pub(super) struct Worker {
     /// Takes no new leases; stopped when its last one ends.
     pub(super) draining: bool,
     pub(super) idle_since: Instant,
+    /// What it is charged against the budget: the pool's estimate until it is
+    /// measured, then its resident memory (see [`PoolActor::measure`]).
+    pub(super) charged: Cost,
     /// For the capacity ledger: the phase it is in and since when (Unix ms).
     pub(super) phase: WorkerPhase,
     pub(super) phase_since_ms: i64,
@@ -48,7 +51,7 @@ pub(super) struct Waiter {
 pub(super) struct PoolActor {
     pub(super) model: String,
     pub(super) cfg: PoolConfig,
-    pub(super) cost: f64,
+    pub(super) cost: Cost,
     pub(super) spec: WorkerSpec,
     pub(super) env: PoolEnv,
     /// For leases and the tasks the actor starts; weak so that the pool stops when the
@@ -79,7 +82,7 @@ impl PoolActor {
     pub(super) fn spawn(
         model: &str,
         cfg: PoolConfig,
-        cost: f64,
+        cost: Cost,
         spec: WorkerSpec,
         env: PoolEnv,
         tx: mpsc::UnboundedSender<Command>,
@@ -158,7 +161,7 @@ impl PoolActor {
                 let _ = done.send(self.drain(n));
             }
             Command::Evictable { reply } => {
-                let _ = reply.send(self.evictable());
+                let _ = reply.send(self.evictable(Instant::now()));
             }
             Command::Evict {
                 worker,
@@ -188,10 +191,10 @@ impl PoolActor {
                 if let Some(c) = &self.capacity {
                     workers.iter().for_each(|w| c.leave(w));
                 }
-                let workers: Vec<_> = workers.into_iter().map(|w| w.handle).collect();
-                for _ in &workers {
-                    self.env.budget.release(&self.spec.device, self.cost);
+                for w in &workers {
+                    self.env.budget.release(&self.spec.device, w.charged);
                 }
+                let workers: Vec<_> = workers.into_iter().map(|w| w.handle).collect();
                 self.update_worker_gauges();
                 let prov = self.env.provisioner.clone();
                 tokio::spawn(async move {
@@ -329,7 +332,7 @@ impl PoolActor {
                     let w = self.workers.remove(i);
                     self.left(&w);
                     let why = if w.broken { "broken" } else { "drained" };
-                    self.stop_worker(w.handle, why);
+                    self.stop_worker(w.handle, w.charged, why);
                 }
             }
         }
@@ -409,9 +412,10 @@ impl PoolActor {
         true
     }
 
-    /// Stops a worker already taken out of `self.workers`, and frees its budget.
-    pub(super) fn stop_worker(&self, handle: Arc<WorkerHandle>, why: &str) {
-        self.env.budget.release(&self.spec.device, self.cost);
+    /// Stops a worker already taken out of `self.workers`, and frees what it was
+    /// `charged`.
+    pub(super) fn stop_worker(&self, handle: Arc<WorkerHandle>, charged: Cost, why: &str) {
+        self.env.budget.release(&self.spec.device, charged);
         self.update_worker_gauges();
         tracing::info!(model = %self.model, worker = handle.id, why, "stopping worker");
         let prov = self.env.provisioner.clone();
@@ -450,7 +454,7 @@ impl PoolActor {
 
     fn put_in_service(&mut self, handle: Arc<WorkerHandle>) {
         if self.closed {
-            self.stop_worker(handle, "started after shutdown");
+            self.stop_worker(handle, self.cost, "started after shutdown");
             return;
         }
         self.workers.push(Worker {
@@ -459,9 +463,12 @@ impl PoolActor {
             broken: false,
             draining: false,
             idle_since: Instant::now(),
+            charged: self.cost,
             phase: WorkerPhase::Idle,
             phase_since_ms: capacity::now_ms(),
         });
+        let last = self.workers.len() - 1;
+        self.measure(last, true);
         self.update_worker_gauges();
         self.dispatch();
         self.maybe_start();
@@ -526,7 +533,7 @@ impl PoolActor {
         self.note_demand();
         let w = self.workers.remove(i);
         self.left(&w);
-        self.env.budget.release(&self.spec.device, self.cost);
+        self.env.budget.release(&self.spec.device, w.charged);
         if !self.closed {
             tracing::warn!(model = %self.model, worker, %why, "worker died");
             self.failures += 1;

@@ -24,6 +24,7 @@
 
 mod actor;
 mod capacity;
+mod measure;
 mod scale;
 #[cfg(test)]
 mod tests;
@@ -40,12 +41,13 @@ use pingora::services::background::BackgroundService;
 use surge_protocol::error::ApiError;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::budget::{worker_cost, Budget, Placer};
-use super::config::{cpu_share, GatewayConfig, PoolConfig};
+use super::budget::{pick_victims, worker_cost, Budget, Cost, Placer};
+use super::config::{GatewayConfig, PoolConfig};
 use super::gpus;
 use super::metrics::GatewayMetrics;
 use super::provision::{Endpoint, Provisioner, WorkerHandle, WorkerSpec};
 use super::registry::{ModelEntry, Registry};
+use super::sizing::cpu_shares;
 use super::status::Recent;
 use crate::metering::Ledger;
 pub use view::{PoolView, PoolsView, WorkerView};
@@ -111,9 +113,9 @@ pub(crate) enum Command {
         n: usize,
         done: oneshot::Sender<usize>,
     },
-    /// Idle workers another model may evict: `(idle since, worker id)`.
+    /// Idle workers another model may evict: `(idle since, worker id, its charge)`.
     Evictable {
-        reply: oneshot::Sender<Vec<(Instant, u64)>>,
+        reply: oneshot::Sender<Vec<(Instant, u64, Cost)>>,
     },
     /// Stop idle worker `worker` to make room for `for_model`; true if it was stopped.
     Evict {
@@ -143,8 +145,8 @@ pub(crate) enum Command {
 pub struct Pool {
     pub model: String,
     pub cfg: PoolConfig,
-    /// What one worker costs on its device (see [`Budget`]).
-    pub cost: f64,
+    /// What one worker costs on its device before it runs (see [`Budget`]).
+    pub cost: Cost,
     /// `cpu`, `cuda:N`.
     pub device: String,
     metrics: Arc<GatewayMetrics>,
@@ -213,7 +215,7 @@ impl Drop for LeaveQueue<'_> {
 
 impl Pool {
     /// Starts the pool's actor (on the current tokio runtime) and returns its handle.
-    pub fn new(model: &str, cfg: PoolConfig, cost: f64, env: PoolEnv) -> Arc<Pool> {
+    pub fn new(model: &str, cfg: PoolConfig, cost: Cost, env: PoolEnv) -> Arc<Pool> {
         let device = match cfg.device.as_str() {
             // Placed by `Pools::new`; a pool built alone has no GPU list.
             "auto" => "cpu".to_string(),
@@ -343,7 +345,12 @@ impl Pools {
             recent: Recent::sampling(&metrics, &runtime),
             provisioner,
             metrics,
-            budget: Arc::new(Budget::new(cfg.cpu_budget, &gpus, cfg.gpu_memory_fraction)),
+            budget: Arc::new(Budget::new(
+                cfg.cpu_budget,
+                cfg.cpu_memory_budget,
+                &gpus,
+                cfg.gpu_memory_fraction,
+            )),
             kick: Arc::new(Notify::new()),
             runtime,
             ledger,
@@ -360,20 +367,20 @@ impl Pools {
                 (e, pc)
             })
             .collect();
-        let cpu_pools: Vec<&PoolConfig> = placed
+        let cpu_pools: Vec<(&PoolConfig, u64)> = placed
             .iter()
             .filter(|(_, pc)| pc.device == "cpu")
-            .map(|(_, pc)| pc)
+            .map(|(e, pc)| (pc, e.size))
             .collect();
-        let share = cpu_share(cfg.cpu_budget, &cpu_pools);
+        let mut shares = cpu_shares(cfg.cpu_budget, &cpu_pools).into_iter();
         let pools = placed
             .into_iter()
             .map(|(e, mut pc)| {
                 if pc.device == "cpu" {
-                    pc.default_worker_cores(share);
+                    pc.default_worker_cores(shares.next().expect("a share per CPU pool"));
                 }
                 let cost = worker_cost(&pc.device, &pc, Some(e));
-                tracing::info!(model = %e.name, device = %pc.device, cost, "pool");
+                tracing::info!(model = %e.name, device = %pc.device, cores = cost.cores, memory = cost.memory, "pool");
                 let pool = Pool::new(&e.name, pc, cost, env.clone());
                 (e.name.clone(), pool)
             })
@@ -414,14 +421,24 @@ impl Pools {
         self.make_room().await;
     }
 
-    /// For each pool refused a start: evict the least recently used idle worker of
-    /// another model on the same device, then let the pool try again.
+    /// For each pool refused a start: evict idle workers of other models on the same
+    /// device, least recently used first, until the dimension the start is short of
+    /// (cores, memory, or both) has room ([`pick_victims`]), then let the pool try
+    /// again. Workers idle for less than their pool's `evict_idle_after` are not
+    /// candidates, so busy models sharing a full budget do not evict each other in
+    /// every gap between requests.
     pub async fn make_room(&self) {
         for p in self.all() {
             if !p.view().await.is_some_and(|v| v.waiting_for_room) {
                 continue;
             }
-            let mut victims: Vec<(Instant, u64, &Arc<Pool>)> = Vec::new();
+            let short = self.env.budget.shortfall(&p.device, p.cost);
+            if short.is_zero() {
+                // Room appeared (a worker left, or was measured smaller than charged).
+                let _ = p.tx.send(Command::RetryStart);
+                continue;
+            }
+            let mut victims: Vec<(Instant, u64, Cost, &Arc<Pool>)> = Vec::new();
             for o in self.all() {
                 if o.model == p.model || !same_device(&o.device, &p.device) {
                     continue;
@@ -430,29 +447,26 @@ impl Pools {
                 victims.extend(
                     idle.unwrap_or_default()
                         .into_iter()
-                        .map(|(t, id)| (t, id, o)),
+                        .map(|(t, id, c)| (t, id, c, o)),
                 );
             }
-            victims.sort_by_key(|&(t, id, _)| (t, id));
-            // Free at least one worker's worth of this pool's cost.
-            let mut freed = 0.0;
-            for (_, id, o) in victims {
-                if freed >= p.cost {
-                    break;
-                }
+            victims.sort_by_key(|&(t, id, _, _)| (t, id));
+            let costs: Vec<Cost> = victims.iter().map(|v| v.2).collect();
+            let empties = self.env.budget.workers(&p.device) == victims.len();
+            let mut evicted_any = false;
+            for i in pick_victims(short, &costs, empties) {
+                let (_, id, _, o) = victims[i];
                 let for_model = p.model.clone();
                 let evicted = o.ask(|reply| Command::Evict {
                     worker: id,
                     for_model,
                     reply,
                 });
-                if evicted.await == Some(true) {
-                    freed += o.cost;
-                }
+                evicted_any |= evicted.await == Some(true);
             }
-            // Nothing to evict: the pool waits (its requests queue) until a tick finds
-            // room; retrying now would only ring again.
-            if freed > 0.0 {
+            // Nothing (enough) to evict: the pool waits (its requests queue) until a
+            // tick finds room; retrying now would only ring again.
+            if evicted_any {
                 let _ = p.tx.send(Command::RetryStart);
             }
         }

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::actor::{PoolActor, Worker};
+use super::Cost;
 use crate::metering::WorkerPhase;
 use crate::serve::autoscale::{Decision, Reason};
 
@@ -20,6 +21,8 @@ impl PoolActor {
             return;
         }
         self.stop_idle_where(|w| w.broken, "broken");
+        // What the workers hold now, so the budget (and the next start) sees it.
+        self.measure_all();
         // Time-weighted since the last tick: a request that came and went between two
         // ticks still counts (an instantaneous sample would miss it and let an idle
         // decision stop the worker it just used).
@@ -106,39 +109,44 @@ impl PoolActor {
             if pick(&self.workers[i]) && self.workers[i].in_flight == 0 {
                 let w = self.workers.remove(i);
                 self.left(&w);
-                self.stop_worker(w.handle, why);
+                self.stop_worker(w.handle, w.charged, why);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// Idle workers that may be evicted for another model: `(idle since, worker id)`,
-    /// keeping `min_workers`.
-    pub(super) fn evictable(&self) -> Vec<(Instant, u64)> {
+    /// Idle workers that may be evicted for another model at `now`: `(idle since,
+    /// worker id, its charge)`, keeping `min_workers`, and only those idle for at
+    /// least `evict_idle_after` (hysteresis: a worker between two requests of a busy
+    /// model is not spare capacity).
+    pub(super) fn evictable(&self, now: Instant) -> Vec<(Instant, u64, Cost)> {
         let live = self.workers.iter().filter(|w| w.live()).count();
         let spare = live.saturating_sub(self.cfg.min_workers);
         if self.closed || !self.waiters.is_empty() || spare == 0 {
             return Vec::new();
         }
-        let mut idle: Vec<(Instant, u64)> = self
+        let mut idle: Vec<(Instant, u64, Cost)> = self
             .workers
             .iter()
             .filter(|w| w.live() && w.in_flight == 0)
-            .map(|w| (w.idle_since, w.handle.id))
+            .filter(|w| now.saturating_duration_since(w.idle_since) >= self.cfg.evict_idle_after)
+            .map(|w| (w.idle_since, w.handle.id, w.charged))
             .collect();
-        idle.sort();
+        idle.sort_by_key(|&(t, id, _)| (t, id));
         idle.truncate(spare);
         idle
     }
 
     /// Stops worker `id` if it is still idle; true if it did.
     pub(super) fn evict(&mut self, id: u64, for_model: &str) -> bool {
-        let Some(i) = self
-            .workers
-            .iter()
-            .position(|w| w.handle.id == id && w.live() && w.in_flight == 0)
-        else {
+        let Some(i) = self.workers.iter().position(|w| {
+            // Still idle, and not served since it was offered: the hysteresis holds.
+            w.handle.id == id
+                && w.live()
+                && w.in_flight == 0
+                && w.idle_since.elapsed() >= self.cfg.evict_idle_after
+        }) else {
             return false;
         };
         let w = self.workers.remove(i);
@@ -151,8 +159,8 @@ impl PoolActor {
         self.env
             .recent
             .scaled(&self.model, "down", Reason::Evict.label(), 1);
-        tracing::info!(model = %self.model, worker = id, for_model, "evicting idle worker for room");
-        self.stop_worker(w.handle, "evicted");
+        tracing::info!(model = %self.model, worker = id, for_model, cores = w.charged.cores, memory = w.charged.memory, "evicting idle worker for room");
+        self.stop_worker(w.handle, w.charged, "evicted");
         true
     }
 

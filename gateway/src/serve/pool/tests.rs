@@ -8,10 +8,15 @@ use tokio::sync::watch;
 
 use super::*;
 
+#[path = "room_tests.rs"]
+mod room;
+
 /// Starts "workers" after `delay` (or fails), and lets a test kill them.
 struct Fake {
     delay: Duration,
     fail: bool,
+    /// The pid its workers report (a real process, so `VmRSS` can be read).
+    pid: Option<u32>,
     spawned: AtomicUsize,
     stopped: AtomicUsize,
     exits: Mutex<Vec<watch::Sender<Option<String>>>>,
@@ -19,9 +24,14 @@ struct Fake {
 
 impl Fake {
     fn new(delay_ms: u64, fail: bool) -> Arc<Fake> {
+        Self::with_pid(delay_ms, fail, None)
+    }
+
+    fn with_pid(delay_ms: u64, fail: bool, pid: Option<u32>) -> Arc<Fake> {
         Arc::new(Fake {
             delay: Duration::from_millis(delay_ms),
             fail,
+            pid,
             spawned: AtomicUsize::new(0),
             stopped: AtomicUsize::new(0),
             exits: Mutex::new(Vec::new()),
@@ -44,7 +54,7 @@ impl Provisioner for Fake {
         let (h, tx) = WorkerHandle::new(
             n,
             Endpoint::Unix(format!("/tmp/w{n}").into()),
-            None,
+            self.pid,
             self.delay,
         );
         self.exits.lock().unwrap().push(tx);
@@ -66,7 +76,7 @@ fn pool(fake: &Arc<Fake>, f: impl FnOnce(&mut PoolConfig)) -> Arc<Pool> {
         ..PoolConfig::default()
     };
     f(&mut cfg);
-    Pool::new("m", cfg, 1.0, env(fake, Budget::unlimited()))
+    Pool::new("m", cfg, Cost::cores(1.0), env(fake, Budget::unlimited()))
 }
 
 fn env(fake: &Arc<Fake>, budget: Budget) -> PoolEnv {
@@ -250,7 +260,7 @@ async fn cold_starts_and_scaling_steps_are_recorded_for_the_status_page() {
     let recent = e.recent.clone();
     let mut cfg = PoolConfig::default();
     fast_scaling(&mut cfg);
-    let p = Pool::new("m", cfg, 1.0, e);
+    let p = Pool::new("m", cfg, Cost::cores(1.0), e);
     let t0 = Instant::now();
     drop(p.acquire().await.unwrap());
     let cold = recent.cold_starts(10);
@@ -296,8 +306,12 @@ async fn scale_down_drains_a_busy_worker_before_stopping_it() {
 #[tokio::test]
 async fn a_full_budget_evicts_the_least_recently_used_idle_worker() {
     let fake = Fake::new(0, false);
-    let e = env(&fake, Budget::new(2.0, &[], 1.0));
-    let mk = |name: &str| Pool::new(name, PoolConfig::default(), 1.0, e.clone());
+    let e = env(&fake, Budget::new(2.0, f64::INFINITY, &[], 1.0));
+    let cfg = PoolConfig {
+        evict_idle_after: Duration::ZERO,
+        ..PoolConfig::default()
+    };
+    let mk = |name: &str| Pool::new(name, cfg.clone(), Cost::cores(1.0), e.clone());
     let (a, b, c) = (mk("a"), mk("b"), mk("c"));
     let pools = Pools::from_pools(vec![a.clone(), b.clone(), c.clone()], e.clone());
     drop(a.acquire().await.unwrap());
@@ -418,7 +432,7 @@ async fn worker_phases_reach_the_capacity_ledger() {
     let mut e = env(&fake, Budget::unlimited());
     let book = Arc::new(Ledger::start(&path, LedgerOptions::default()).unwrap());
     e.ledger = Some(book.clone());
-    let p = Pool::new("m", PoolConfig::default(), 1.0, e);
+    let p = Pool::new("m", PoolConfig::default(), Cost::cores(1.0), e);
     let lease = p.acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(40)).await;
     drop(lease);

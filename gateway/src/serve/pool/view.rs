@@ -11,7 +11,8 @@ use super::actor::PoolActor;
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolsView {
     pub pools: Vec<PoolView>,
-    /// `{device: {capacity, used}}`.
+    /// `{device: {capacity, used, memory: {capacity, used}, cores: {capacity, used},
+    /// workers}}` ([`crate::serve::budget::Budget::json`]).
     pub budget: serde_json::Value,
 }
 
@@ -24,7 +25,15 @@ pub struct PoolView {
     pub concurrency: usize,
     pub target_concurrency: f64,
     pub idle_timeout_seconds: f64,
+    /// What a new worker is charged in the device's main dimension: cores on the CPU,
+    /// bytes of GPU memory on a GPU (as `budget.DEVICE.used`).
     pub worker_cost: f64,
+    /// What a new worker is charged, per dimension: cores (0 on a GPU)...
+    pub worker_cores: f64,
+    /// ...and bytes of memory (its estimate; a running worker is charged its measured
+    /// resident memory, `workers[].memory_bytes`).
+    pub worker_memory_bytes: u64,
+    pub evict_idle_after_seconds: f64,
     pub starting: usize,
     pub ready: usize,
     pub in_flight: usize,
@@ -49,6 +58,9 @@ pub struct WorkerView {
     pub age_seconds: f64,
     pub cold_start_seconds: f64,
     pub cold_start_phases: BTreeMap<String, f64>,
+    /// Bytes it is charged against its device's memory budget (measured resident
+    /// memory for a local CPU worker, else the pool's estimate).
+    pub memory_bytes: u64,
     /// `unix:PATH` or `tcp:ADDR`.
     pub endpoint: String,
 }
@@ -75,6 +87,7 @@ impl PoolActor {
                 age_seconds: w.handle.started.elapsed().as_secs_f64(),
                 cold_start_seconds: w.handle.cold_start.as_secs_f64(),
                 cold_start_phases: w.handle.startup.iter().cloned().collect(),
+                memory_bytes: w.charged.memory as u64,
                 endpoint: w.handle.endpoint.to_string(),
             })
             .collect();
@@ -87,7 +100,14 @@ impl PoolActor {
             concurrency: self.cfg.concurrency,
             target_concurrency: self.scaler.policy().target_concurrency,
             idle_timeout_seconds: self.cfg.idle_timeout.as_secs_f64(),
-            worker_cost: self.cost,
+            worker_cost: if self.spec.device.starts_with("cuda") {
+                self.cost.memory
+            } else {
+                self.cost.cores
+            },
+            worker_cores: self.cost.cores,
+            worker_memory_bytes: self.cost.memory as u64,
+            evict_idle_after_seconds: self.cfg.evict_idle_after.as_secs_f64(),
             starting: self.starting,
             ready: self.workers.iter().filter(|w| w.live()).count(),
             in_flight: self.workers.iter().map(|w| w.in_flight).sum(),

@@ -49,7 +49,9 @@
 //!     "by_model": [{"model": "...", ...the same fields}],
 //!     "error": null                  // why the ledger could not be read
 //!   },
-//!   "budget": {"cpu": {"capacity": 2.0, "used": 1.0}}   // as /admin/pools
+//!   "budget": {"cpu": {"capacity": 2.0, "used": 1.0, "workers": 1,   // as /admin/pools
+//!              "cores": {"capacity": 2.0, "used": 1.0},
+//!              "memory": {"capacity": 22215405568.0, "used": 165675008.0}}}
 //! }
 //! ```
 //!

@@ -15,7 +15,7 @@ use super::{bcast4, store, HALF};
 use crate::kernels::acts::Q8Acts;
 use crate::kernels::matrix::{QuantMatrix, BLOCK};
 use crate::kernels::planes::{
-    geometry, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
+    geometry, k_scale_bytes, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
 };
 use crate::kernels::OutPtr;
 
@@ -147,17 +147,23 @@ unsafe fn chunk<const P: u8, const C: usize, const CH: usize>(
     }
 }
 
-/// 8 row bytes at `p` (unsigned, or signed for `Q6_K`) as f32 times `d`.
+/// The low 8 row bytes of `b` (unsigned, or signed for `Q6_K`) as f32
+/// times `d`.
 #[inline(always)]
-unsafe fn row_scales<const SIGNED: bool>(p: *const u8, d: __m256) -> __m256 {
-    // SAFETY: callers pass 8 readable bytes.
-    let b = unsafe { _mm_loadl_epi64(p.cast()) };
+unsafe fn row_scales<const SIGNED: bool>(b: __m128i, d: __m256) -> __m256 {
     let i = if SIGNED {
         _mm256_cvtepi8_epi32(b)
     } else {
         _mm256_cvtepu8_epi32(b)
     };
     _mm256_mul_ps(_mm256_cvtepi32_ps(i), d)
+}
+
+/// The 8 bytes at `p`.
+#[inline(always)]
+unsafe fn bytes8(p: *const u8) -> __m128i {
+    // SAFETY: callers pass 8 readable bytes.
+    unsafe { _mm_loadl_epi64(p.cast()) }
 }
 
 /// 8 f16 at `p` as f32.
@@ -215,12 +221,15 @@ unsafe fn plane_half<const P: u8, const C: usize>(
                         (d, d, m)
                     }
                     Q4K | Q5K => {
-                        let d = row_scales::<false>(sc, dsb);
-                        (d, d, row_scales::<false>(sc.add(16), msb))
+                        // Reads 8 bytes past plane 11 for h = 1: the first
+                        // unit's nibbles, inside the super-block.
+                        let (scb, mb) = k_scale_bytes(sbp.add(K_SCALES + byte_off), u);
+                        let d = row_scales::<false>(scb, dsb);
+                        (d, d, row_scales::<false>(mb, msb))
                     }
                     _ => (
-                        row_scales::<true>(sc, dsb),
-                        row_scales::<true>(sc.add(16), dsb),
+                        row_scales::<true>(bytes8(sc), dsb),
+                        row_scales::<true>(bytes8(sc.add(16)), dsb),
                         zero,
                     ),
                 };

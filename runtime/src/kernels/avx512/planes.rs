@@ -18,7 +18,7 @@ use super::{bcast4, store};
 use crate::kernels::acts::Q8Acts;
 use crate::kernels::matrix::{QuantMatrix, BLOCK};
 use crate::kernels::planes::{
-    geometry, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
+    geometry, k_scale_bytes, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
 };
 use crate::kernels::OutPtr;
 
@@ -143,18 +143,23 @@ unsafe fn chunk<const P: u8, const C: usize, const CH: usize>(
     }
 }
 
-/// Converts 16 row bytes at `p` (unsigned, or signed for `Q6_K`) to f32
-/// and multiplies by `d`.
+/// Converts 16 row bytes (unsigned, or signed for `Q6_K`) to f32 and
+/// multiplies by `d`.
 #[inline(always)]
-unsafe fn row_scales<const SIGNED: bool>(p: *const u8, d: __m512) -> __m512 {
-    // SAFETY: callers pass 16 readable bytes.
-    let b = unsafe { _mm_loadu_si128(p.cast()) };
+unsafe fn row_scales<const SIGNED: bool>(b: __m128i, d: __m512) -> __m512 {
     let i = if SIGNED {
         _mm512_cvtepi8_epi32(b)
     } else {
         _mm512_cvtepu8_epi32(b)
     };
     _mm512_mul_ps(_mm512_cvtepi32_ps(i), d)
+}
+
+/// The 16 bytes at `p`.
+#[inline(always)]
+unsafe fn bytes16(p: *const u8) -> __m128i {
+    // SAFETY: callers pass 16 readable bytes.
+    unsafe { _mm_loadu_si128(p.cast()) }
 }
 
 /// Plane format `P` × Q8 for group `g`, activation rows `col0..col0 + C`.
@@ -206,12 +211,13 @@ unsafe fn plane_group<const P: u8, const C: usize>(
                         (d, d, m)
                     }
                     Q4K | Q5K => {
-                        let d = row_scales::<false>(sc, dsb);
-                        (d, d, row_scales::<false>(sc.add(16), msb))
+                        let (scb, mb) = k_scale_bytes(sbp.add(K_SCALES), u);
+                        let d = row_scales::<false>(scb, dsb);
+                        (d, d, row_scales::<false>(mb, msb))
                     }
                     _ => (
-                        row_scales::<true>(sc, dsb),
-                        row_scales::<true>(sc.add(16), dsb),
+                        row_scales::<true>(bytes16(sc), dsb),
+                        row_scales::<true>(bytes16(sc.add(16)), dsb),
                         zero,
                     ),
                 };
