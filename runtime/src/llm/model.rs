@@ -191,6 +191,16 @@ impl LlmModel {
                 if let Some((m, splits)) = packs.matrix(file, names)? {
                     return Ok(Projection::from_matrix(m, splits));
                 }
+                // Parts of different formats (Q4_K_M's q/k vs v) cannot fuse: one
+                // kernel matrix each, so they are packed (and mapped) too.
+                let parts = names
+                    .iter()
+                    .map(|n| packs.matrix(file, std::slice::from_ref(n)))
+                    .collect::<Result<Option<Vec<_>>>>()?;
+                if let Some(parts) = parts {
+                    let linears = parts.into_iter().map(|(m, _)| Linear::from_matrix(m));
+                    return Ok(Projection::Separate(linears.collect()));
+                }
             }
             let parts = names.iter().map(|n| load(n)).collect::<Result<Vec<_>>>()?;
             Projection::new(parts, padding, device, own)
@@ -791,14 +801,15 @@ impl Packs {
         names: &[String],
     ) -> Result<Option<(QuantMatrix, Vec<usize>)>> {
         let key = names.join("+");
-        if let Some(p) = &self.read {
-            if let Some(found) = p.matrix(&key) {
-                return Ok(Some(found));
-            }
+        if let Some(found) = self.read.as_ref().and_then(|p| p.matrix(&key)) {
+            return Ok(Some(found));
+        }
+        let built = own_matrix(file, names)?;
+        // Names whose formats do not fuse (mixed q/k/v types) are never in a file.
+        if self.read.is_some() && built.is_some() {
             self.missing
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let built = own_matrix(file, names)?;
         if let (Some(w), Some((m, splits))) = (&self.write, &built) {
             w.add(&key, m, splits);
         }
