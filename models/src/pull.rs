@@ -146,9 +146,10 @@ pub(crate) fn pull_with(
             .find(|f| f.name.ends_with(".gguf"))
             .and_then(|f| crate::gguf::architecture(&f.path)),
     };
-    if let Some(a) = architecture.as_deref().filter(|a| {
-        kind == ModelKind::Llm && !crate::gguf::SUPPORTED_ARCHITECTURES.contains(a)
-    }) {
+    if let Some(a) = architecture
+        .as_deref()
+        .filter(|a| kind == ModelKind::Llm && !crate::gguf::SUPPORTED_ARCHITECTURES.contains(a))
+    {
         // Nothing is committed: the staged download goes with the staging directory.
         return Err(ModelsError::UnsupportedArchitecture {
             name: req.name.clone(),

@@ -15,8 +15,8 @@ use surge_runtime::llm::test_support::gemma_test_gguf_path;
 use surge_runtime::llm::*;
 
 mod llama_cpp;
-use surge_runtime::llm::packed;
 use llama_cpp::{argmax, greedy, references, Bounds};
+use surge_runtime::llm::packed;
 
 fn gguf() -> &'static GgufFile {
     static F: OnceLock<GgufFile> = OnceLock::new();

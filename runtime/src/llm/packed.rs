@@ -136,8 +136,9 @@ impl PackedWeights {
     pub fn matrix(&self, key: &str) -> Option<(QuantMatrix, Vec<usize>)> {
         let e = self.index.matrices.get(key)?;
         let format = format_from_name(&e.format)?;
-        let m = QuantMatrix::from_mapped(format, e.rows, e.cols, self.map.clone(), e.offset as usize)
-            .ok()?;
+        let m =
+            QuantMatrix::from_mapped(format, e.rows, e.cols, self.map.clone(), e.offset as usize)
+                .ok()?;
         (m.size_in_bytes() as u64 == e.bytes && e.splits.iter().sum::<usize>() == e.rows)
             .then(|| (m, e.splits.clone()))
     }
@@ -277,7 +278,9 @@ mod tests {
 
     fn matrix(seed: u32, rows: usize, cols: usize) -> QuantMatrix {
         let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
             .collect();
         QuantMatrix::quantize_q8_0(rows, cols, &w).expect("quantize")
     }
@@ -291,7 +294,10 @@ mod tests {
         w.add("blk.0.qkv", &a, &[24, 8, 8]);
         w.add("output.weight", &b, &[16]);
         assert_eq!(w.finish().expect("finish"), 2);
-        assert!(std::fs::metadata(&path).expect("meta").permissions().readonly());
+        assert!(std::fs::metadata(&path)
+            .expect("meta")
+            .permissions()
+            .readonly());
 
         let p = PackedWeights::open(&path, "abc").expect("open");
         assert_eq!(p.len(), 2);
