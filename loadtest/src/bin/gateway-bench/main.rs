@@ -107,6 +107,10 @@ struct Args {
     /// Only the direct worker cold starts (skips the overhead and gateway cold starts).
     #[arg(long)]
     only_worker: bool,
+    /// Direct worker cold starts repack the LLM's weights on every start instead of
+    /// mapping the model cache's packed-weights file (what that file saves).
+    #[arg(long)]
+    no_packed_weights: bool,
     /// Also measure metering's cost: a metered and a `--no-metering` gateway side by side.
     #[arg(long)]
     metering: bool,

@@ -46,6 +46,9 @@ pub fn spawn_gateway_env(
 pub fn worker(args: &Args, model: &str) -> (Command, String) {
     let (mut cmd, base) = process::surge_worker(&args.surge, model);
     cmd.args(["--device", "cpu", "--exit-with-parent"]);
+    if args.no_packed_weights {
+        cmd.arg("--no-packed-weights");
+    }
     home(args, &mut cmd);
     (cmd, base)
 }
