@@ -624,7 +624,16 @@ fn an_unsupported_architecture_is_refused_at_import() {
     let out = run(
         home.path(),
         None,
-        &["models", "import", "phi", file.to_str().unwrap()],
+        &[
+            "models",
+            "import",
+            "phi",
+            file.to_str().unwrap(),
+            "--kind",
+            "llm",
+            "--format",
+            "gguf",
+        ],
     );
     expect_failure(
         &out,

@@ -227,6 +227,20 @@ impl ModelCache {
                     .map_err(|e| ModelsError::io("removing", &entry.path(), e))?;
             }
         }
+        // Workers' packed weights (`<gguf sha256>-v<layout>.pack`, see surge-runtime's
+        // `llm::packed`) go with the GGUF they were built from.
+        let packed = self.root().join("packed");
+        if let Ok(entries) = fs::read_dir(&packed) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let source = name.split('-').next().unwrap_or_default();
+                if !referenced.contains(source) {
+                    freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(entry.path())
+                        .map_err(|e| ModelsError::io("removing", &entry.path(), e))?;
+                }
+            }
+        }
         Ok(freed)
     }
 
@@ -387,12 +401,19 @@ mod tests {
             FileCheck::Ok
         );
 
+        // A worker's packed weights for the GGUF (and one for a GGUF long gone).
+        let packed = dir.path().join("packed");
+        fs::create_dir_all(&packed).unwrap();
+        let pack = packed.join(format!("{sha}-v1.pack"));
+        fs::write(&pack, b"pack").unwrap();
+        fs::write(packed.join("0000-v1.pack"), b"old").unwrap();
+
         // A second model sharing the blob keeps it alive when the first is removed.
         cache.write_manifest(&manifest("b", &sha, size)).unwrap();
-        assert_eq!(cache.remove("a").unwrap().1, 0);
-        assert!(cache.blob_path(&sha).exists());
-        assert_eq!(cache.remove("b").unwrap().1, 5);
-        assert!(!cache.blob_path(&sha).exists());
+        assert_eq!(cache.remove("a").unwrap().1, 3, "only the orphaned pack");
+        assert!(cache.blob_path(&sha).exists() && pack.exists());
+        assert_eq!(cache.remove("b").unwrap().1, 5 + 4);
+        assert!(!cache.blob_path(&sha).exists() && !pack.exists());
         assert!(matches!(cache.resolve("b"), Err(ModelsError::NotCached(_))));
     }
 

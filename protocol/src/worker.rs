@@ -303,6 +303,7 @@ mod tests {
             encode_batch: 4,
             batch_wait_ms: 0,
             exit_with_parent: true,
+            no_packed_weights: true,
             threads: Some(3),
         };
         let args = x.to_args();

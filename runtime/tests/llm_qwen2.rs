@@ -54,6 +54,7 @@ fn model_as_stored() -> LlmModel {
             k_padding: KPadding::Off,
             max_context: Some(4096),
             cpu_kernels: false,
+            packed_weights: None,
         },
     )
     .expect("load as stored")

@@ -400,7 +400,7 @@ mod tests {
     fn write_gguf(path: &Path, arch: &str) {
         let arch = Value::String(arch.to_string());
         let n = Value::U32(1);
-        let md = [("general.architecture", &arch), ("gemma3.block_count", &n)];
+        let md = [("general.architecture", &arch), ("phi3.block_count", &n)];
         let t = Tensor::zeros((4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
         let mut w = std::io::BufWriter::new(File::create(path).unwrap());
@@ -410,20 +410,20 @@ mod tests {
     #[test]
     fn unknown_architecture_error_names_the_supported_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gemma3.gguf");
-        write_gguf(&path, "gemma3");
+        let path = dir.path().join("phi3.gguf");
+        write_gguf(&path, "phi3");
         let f = GgufFile::open(&path).unwrap();
         let err = LlamaConfig::from_gguf(&f).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, LlmError::Unsupported(_)), "{msg}");
-        assert!(msg.contains("`gemma3`"), "{msg}");
+        assert!(msg.contains("`phi3`"), "{msg}");
         for arch in SUPPORTED_ARCHITECTURES {
             assert!(msg.contains(arch), "{msg}");
         }
         assert_eq!(
             msg,
-            "unsupported model: architecture `gemma3` is not supported \
-             (supported architectures: llama, qwen2)"
+            "unsupported model: architecture `phi3` is not supported \
+             (supported architectures: llama, qwen2, gemma3)"
         );
     }
 

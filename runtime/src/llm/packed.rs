@@ -241,34 +241,32 @@ impl PackWriter {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or("already finished")?;
-        let result = (|| -> Result<usize, String> {
-            if let Some(e) = state.failed {
-                return Err(e);
-            }
-            let n = state.matrices.len();
-            let index = serde_json::to_vec(&Index {
-                layout_version: LAYOUT_VERSION,
-                source: self.source.clone(),
-                matrices: state.matrices,
-            })
+        // On any error `Drop` removes the temporary file.
+        if let Some(e) = state.failed {
+            return Err(e);
+        }
+        let n = state.matrices.len();
+        let index = serde_json::to_vec(&Index {
+            layout_version: LAYOUT_VERSION,
+            source: self.source.clone(),
+            matrices: state.matrices,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut out = state.out;
+        out.write_all(&index)
+            .and_then(|_| out.write_all(&(index.len() as u64).to_le_bytes()))
+            .and_then(|_| out.write_all(MAGIC))
+            .and_then(|_| out.flush())
             .map_err(|e| e.to_string())?;
-            let mut out = state.out;
-            out.write_all(&index)
-                .and_then(|_| out.write_all(&(index.len() as u64).to_le_bytes()))
-                .and_then(|_| out.write_all(MAGIC))
-                .and_then(|_| out.flush())
-                .map_err(|e| e.to_string())?;
-            let file = out.into_inner().map_err(|e| e.to_string())?;
-            let mut perms = file.metadata().map_err(|e| e.to_string())?.permissions();
-            perms.set_readonly(true);
-            file.set_permissions(perms).map_err(|e| e.to_string())?;
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| e.to_string())?;
-            Ok(n)
-        })();
-        result
+        let file = out.into_inner().map_err(|e| e.to_string())?;
+        let mut perms = file.metadata().map_err(|e| e.to_string())?.permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms).map_err(|e| e.to_string())?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| e.to_string())?;
+        Ok(n)
     }
 
-    /// Drops the temporary file (a load that failed or fell back).
+    /// Gives up: `Drop` removes the temporary file.
     pub fn abandon(self) {}
 }
 
