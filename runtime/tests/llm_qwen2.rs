@@ -393,3 +393,23 @@ fn greedy_matches_llama_cpp() {
     };
     llama_cpp::check(model(), tokenizer(), "qwen2-llama-cpp.json", &bounds);
 }
+
+/// The same check on Qwen2.5-Coder-1.5B (the benchmark model, ~1.1 GB, which CI does
+/// not download): `cargo test -p surge-runtime --test llm_qwen2 -- --ignored`
+/// (pulls it into the cache; `SURGE_TEST_QWEN15_GGUF` points at a copy instead).
+#[test]
+#[ignore = "downloads the 1.1 GB benchmark model"]
+fn greedy_matches_llama_cpp_on_the_1_5b() {
+    let path = surge_runtime::llm::test_support::catalog_gguf_path(
+        "qwen2.5-coder-1.5b-instruct",
+        "SURGE_TEST_QWEN15_GGUF",
+    );
+    let file = GgufFile::open(path).expect("open");
+    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let m = LlmModel::load_gguf(&file, &Device::Cpu, &LoadOptions::default()).expect("load");
+    let bounds = llama_cpp::Bounds {
+        tie: 0.3,
+        relative_logits: 1.5,
+    };
+    llama_cpp::check(&m, &tok, "qwen2-1.5b-llama-cpp.json", &bounds);
+}
