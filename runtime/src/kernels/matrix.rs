@@ -482,32 +482,39 @@ impl QuantMatrix {
     /// Dequantizes to a dense row-major `rows × cols` f32 matrix (tests and
     /// debugging; equals candle's `QTensor::dequantize` exactly).
     pub fn dequantize(&self) -> Vec<f32> {
-        let (nb, gbb) = (self.blocks_per_row(), self.format.group_block_bytes());
-        let bytes = self.bytes();
         let mut out = vec![0f32; self.rows * self.cols];
         for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            let (g, lane) = (r / ROWS_PER_GROUP, r % ROWS_PER_GROUP);
-            if let Some(p) = self.format.plane() {
-                let group = &bytes[g * self.group_bytes()..][..self.group_bytes()];
-                let units = planes::geometry(p).units;
-                for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
-                    let sb = &group[b / units * gbb..][..gbb];
-                    let prm = planes::params(p, sb, b % units, lane);
-                    for (e, v) in vals.iter_mut().enumerate() {
-                        let q = planes::q(p, sb, b % units, lane, e) - prm.offset;
-                        *v = prm.d[e / 16] * q as f32 + prm.min;
-                    }
-                }
-                continue;
-            }
-            for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
-                let gb = &bytes[(g * nb + b) * gbb..][..gbb];
-                let (d, m) = Self::scales(gb, self.format, lane);
-                for (e, v) in vals.iter_mut().enumerate() {
-                    *v = d * Self::decode(gb, self.format, lane, e) as f32 + m;
-                }
-            }
+            self.dequantize_row(r, row);
         }
         out
+    }
+
+    /// Row `r` as f32 into `row` (`cols` long), exactly as [`Self::dequantize`]
+    /// gives it: an embedding lookup straight from a mapped packed matrix.
+    pub fn dequantize_row(&self, r: usize, row: &mut [f32]) {
+        debug_assert!(r < self.rows && row.len() == self.cols);
+        let (nb, gbb) = (self.blocks_per_row(), self.format.group_block_bytes());
+        let bytes = self.bytes();
+        let (g, lane) = (r / ROWS_PER_GROUP, r % ROWS_PER_GROUP);
+        if let Some(p) = self.format.plane() {
+            let group = &bytes[g * self.group_bytes()..][..self.group_bytes()];
+            let units = planes::geometry(p).units;
+            for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
+                let sb = &group[b / units * gbb..][..gbb];
+                let prm = planes::params(p, sb, b % units, lane);
+                for (e, v) in vals.iter_mut().enumerate() {
+                    let q = planes::q(p, sb, b % units, lane, e) - prm.offset;
+                    *v = prm.d[e / 16] * q as f32 + prm.min;
+                }
+            }
+            return;
+        }
+        for (b, vals) in row.chunks_exact_mut(BLOCK).enumerate() {
+            let gb = &bytes[(g * nb + b) * gbb..][..gbb];
+            let (d, m) = Self::scales(gb, self.format, lane);
+            for (e, v) in vals.iter_mut().enumerate() {
+                *v = d * Self::decode(gb, self.format, lane, e) as f32 + m;
+            }
+        }
     }
 }

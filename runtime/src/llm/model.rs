@@ -122,10 +122,10 @@ pub struct LlmModel {
     config: LlamaConfig,
     max_context: usize,
     device: Device,
-    /// Token embeddings as stored in the file: rows are dequantized on lookup,
+    /// Token embeddings (see [`Embeddings`]): rows are dequantized on lookup,
     /// which avoids holding a dense `[vocab, hidden]` f32 copy (113 MB for
     /// SmolLM2) and gives exactly the values a dense dequantization would.
-    embed: Arc<QTensor>,
+    embed: Embeddings,
     layers: Vec<Layer>,
     norm: Tensor,
     head: Linear,
@@ -303,11 +303,15 @@ impl LlmModel {
             })?
         };
         let norm = load("output_norm.weight")?.dequantize(device)?;
-        let embed = Arc::new(file.tensor("token_embd.weight", device)?);
-        // Tied embeddings (SmolLM2) have no output.weight: the head reuses the
+        let embed = match packs.mapped("token_embd.weight") {
+            Some(m) => Embeddings::Packed(m),
+            None => Embeddings::File(Arc::new(file.tensor("token_embd.weight", device)?)),
+        };
+        // Tied embeddings (SmolLM2, Gemma) have no output.weight: the head reuses the
         // embedding matrix, converted like any other matmul weight, or shared
         // when no conversion applies.
-        let head = if file.has_tensor("output.weight") {
+        let tied = !file.has_tensor("output.weight");
+        let head = if !tied {
             linear("output.weight".to_string())?
         } else if let Some((m, _)) = direct
             .then(|| packs.matrix(file, &["token_embd.weight".to_string()]))
@@ -316,16 +320,27 @@ impl LlmModel {
         {
             Linear::from_matrix(m)
         } else {
-            match converted(&embed, fmt, device)? {
+            let Embeddings::File(embed) = &embed else {
+                unreachable!("mapped embeddings come with a mapped head")
+            };
+            match converted(embed, fmt, device)? {
                 Some(q) => Linear::new(q, pad, device, own)?,
-                None => match Linear::padded_copy(&embed, pad, device, own)? {
+                None => match Linear::padded_copy(embed, pad, device, own)? {
                     Some(l) => l,
                     None => Linear::unpadded(QMatMul::from_arc(embed.clone())?),
                 },
             }
         };
-        let head_shares_embed =
-            matches!(head.weight(), Some(QMatMul::QTensor(t)) if Arc::ptr_eq(t, &embed));
+        if !tied && direct && matches!(embed, Embeddings::File(_)) {
+            // Record the table in a file being written, so later loads map it too.
+            packs.record(file, "token_embd.weight")?;
+        }
+        let head_shares_embed = match &embed {
+            Embeddings::File(e) => {
+                matches!(head.weight(), Some(QMatMul::QTensor(t)) if Arc::ptr_eq(t, e))
+            }
+            Embeddings::Packed(_) => tied,
+        };
         let (cos, sin) = rope_tables(config.head_dim, config.rope_freq_base, max_context, device)?;
         let local_rope = layers
             .iter()
@@ -349,11 +364,7 @@ impl LlmModel {
             .map(|l| l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.down.bytes())
             .sum::<usize>()
             + head.bytes()
-            + if head_shares_embed {
-                0
-            } else {
-                embed.storage_size_in_bytes()
-            };
+            + if head_shares_embed { 0 } else { embed.bytes() };
         let report = LoadReport {
             load_seconds: started.elapsed().as_secs_f64(),
             weight_bytes,
@@ -439,6 +450,7 @@ impl LlmModel {
         }
         let n_total = ids.len();
         let dev = &self.device;
+        let x = self.embed.lookup(&ids, dev)?;
         let ids = Tensor::from_vec(ids, n_total, dev)?;
         let positions = Tensor::from_vec(positions, n_total, dev)?;
         // Every packed row is its own "batch" entry of length 1 for rope_i, so
@@ -480,7 +492,13 @@ impl LlmModel {
             Vec::new()
         };
 
-        let mut x = self.embed.embedding(&ids)?;
+        let mut x = match x {
+            Some(x) => x,
+            None => match &self.embed {
+                Embeddings::File(q) => q.embedding(&ids)?,
+                Embeddings::Packed(_) => unreachable!("looked up above"),
+            },
+        };
         if cfg.architecture == Architecture::Gemma3 {
             x = (x * (cfg.hidden_size as f64).sqrt())?;
         }
@@ -769,6 +787,38 @@ fn causal_mask(n: usize, past: usize, window: usize, device: &Device) -> Result<
     Ok(Tensor::from_vec(mask, (n, total - lo), device)?)
 }
 
+/// Token embeddings: the GGUF's tensor copied into memory, or, when the packed-weights
+/// file has them (`token_embd.weight`), rows dequantized straight from the map (exactly
+/// the same values; no per-worker copy, which for Gemma's 262,144-token table is 178
+/// MB).
+enum Embeddings {
+    File(Arc<QTensor>),
+    Packed(QuantMatrix),
+}
+
+impl Embeddings {
+    /// `[ids.len(), hidden]` for the packed table; `None` for the file's tensor, which
+    /// looks up from an ids tensor.
+    fn lookup(&self, ids: &[u32], dev: &Device) -> Result<Option<Tensor>> {
+        let Embeddings::Packed(m) = self else {
+            return Ok(None);
+        };
+        let h = m.cols();
+        let mut x = vec![0f32; ids.len() * h];
+        for (row, &id) in x.chunks_exact_mut(h).zip(ids) {
+            m.dequantize_row(id as usize, row);
+        }
+        Ok(Some(Tensor::from_vec(x, (ids.len(), h), dev)?))
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Embeddings::File(q) => q.storage_size_in_bytes(),
+            Embeddings::Packed(m) => m.size_in_bytes(),
+        }
+    }
+}
+
 /// The packed-weights file of a load: read from, or written to (see `super::packed`).
 struct Packs {
     read: Option<PackedWeights>,
@@ -791,6 +841,21 @@ impl Packs {
             write,
             missing: Default::default(),
         }
+    }
+
+    /// Adds matrix `name` to a file being written (built from the GGUF; dropped).
+    fn record(&self, file: &GgufFile, name: &str) -> Result<()> {
+        if let Some(w) = &self.write {
+            if let Some((m, splits)) = own_matrix(file, &[name.to_string()])? {
+                w.add(name, &m, &splits);
+            }
+        }
+        Ok(())
+    }
+
+    /// `key` from the file being read, if any (nothing is built or written).
+    fn mapped(&self, key: &str) -> Option<QuantMatrix> {
+        self.read.as_ref()?.matrix(key).map(|(m, _)| m)
     }
 
     /// The named matrices as one kernel matrix: mapped from the file when it has
