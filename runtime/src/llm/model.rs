@@ -14,17 +14,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Layout, Storage, Tensor};
-use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ops::{rms_norm, silu};
 use candle_nn::rotary_emb::{rope, rope_i};
 
 use super::error::{LlmError, Result};
 use super::gguf::{Architecture, GgufFile, LlamaConfig, RopeStyle};
-use super::kv_cache::{LayerKv, SeqCache};
-use super::packed::{PackWriter, PackedWeights};
+use super::kv_cache::SeqCache;
 use super::weights::{convert, converted, KPadding, Linear, Projection, WeightFormat};
-use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
-use crate::kernels::{QuantFormat, QuantMatrix};
+
+mod attention;
+mod packs;
+
+use attention::{append_kv, causal_mask};
+use packs::{Embeddings, Packs};
 
 /// Load-time choices.
 #[derive(Debug, Clone)]
@@ -115,7 +118,7 @@ struct Layer {
     sliding: bool,
 }
 
-/// A llama-family model (`llama` or `qwen2`, see [`super::gguf::Architecture`])
+/// A llama-family model (`llama`, `qwen2` or `gemma3`, see [`super::gguf::Architecture`])
 /// whose state lives entirely in the weights; sequences carry their own
 /// [`SeqCache`], so `step` takes `&self`.
 pub struct LlmModel {
@@ -450,8 +453,6 @@ impl LlmModel {
         }
         let n_total = ids.len();
         let dev = &self.device;
-        let x = self.embed.lookup(&ids, dev)?;
-        let ids = Tensor::from_vec(ids, n_total, dev)?;
         let positions = Tensor::from_vec(positions, n_total, dev)?;
         // Every packed row is its own "batch" entry of length 1 for rope_i, so
         // rows of different sequences rotate by their own positions in one op.
@@ -492,13 +493,7 @@ impl LlmModel {
             Vec::new()
         };
 
-        let mut x = match x {
-            Some(x) => x,
-            None => match &self.embed {
-                Embeddings::File(q) => q.embedding(&ids)?,
-                Embeddings::Packed(_) => unreachable!("looked up above"),
-            },
-        };
+        let mut x = self.embed.lookup(ids, dev)?;
         if cfg.architecture == Architecture::Gemma3 {
             x = (x * (cfg.hidden_size as f64).sqrt())?;
         }
@@ -622,309 +617,6 @@ impl LlmModel {
         }
         Ok(logits)
     }
-
-    /// Causal attention of `n` new tokens of one sequence over its cache (their
-    /// keys and values already appended at `past..past + n`), each seeing at most
-    /// the last `window` positions (its own included).
-    ///
-    /// Input is `q: [n, n_head, 1, hd]`; returns `[n, n_head * hd]`. Grouped-query attention is
-    /// done by folding the query heads that share a kv head into the row
-    /// dimension (`[n_kv, group * n, hd]`), which avoids materialising
-    /// repeated keys and values.
-    fn attend(
-        &self,
-        kv: &LayerKv,
-        q: &Tensor,
-        past: usize,
-        window: usize,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let cfg = &self.config;
-        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-        let group = nh / nkv;
-        let n = q.dim(0)?;
-        let total = past + n;
-        // Keys before the first query's window are never attended to.
-        let lo = window_start(past, window);
-        let keys = kv.k.narrow(1, lo, total - lo)?;
-        let values = kv.v.narrow(1, lo, total - lo)?;
-
-        let q = q
-            .reshape((n, nh, hd))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((nkv, group * n, hd))?;
-        let att = (q.matmul(&keys.t()?)? / (hd as f64).sqrt())?;
-        let att = if let Some(mask) = mask {
-            att.reshape((nkv, group, n, total - lo))?
-                .broadcast_add(mask)?
-                .reshape((nkv, group * n, total - lo))?
-        } else {
-            att
-        };
-        let att = softmax_last_dim(&att)?;
-        let y = att.matmul(&values)?;
-        Ok(y.reshape((nh, n, hd))?
-            .transpose(0, 1)?
-            .reshape((n, nh * hd))?)
-    }
-}
-
-impl LlmModel {
-    /// Fused CPU attention of the decode items `decode` (indices into `batch`
-    /// and `spans`, one new token each, already appended to layer `li` of
-    /// their caches). `q` is the packed `[n_total, n_head, 1, hd]` after RoPE.
-    /// Returns `[decode.len(), hidden]`.
-    fn attend_decode(
-        &self,
-        batch: &[BatchItem<'_>],
-        li: usize,
-        spans: &[(usize, usize, usize)],
-        decode: &[usize],
-        q: &Tensor,
-        window: usize,
-    ) -> Result<Tensor> {
-        let cfg = &self.config;
-        let shape = AttnShape {
-            n_head: cfg.n_head,
-            n_kv_head: cfg.n_kv_head,
-            head_dim: cfg.head_dim,
-        };
-        let row = cfg.n_head * cfg.head_dim;
-        let q_all = q.flatten_all()?.to_vec1::<f32>()?;
-        let mut qd = Vec::with_capacity(decode.len() * row);
-        for &i in decode {
-            let off = spans[i].0;
-            qd.extend_from_slice(&q_all[off * row..(off + 1) * row]);
-        }
-        // Read locks on the cache tensors, held for the kernel call.
-        let guards = decode
-            .iter()
-            .map(|&i| {
-                let kv = &batch[i].cache.layers[li];
-                (kv.k.storage_and_layout(), kv.v.storage_and_layout())
-            })
-            .collect::<Vec<_>>();
-        let seqs = guards
-            .iter()
-            .zip(decode)
-            .map(|(((ks, kl), (vs, vl)), &i)| {
-                let (_, cap, _) = kl.shape().dims3()?;
-                // Starting the slices at the window's first token keeps the
-                // head-major stride valid for every kv head.
-                let past = spans[i].2;
-                let lo = window_start(past, window) * cfg.head_dim;
-                Ok(DecodeKv {
-                    k: &cpu_f32(ks, kl)?[lo..],
-                    v: &cpu_f32(vs, vl)?[lo..],
-                    head_stride: cap * cfg.head_dim,
-                    len: past + 1 - window_start(past, window),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut out = vec![0f32; decode.len() * row];
-        decode_attention(shape, &qd, &seqs, &mut out).map_err(candle_core::Error::from)?;
-        drop(seqs);
-        drop(guards);
-        Ok(Tensor::from_vec(out, (decode.len(), row), &self.device)?)
-    }
-}
-
-/// Writes `n` new keys `[n, nkv, 1, hd]` (or `[n, nkv, hd]`) and values
-/// `[n, nkv, hd]` into the head-major cache at positions `past..past + n`.
-fn append_kv(
-    kv: &mut LayerKv,
-    k: &Tensor,
-    v: &Tensor,
-    past: usize,
-    nkv: usize,
-    hd: usize,
-) -> Result<()> {
-    let n = v.dim(0)?;
-    let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-    let v = v.transpose(0, 1)?.contiguous()?;
-    kv.k.slice_set(&k, 1, past)?;
-    kv.v.slice_set(&v, 1, past)?;
-    Ok(())
-}
-
-/// The f32 elements of a contiguous CPU tensor, from its first element.
-fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(cpu) if layout.is_contiguous() => {
-            Ok(&cpu.as_slice::<f32>()?[layout.start_offset()..])
-        }
-        _ => Err(LlmError::Unsupported(
-            "fused attention needs a contiguous CPU f32 cache".into(),
-        )),
-    }
-}
-
-/// The first cached position a query at position `past` (the earliest of its
-/// chunk) can see through a window of `window` positions, its own included.
-fn window_start(past: usize, window: usize) -> usize {
-    (past + 1).saturating_sub(window)
-}
-
-/// Additive mask over keys `lo..past + n` with `lo = window_start(past, window)`:
-/// query `i` (at position `p = past + i`) sees keys `j` with `j <= p` and
-/// `p - j < window` (llama.cpp's and Hugging Face's sliding-window rule).
-fn causal_mask(n: usize, past: usize, window: usize, device: &Device) -> Result<Tensor> {
-    let lo = window_start(past, window);
-    let total = past + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            let p = past + i;
-            (lo..total).map(move |j| {
-                if j > p || p - j >= window {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, total - lo), device)?)
-}
-
-/// Token embeddings: the GGUF's tensor copied into memory, or, when the packed-weights
-/// file has them (`token_embd.weight`), rows dequantized straight from the map (exactly
-/// the same values; no per-worker copy, which for Gemma's 262,144-token table is 178
-/// MB).
-enum Embeddings {
-    File(Arc<QTensor>),
-    Packed(QuantMatrix),
-}
-
-impl Embeddings {
-    /// `[ids.len(), hidden]` for the packed table; `None` for the file's tensor, which
-    /// looks up from an ids tensor.
-    fn lookup(&self, ids: &[u32], dev: &Device) -> Result<Option<Tensor>> {
-        let Embeddings::Packed(m) = self else {
-            return Ok(None);
-        };
-        let h = m.cols();
-        let mut x = vec![0f32; ids.len() * h];
-        for (row, &id) in x.chunks_exact_mut(h).zip(ids) {
-            m.dequantize_row(id as usize, row);
-        }
-        Ok(Some(Tensor::from_vec(x, (ids.len(), h), dev)?))
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Embeddings::File(q) => q.storage_size_in_bytes(),
-            Embeddings::Packed(m) => m.size_in_bytes(),
-        }
-    }
-}
-
-/// The packed-weights file of a load: read from, or written to (see `super::packed`).
-struct Packs {
-    read: Option<PackedWeights>,
-    write: Option<PackWriter>,
-    /// Matrices the read file lacked (then it is stale: replaced by a new one).
-    missing: std::sync::atomic::AtomicUsize,
-}
-
-impl Packs {
-    fn open(direct: bool, file: Option<&(PathBuf, String)>) -> Self {
-        let (read, write) = match file {
-            Some((path, sha)) if direct => match PackedWeights::open(path, sha) {
-                Some(p) => (Some(p), None),
-                None => (None, PackWriter::create(path, sha).ok()),
-            },
-            _ => (None, None),
-        };
-        Self {
-            read,
-            write,
-            missing: Default::default(),
-        }
-    }
-
-    /// Adds matrix `name` to a file being written (built from the GGUF; dropped).
-    fn record(&self, file: &GgufFile, name: &str) -> Result<()> {
-        if let Some(w) = &self.write {
-            if let Some((m, splits)) = own_matrix(file, &[name.to_string()])? {
-                w.add(name, &m, &splits);
-            }
-        }
-        Ok(())
-    }
-
-    /// `key` from the file being read, if any (nothing is built or written).
-    fn mapped(&self, key: &str) -> Option<QuantMatrix> {
-        self.read.as_ref()?.matrix(key).map(|(m, _)| m)
-    }
-
-    /// The named matrices as one kernel matrix: mapped from the file when it has
-    /// them, else repacked from the GGUF (and recorded for the file being written).
-    fn matrix(
-        &self,
-        file: &GgufFile,
-        names: &[String],
-    ) -> Result<Option<(QuantMatrix, Vec<usize>)>> {
-        let key = names.join("+");
-        if let Some(found) = self.read.as_ref().and_then(|p| p.matrix(&key)) {
-            return Ok(Some(found));
-        }
-        let built = own_matrix(file, names)?;
-        // Names whose formats do not fuse (mixed q/k/v types) are never in a file.
-        if self.read.is_some() && built.is_some() {
-            self.missing
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let (Some(w), Some((m, splits))) = (&self.write, &built) {
-            w.add(&key, m, splits);
-        }
-        Ok(built)
-    }
-
-    /// Publishes a file being written; says what happened for the load report.
-    fn finish(self) -> String {
-        match (self.read, self.write) {
-            (Some(_), _) if self.missing.into_inner() == 0 => "mapped".into(),
-            (Some(_), _) => "mapped in part (stale file)".into(),
-            (None, Some(w)) => match w.finish() {
-                Ok(n) => format!("written ({n} matrices)"),
-                Err(e) => format!("not written: {e}"),
-            },
-            (None, None) => "off".into(),
-        }
-    }
-}
-
-/// The named GGUF matrices repacked as one matrix for our kernels (rows in order) and
-/// their row counts, read straight from the mapped file; `None` when their
-/// quantization or shapes do not fit the kernels (the caller falls back to candle).
-fn own_matrix(file: &GgufFile, names: &[String]) -> Result<Option<(QuantMatrix, Vec<usize>)>> {
-    let mut parts = Vec::with_capacity(names.len());
-    let mut splits = Vec::with_capacity(names.len());
-    let mut format = None;
-    let mut cols = None;
-    for name in names {
-        let (bytes, dims, dtype) = file.tensor_bytes(name)?;
-        let Some(f) = QuantFormat::from_ggml_dtype(dtype) else {
-            return Ok(None);
-        };
-        let &[rows, c] = dims else {
-            return Ok(None);
-        };
-        if format.is_some_and(|g| g != f) || cols.is_some_and(|k| k != c) {
-            return Ok(None);
-        }
-        format = Some(f);
-        cols = Some(c);
-        parts.push(bytes);
-        splits.push(rows);
-    }
-    let (Some(format), Some(cols)) = (format, cols) else {
-        return Ok(None);
-    };
-    let m = QuantMatrix::from_ggml_parts(format, cols, &parts)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    Ok(Some((m, splits)))
 }
 
 /// RoPE angle tables computed exactly as candle-transformers' quantized_llama
