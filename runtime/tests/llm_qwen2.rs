@@ -11,12 +11,13 @@
 use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_qwen2::ModelWeights;
 use surge_runtime::llm::test_support::qwen_test_gguf_path;
 use surge_runtime::llm::*;
 
 mod llama_cpp;
+use llama_cpp::argmax;
 
 fn gguf() -> &'static GgufFile {
     static F: OnceLock<GgufFile> = OnceLock::new();
@@ -78,42 +79,14 @@ fn chat_ids(user: &str) -> Vec<u32> {
         .expect("encode")
 }
 
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn rows(t: &Tensor) -> Vec<Vec<f32>> {
     logits_rows(t).expect("logits")
 }
 
-/// Greedy tokens of one sequence decoded alone, and each step's logits.
+/// Greedy tokens of one sequence decoded alone (prompt in one chunk), and each
+/// step's logits.
 fn greedy(m: &LlmModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut cache = m.new_sequence_cache();
-    let (mut out, mut logits) = (Vec::new(), Vec::new());
-    let mut input = prompt.to_vec();
-    for _ in 0..steps {
-        let l = m
-            .step(&mut [BatchItem {
-                tokens: &input,
-                cache: &mut cache,
-            }])
-            .expect("step")
-            .i(0)
-            .expect("row")
-            .to_vec1::<f32>()
-            .expect("vec");
-        let t = argmax(&l);
-        out.push(t);
-        logits.push(l);
-        input = vec![t];
-    }
-    (out, logits)
+    llama_cpp::greedy(m, prompt, steps, prompt.len().max(1))
 }
 
 /// The reference's greedy tokens and per-step logits.
