@@ -52,6 +52,8 @@ pub(super) struct PoolActor {
     pub(super) model: String,
     pub(super) cfg: PoolConfig,
     pub(super) cost: Cost,
+    /// The model's weight bytes: the least a ready worker is charged (see `measure`).
+    pub(super) weights: u64,
     pub(super) spec: WorkerSpec,
     pub(super) env: PoolEnv,
     /// For leases and the tasks the actor starts; weak so that the pool stops when the
@@ -83,6 +85,7 @@ impl PoolActor {
         model: &str,
         cfg: PoolConfig,
         cost: Cost,
+        weights: u64,
         spec: WorkerSpec,
         env: PoolEnv,
         tx: mpsc::UnboundedSender<Command>,
@@ -98,6 +101,7 @@ impl PoolActor {
             scaler: Autoscaler::new(ScalePolicy::for_pool(&cfg)),
             cfg,
             cost,
+            weights,
             spec,
             env,
             me: tx.downgrade(),

@@ -8,7 +8,9 @@ use crate::serve::sizing;
 
 impl PoolActor {
     /// Re-charges worker `i` at its resident memory (`VmRSS`), when it is a local CPU
-    /// process: at ready (`at_ready`) the measurement replaces the pool's estimate;
+    /// process: at ready (`at_ready`) the measurement replaces the pool's estimate, but
+    /// never below the model's weight bytes: weights are mapped, not read, at start, so
+    /// they only become resident on the first request;
     /// later (each autoscaler tick) the charge only grows, to the largest resident set
     /// seen, because memory a worker has used once (KV caches of a busy moment) it may
     /// use again and the allocator seldom hands back. A GPU worker's charge is GPU
@@ -22,7 +24,7 @@ impl PoolActor {
         let Some(rss) = w.handle.pid.and_then(sizing::resident_memory) else {
             return;
         };
-        let to = measured_charge(w.charged, rss, at_ready);
+        let to = measured_charge(w.charged, rss, self.weights, at_ready);
         if to != w.charged {
             self.env.budget.recharge(&self.spec.device, w.charged, to);
             self.workers[i].charged = to;
@@ -38,11 +40,12 @@ impl PoolActor {
 }
 
 /// A worker's charge once `rss` bytes are measured: its memory becomes `rss` at ready
-/// (replacing the estimate, up or down) and afterwards the larger of the two.
-pub(super) fn measured_charge(charged: Cost, rss: u64, at_ready: bool) -> Cost {
+/// (replacing the estimate, up or down), at least the `weights` it has mapped, and
+/// afterwards the larger of the charge and `rss`.
+pub(super) fn measured_charge(charged: Cost, rss: u64, weights: u64, at_ready: bool) -> Cost {
     let rss = rss as f64;
     let memory = if at_ready {
-        rss
+        rss.max(weights as f64)
     } else {
         charged.memory.max(rss)
     };

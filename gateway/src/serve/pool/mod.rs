@@ -215,7 +215,9 @@ impl Drop for LeaveQueue<'_> {
 
 impl Pool {
     /// Starts the pool's actor (on the current tokio runtime) and returns its handle.
-    pub fn new(model: &str, cfg: PoolConfig, cost: Cost, env: PoolEnv) -> Arc<Pool> {
+    /// `weights`: the bytes of the model's weight files, which a worker maps at start
+    /// and touches on its first request (a ready worker is charged at least this).
+    pub fn new(model: &str, cfg: PoolConfig, cost: Cost, weights: u64, env: PoolEnv) -> Arc<Pool> {
         let device = match cfg.device.as_str() {
             // Placed by `Pools::new`; a pool built alone has no GPU list.
             "auto" => "cpu".to_string(),
@@ -224,7 +226,7 @@ impl Pool {
         let spec = WorkerSpec::new(model, &device, &cfg);
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = env.metrics.clone();
-        actor::PoolActor::spawn(model, cfg.clone(), cost, spec, env, tx.clone(), rx);
+        actor::PoolActor::spawn(model, cfg.clone(), cost, weights, spec, env, tx.clone(), rx);
         Arc::new(Pool {
             model: model.to_string(),
             cfg,
@@ -381,7 +383,7 @@ impl Pools {
                 }
                 let cost = worker_cost(&pc.device, &pc, Some(e));
                 tracing::info!(model = %e.name, device = %pc.device, cores = cost.cores, memory = cost.memory, "pool");
-                let pool = Pool::new(&e.name, pc, cost, env.clone());
+                let pool = Pool::new(&e.name, pc, cost, e.size, env.clone());
                 (e.name.clone(), pool)
             })
             .collect();

@@ -12,7 +12,7 @@ fn cpu_pool(e: &PoolEnv, name: &str, cost: Cost, evict_after_ms: u64) -> Arc<Poo
         queue_timeout: Duration::from_secs(5),
         ..PoolConfig::default()
     };
-    Pool::new(name, cfg, cost, e.clone())
+    Pool::new(name, cfg, cost, 0, e.clone())
 }
 
 fn spawn_acquire(p: &Arc<Pool>) -> tokio::task::JoinHandle<Result<Lease, ApiError>> {
@@ -150,8 +150,13 @@ async fn a_ready_worker_is_recharged_at_its_resident_memory() {
 #[test]
 fn measured_memory_replaces_the_estimate_then_only_grows() {
     let est = Cost::new(2.0, 1000.0);
-    assert_eq!(measured_charge(est, 300, true), Cost::new(2.0, 300.0));
+    assert_eq!(measured_charge(est, 300, 100, true), Cost::new(2.0, 300.0));
     let ready = Cost::new(2.0, 300.0);
-    assert_eq!(measured_charge(ready, 250, false), ready);
-    assert_eq!(measured_charge(ready, 400, false), Cost::new(2.0, 400.0));
+    assert_eq!(measured_charge(ready, 250, 100, false), ready);
+    assert_eq!(
+        measured_charge(ready, 400, 100, false),
+        Cost::new(2.0, 400.0)
+    );
+    // Weights mapped but not yet touched: charged as if resident.
+    assert_eq!(measured_charge(est, 60, 90, true), Cost::new(2.0, 90.0));
 }

@@ -76,7 +76,13 @@ fn pool(fake: &Arc<Fake>, f: impl FnOnce(&mut PoolConfig)) -> Arc<Pool> {
         ..PoolConfig::default()
     };
     f(&mut cfg);
-    Pool::new("m", cfg, Cost::cores(1.0), env(fake, Budget::unlimited()))
+    Pool::new(
+        "m",
+        cfg,
+        Cost::cores(1.0),
+        0,
+        env(fake, Budget::unlimited()),
+    )
 }
 
 fn env(fake: &Arc<Fake>, budget: Budget) -> PoolEnv {
@@ -260,7 +266,7 @@ async fn cold_starts_and_scaling_steps_are_recorded_for_the_status_page() {
     let recent = e.recent.clone();
     let mut cfg = PoolConfig::default();
     fast_scaling(&mut cfg);
-    let p = Pool::new("m", cfg, Cost::cores(1.0), e);
+    let p = Pool::new("m", cfg, Cost::cores(1.0), 0, e);
     let t0 = Instant::now();
     drop(p.acquire().await.unwrap());
     let cold = recent.cold_starts(10);
@@ -311,7 +317,7 @@ async fn a_full_budget_evicts_the_least_recently_used_idle_worker() {
         evict_idle_after: Duration::ZERO,
         ..PoolConfig::default()
     };
-    let mk = |name: &str| Pool::new(name, cfg.clone(), Cost::cores(1.0), e.clone());
+    let mk = |name: &str| Pool::new(name, cfg.clone(), Cost::cores(1.0), 0, e.clone());
     let (a, b, c) = (mk("a"), mk("b"), mk("c"));
     let pools = Pools::from_pools(vec![a.clone(), b.clone(), c.clone()], e.clone());
     drop(a.acquire().await.unwrap());
@@ -432,7 +438,7 @@ async fn worker_phases_reach_the_capacity_ledger() {
     let mut e = env(&fake, Budget::unlimited());
     let book = Arc::new(Ledger::start(&path, LedgerOptions::default()).unwrap());
     e.ledger = Some(book.clone());
-    let p = Pool::new("m", PoolConfig::default(), Cost::cores(1.0), e);
+    let p = Pool::new("m", PoolConfig::default(), Cost::cores(1.0), 0, e);
     let lease = p.acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(40)).await;
     drop(lease);
