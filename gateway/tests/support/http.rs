@@ -83,6 +83,18 @@ pub fn read_sse(reader: &mut dyn BufRead, start: Instant) -> Vec<SseEvent> {
     out
 }
 
+/// A streamed POST's JSON chunks, in order (`[DONE]` left out); panics unless 200.
+#[allow(dead_code)]
+pub fn stream_chunks(url: &str, body: &Value) -> Vec<Value> {
+    let (status, mut reader) = open_stream(url, body);
+    assert_eq!(status, 200, "{body}");
+    read_sse(&mut reader, Instant::now())
+        .into_iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| serde_json::from_str(&e.data).expect("a JSON chunk"))
+        .collect()
+}
+
 /// A multipart/form-data body built by hand (ureq 2 has no multipart support).
 pub struct Form {
     body: Vec<u8>,

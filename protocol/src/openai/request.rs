@@ -21,6 +21,19 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {..}}`. Kept as
+    /// JSON: the worker checks it and names what is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+    /// Function tools (`[{"type": "function", "function": {name, description,
+    /// parameters, strict}}]`); checked by the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<serde_json::Value>,
+    /// `"none" | "auto" | "required" | {"type": "function", "function": {"name": ..}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `POST /v1/completions` (legacy completions).
@@ -92,6 +105,12 @@ pub struct ChatMessageIn {
     pub content: Option<ContentIn>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant turn's calls (as a response's `message.tool_calls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A `tool` turn: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessageIn {
@@ -100,7 +119,7 @@ impl ChatMessageIn {
         ChatMessageIn {
             role: Some(role.into()),
             content: Some(ContentIn::Text(content.into())),
-            name: None,
+            ..ChatMessageIn::default()
         }
     }
 }

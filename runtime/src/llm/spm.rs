@@ -247,6 +247,18 @@ impl SpmTokenizer {
         }
     }
 
+    /// The bytes piece `id` adds to generated text (`▁` a space, a byte piece its
+    /// byte); `None` for control, unknown and unused pieces.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let piece = self.pieces.get(id as usize)?;
+        match self.types[id as usize] {
+            BYTE => parse_byte_piece(piece).map(|b| vec![b]),
+            USER_DEFINED => Some(piece.as_bytes().to_vec()),
+            NORMAL => Some(piece.replace(SPACE, " ").into_bytes()),
+            _ => None,
+        }
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
     }

@@ -35,6 +35,8 @@ pub struct Tokenizer {
     /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`; when the
     /// key is absent, llama.cpp's default: yes for SentencePiece, no for BPE).
     add_bos: bool,
+    /// llama.cpp's type of each token (empty when the file has none).
+    types: std::sync::Arc<[u8]>,
 }
 
 #[derive(Clone)]
@@ -48,6 +50,7 @@ impl Tokenizer {
     /// BPE) or `llama` (SentencePiece pieces and scores).
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f.get_string("tokenizer.ggml.model")?.unwrap_or("gpt2");
+        let types = token_types(f)?.iter().map(|&t| t as u8).collect();
         let inner = match model {
             "gpt2" => Inner::Bpe(Box::new(bpe_from_gguf(f)?)),
             "llama" => Inner::Spm(std::sync::Arc::new(spm_from_gguf(f)?)),
@@ -74,6 +77,7 @@ impl Tokenizer {
             bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: token_id("tokenizer.ggml.eos_token_id")?,
             add_bos,
+            types,
         })
     }
 
@@ -134,6 +138,25 @@ impl Tokenizer {
         }
     }
 
+    /// The bytes token `id` adds to generated text, as a grammar engine sees them;
+    /// `None` for a control token (or an unused id), which stands for no text.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        const CONTROL: u8 = 3;
+        const USER_DEFINED: u8 = 4;
+        match &self.inner {
+            Inner::Spm(t) => t.token_bytes(id),
+            Inner::Bpe(t) => {
+                let piece = t.id_to_token(id)?;
+                match self.types.get(id as usize).copied().unwrap_or(1) {
+                    CONTROL => None,
+                    // Added tokens (`<tool_call>`) are stored as their text.
+                    USER_DEFINED => Some(piece.into_bytes()),
+                    _ => piece.chars().map(byte_level_byte).collect(),
+                }
+            }
+        }
+    }
+
     pub fn bos_token_id(&self) -> Option<u32> {
         self.bos_token_id
     }
@@ -141,6 +164,20 @@ impl Tokenizer {
     pub fn eos_token_id(&self) -> Option<u32> {
         self.eos_token_id
     }
+}
+
+/// The byte GPT-2's byte-level alphabet writes as `c` (`Ġ` is a space): printable
+/// Latin-1 stands for itself, the other 68 bytes were moved to U+0100 onwards.
+fn byte_level_byte(c: char) -> Option<u8> {
+    let self_mapped = |b: u32| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
+    let c = c as u32;
+    if c < 0x100 {
+        return self_mapped(c).then_some(c as u8);
+    }
+    (0..=255u32)
+        .filter(|&b| !self_mapped(b))
+        .nth((c - 0x100) as usize)
+        .map(|b| b as u8)
 }
 
 /// The byte-level BPE pipeline: the pre-tokenizer splits digits individually then

@@ -11,6 +11,7 @@ pub mod respond;
 pub mod routes;
 pub mod scheduler;
 pub mod stop;
+mod structured;
 pub mod trace;
 pub mod validate;
 
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::llm::{ChatTemplate, GgufFile, LlmModel, LoadOptions, Tokenizer};
+use crate::llm::{ChatTemplate, GgufFile, Grammars, LlmModel, LoadOptions, Tokenizer};
 use crate::server::startup::StartupPhase;
 use crate::server::{self, EngineFailure, Lifecycle, Listen, ModelIds, StartupTimer};
 
@@ -109,9 +110,11 @@ fn engine_thread(mut cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineF
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let tokenizer = Arc::new(tokenizer);
+    let grammars = Grammars::new((*tokenizer).clone(), model.config().vocab_size, &eos);
     let _ = state.ready.set(Ready {
         tokenizer: tokenizer.clone(),
         template,
+        grammars,
         limits,
         engine: EngineHandle::new(tx, state.metrics.clone()),
     });

@@ -86,6 +86,7 @@ fn reply(endpoint: Endpoint, logprobs: bool) -> Reply {
         stop: vec![],
         index: 0,
         ignore_eos: false,
+        constraint: None,
     };
     Reply::new(
         endpoint,

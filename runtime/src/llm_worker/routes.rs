@@ -14,7 +14,7 @@ use axum::Router;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::llm::{ChatTemplate, Tokenizer};
+use crate::llm::{ChatTemplate, Grammars, Tokenizer};
 use crate::server::{self, parse_json, ApiError, Lifecycle, ModelIds, WorkerInfo};
 
 use super::api::{ChatCompletionRequest, CompletionRequest};
@@ -28,6 +28,8 @@ use super::validate::{self, Limits, Validated};
 pub struct Ready {
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
+    /// Compiles `response_format` schemas and tool-call grammars.
+    pub grammars: Grammars,
     pub limits: Limits,
     pub engine: EngineHandle,
 }
@@ -170,7 +172,7 @@ fn validate_request(
             let req: ChatCompletionRequest = parse_json(bytes)?;
             let model = req.model.clone();
             st.ids.check(model.as_deref())?;
-            let v = validate::chat(req, &ready.tokenizer, &ready.template, &ready.limits)?;
+            let v = validate::chat(req, ready)?;
             Ok((model, v))
         }
         Endpoint::Completion => {
@@ -218,9 +220,11 @@ mod tests {
             max_n: 4,
         };
         let engine = EngineHandle::new(tx, metrics);
+        let grammars = Grammars::new(tokenizer.clone(), tokenizer.vocab_size(), &[]);
         let ready = Ready {
             tokenizer: Arc::new(tokenizer),
             template,
+            grammars,
             limits,
             engine,
         };

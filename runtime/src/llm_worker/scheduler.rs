@@ -324,17 +324,23 @@ fn step(
     };
     let rows = logits_rows(&logits).map_err(|e| e.to_string())?;
     // Sampling is part of the step's cost (billed as execution): timed with the forward.
+    // A grammar's mask applies before the sampler; its failure (never expected: the
+    // grammar compiled at validation) ends only its own sequence.
     let mut samples = Vec::with_capacity(plan.len());
-    for ((i, _, samples_after), row) in plan.iter().zip(rows) {
-        samples.push(match samples_after {
-            true => Some(
-                running[*i]
-                    .sampler
-                    .sample(&row)
-                    .map_err(|e| e.to_string())?,
-            ),
-            false => None,
-        });
+    for ((i, _, samples_after), mut row) in plan.iter().zip(rows) {
+        if !samples_after {
+            samples.push(None);
+            continue;
+        }
+        let s = &mut running[*i];
+        let masked = match s.req.job.constraint.as_mut() {
+            Some(c) => c.mask(&mut row),
+            None => Ok(()),
+        };
+        samples.push(Some(match masked {
+            Ok(()) => s.sampler.sample(&row).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("output grammar failed: {e}")),
+        }));
     }
     let elapsed = started.elapsed().as_secs_f64();
     metrics.step_seconds.observe(elapsed);
@@ -348,8 +354,13 @@ fn step(
             s.prefilled += tokens.len();
             metrics.prompt_tokens.inc_by(tokens.len() as u64);
         }
-        let Some(sampled) = sampled else {
-            continue;
+        let sampled = match sampled {
+            None => continue,
+            Some(Ok(sampled)) => sampled,
+            Some(Err(e)) => {
+                let _ = s.req.events.send(SeqEvent::Error(e));
+                continue;
+            }
         };
         metrics.generated_tokens.inc();
         s.generated += 1;
@@ -377,15 +388,7 @@ fn step(
         if !s.req.job.ignore_eos && eos.contains(&sampled.token) {
             // The end-of-turn token is not part of the answer: neither its text nor its
             // log-probability is reported (as OpenAI does).
-            let tail = s.stop.flush();
-            if !tail.is_empty() {
-                let _ = s.req.events.send(SeqEvent::Delta {
-                    text: tail,
-                    logprobs: vec![],
-                    so_far: s.progress(),
-                });
-            }
-            finish(s, FinishReason::Stop);
+            flush_and_finish(s, FinishReason::Stop);
             continue;
         }
         let delta = s
@@ -393,6 +396,24 @@ fn step(
             .push(tok, sampled.token)
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
+        // The grammar is complete: nothing but the end may follow, so end here.
+        let complete = match s
+            .req
+            .job
+            .constraint
+            .as_mut()
+            .map(|c| c.advance(sampled.token))
+        {
+            None | Some(Ok(false)) => false,
+            Some(Ok(true)) => true,
+            Some(Err(e)) => {
+                let _ = s
+                    .req
+                    .events
+                    .send(SeqEvent::Error(format!("output grammar failed: {e}")));
+                continue;
+            }
+        };
         let (text, stopped) = s.stop.push(&delta);
         let _ = s.req.events.send(SeqEvent::Delta {
             text,
@@ -401,22 +422,29 @@ fn step(
         });
         if stopped {
             finish(s, FinishReason::Stop);
+        } else if complete {
+            flush_and_finish(s, FinishReason::Stop);
         } else if s.generated >= s.req.job.max_new_tokens || s.cache.len() + 1 >= s.cache.max_len()
         {
-            let tail = s.stop.flush();
-            if !tail.is_empty() {
-                let _ = s.req.events.send(SeqEvent::Delta {
-                    text: tail,
-                    logprobs: vec![],
-                    so_far: s.progress(),
-                });
-            }
-            finish(s, FinishReason::Length);
+            flush_and_finish(s, FinishReason::Length);
         } else {
             s.next_input = Some(sampled.token);
         }
     }
     Ok(())
+}
+
+/// Sends what the stop matcher still holds back, then finishes.
+fn flush_and_finish(s: &mut Running, reason: FinishReason) {
+    let tail = s.stop.flush();
+    if !tail.is_empty() {
+        let _ = s.req.events.send(SeqEvent::Delta {
+            text: tail,
+            logprobs: vec![],
+            so_far: s.progress(),
+        });
+    }
+    finish(s, reason);
 }
 
 fn finish(s: &mut Running, reason: FinishReason) {

@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 
-use crate::llm::{ChatMessage, ChatTemplate, SamplingParams, Tokenizer};
+use crate::llm::{ChatMessage, Constraint, SamplingParams, Tokenizer};
 use crate::server::ApiError;
+
+use super::routes::Ready;
+use super::structured;
 
 use super::api::{
     ChatCompletionRequest, CommonParams, CompletionRequest, ContentIn, PromptIn, StopIn,
@@ -35,6 +38,8 @@ pub struct Job {
     /// Choice index in the response.
     pub index: usize,
     pub ignore_eos: bool,
+    /// The grammar the output must match (`response_format`, forced tool calls).
+    pub constraint: Option<Constraint>,
 }
 
 /// A validated request: its jobs (n × prompts) and how to answer.
@@ -48,12 +53,9 @@ pub struct Validated {
     pub logprobs: bool,
 }
 
-pub fn chat(
-    req: ChatCompletionRequest,
-    tok: &Tokenizer,
-    tmpl: &ChatTemplate,
-    limits: &Limits,
-) -> Result<Validated, ApiError> {
+pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiError> {
+    let (tok, tmpl, limits) = (&*ready.tokenizer, &ready.template, &ready.limits);
+    let grammar = structured::response_format(req.response_format.as_ref())?;
     let messages = req
         .messages
         .ok_or_else(|| ApiError::invalid("'messages' is a required property", "messages"))?;
@@ -124,7 +126,7 @@ pub fn chat(
         (lp, n) => lp.then_some(n.unwrap_or(0) as usize),
     };
     let max_tokens = req.common.max_completion_tokens.or(req.common.max_tokens);
-    build(
+    let mut v = build(
         vec![prompt],
         &req.common,
         max_tokens,
@@ -132,7 +134,20 @@ pub fn chat(
         tok,
         limits,
         "messages",
-    )
+    )?;
+    if let Some(spec) = grammar {
+        // Compiled after the cheap checks: a large schema takes milliseconds.
+        let c = ready.grammars.compile(&spec).map_err(|e| {
+            ApiError::invalid(
+                format!("response_format cannot be used: {e}"),
+                "response_format",
+            )
+        })?;
+        for job in &mut v.jobs {
+            job.constraint = Some(c.clone());
+        }
+    }
+    Ok(v)
 }
 
 pub fn completion(
@@ -337,6 +352,7 @@ fn build(
                 stop: stop.clone(),
                 index: pi * n as usize + c,
                 ignore_eos: p.ignore_eos,
+                constraint: None,
             });
         }
     }
