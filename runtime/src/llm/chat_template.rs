@@ -43,11 +43,20 @@ const GEMMA_TEMPLATE: &str = r#"{{ bos_token }}
 {%- endif -%}
 "#;
 
-/// One chat turn as the template sees it (`message['role']`, `message['content']`).
+/// One chat turn as the template sees it (`message['role']`, `message['content']`,
+/// and for tool turns `message.tool_calls` / `message.tool_call_id`, left undefined
+/// when absent, as templates test them with `is defined`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant's calls: `{"id", "type": "function", "function": {"name",
+    /// "arguments": <object>}}` (arguments as an object, as templates print them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -55,6 +64,8 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 }
@@ -62,6 +73,8 @@ impl ChatMessage {
 /// A compiled chat template plus the special-token strings it may reference.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template renders `tools` (Qwen's does; SmolLM2's and Gemma's do not).
+    knows_tools: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -89,9 +102,12 @@ impl ChatTemplate {
                 Err(Error::new(ErrorKind::InvalidOperation, msg))
             },
         );
-        env.add_template_owned(TEMPLATE_NAME, source.into())?;
+        let source = source.into();
+        let knows_tools = source.contains("tools");
+        env.add_template_owned(TEMPLATE_NAME, source)?;
         Ok(Self {
             env,
+            knows_tools,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
         })
@@ -130,13 +146,30 @@ impl ChatTemplate {
     /// Renders the prompt; with `add_generation_prompt` the text ends where
     /// the assistant's reply should begin.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`Self::render`] with `tools` (OpenAI's function definitions) for a template
+    /// that [`knows_tools`](Self::knows_tools).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self.env.get_template(TEMPLATE_NAME)?;
         Ok(tmpl.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         })?)
+    }
+
+    /// Whether the template renders tools and tool turns itself.
+    pub fn knows_tools(&self) -> bool {
+        self.knows_tools
     }
 
     pub fn bos_token(&self) -> &str {

@@ -19,9 +19,10 @@ use super::error::{LlmError, Result};
 use super::gguf::{bad, value_to_usize, GgufFile};
 use super::spm::SpmTokenizer;
 
-/// llama.cpp token types that are special (control = 3, user-defined = 4):
-/// they must be matched whole in the input and never split by BPE.
-const SPECIAL_TOKEN_TYPES: [usize; 2] = [3, 4];
+/// llama.cpp token types matched whole in the input and never split by BPE: control
+/// tokens (`<|im_start|>`) and user-defined ones (`<tool_call>`).
+const CONTROL_TOKEN: usize = 3;
+const USER_DEFINED_TOKEN: usize = 4;
 
 /// Qwen2's pre-tokenizer regex (`tokenizer.ggml.pre = "qwen2"`).
 const QWEN2_PRE_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -141,16 +142,14 @@ impl Tokenizer {
     /// The bytes token `id` adds to generated text, as a grammar engine sees them;
     /// `None` for a control token (or an unused id), which stands for no text.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
-        const CONTROL: u8 = 3;
-        const USER_DEFINED: u8 = 4;
         match &self.inner {
             Inner::Spm(t) => t.token_bytes(id),
             Inner::Bpe(t) => {
                 let piece = t.id_to_token(id)?;
-                match self.types.get(id as usize).copied().unwrap_or(1) {
-                    CONTROL => None,
+                match self.types.get(id as usize).map_or(1, |&t| t as usize) {
+                    CONTROL_TOKEN => None,
                     // Added tokens (`<tool_call>`) are stored as their text.
-                    USER_DEFINED => Some(piece.into_bytes()),
+                    USER_DEFINED_TOKEN => Some(piece.into_bytes()),
                     _ => piece.chars().map(byte_level_byte).collect(),
                 }
             }
@@ -232,13 +231,19 @@ fn bpe_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
     };
     inner.with_pre_tokenizer(Some(pre_tokenizer));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
-    let specials: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&token_types)
-        .filter(|(_, ty)| SPECIAL_TOKEN_TYPES.contains(ty))
-        .map(|(t, _)| AddedToken::from(t.clone(), true))
-        .collect();
-    inner.add_special_tokens(&specials);
+    // Both kinds are matched whole in input; only control tokens are special, i.e.
+    // left out of decoded text. User-defined ones (Qwen's `<tool_call>`) are text the
+    // model writes, as in the model's tokenizer.json and llama.cpp.
+    let added = |kind: usize, special: bool| -> Vec<AddedToken> {
+        tokens
+            .iter()
+            .zip(&token_types)
+            .filter(|(_, ty)| **ty == kind)
+            .map(|(t, _)| AddedToken::from(t.clone(), special))
+            .collect()
+    };
+    inner.add_special_tokens(&added(CONTROL_TOKEN, true));
+    inner.add_tokens(&added(USER_DEFINED_TOKEN, false));
     Ok(inner)
 }
 

@@ -12,6 +12,8 @@ pub mod routes;
 pub mod scheduler;
 pub mod stop;
 mod structured;
+mod tool_calls;
+mod tools;
 pub mod trace;
 pub mod validate;
 

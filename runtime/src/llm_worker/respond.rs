@@ -16,8 +16,9 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use surge_protocol::openai::{
     self, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChatLogprobs, ChatTokenLogprob, Completion, CompletionLogprobs, SurgeExecution,
-    SurgeMeter, TextChoice, TextCompletion, TextCompletionChunk, TopLogprob, Usage,
+    ChatDelta, ChatLogprobs, ChatTokenLogprob, Completion, CompletionLogprobs, FunctionCallDelta,
+    SurgeExecution, SurgeMeter, TextChoice, TextCompletion, TextCompletionChunk, ToolCallDelta,
+    TopLogprob, Usage,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::server::ApiError;
 
 use super::scheduler::{FinishReason, Progress, SeqEvent, SeqUsage, TokenLogprob};
+use super::tool_calls::{self, CallParser, Piece};
 use super::validate::Validated;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,13 +165,26 @@ pub async fn complete(
     let want_lp = reply.validated.logprobs;
     for (index, r) in indexes.into_iter().zip(results) {
         let (text, lps, reason, usage) = r?;
-        reasons.push(finish_reason(reason).as_str());
         let index = index as u32;
-        let finish_reason = Some(finish_reason(reason));
+        let mut message = AssistantMessage::text(text.clone());
+        let mut reason = finish_reason(reason);
+        if let Some(names) = &reply.validated.tool_names {
+            let (content, calls) = tool_calls::split(names, &text);
+            if !calls.is_empty() {
+                // A call cut short by the token limit still says `length`.
+                if reason == openai::FinishReason::Stop {
+                    reason = openai::FinishReason::ToolCalls;
+                }
+                message.tool_calls = Some(calls);
+            }
+            message.content = content;
+        }
+        reasons.push(reason.as_str());
+        let finish_reason = Some(reason);
         match reply.endpoint {
             Endpoint::Chat => chat_choices.push(ChatChoice {
                 index,
-                message: AssistantMessage::text(text),
+                message,
                 logprobs: want_lp.then(|| chat_logprobs(&lps)),
                 finish_reason,
             }),
@@ -237,6 +252,7 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
             .zip(indexes.clone())
             .map(|(rx, idx)| UnboundedReceiverStream::new(rx).map(move |ev| (idx, ev))),
     );
+    let names = reply.validated.tool_names.clone();
     let chunk = ChunkBuilder { reply };
     let slots = n.max(indexes.iter().max().map(|m| m + 1).unwrap_or(0));
     let state = StreamState {
@@ -247,6 +263,9 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
         offsets: vec![0; slots],
         reasons: Vec::new(),
         progress: vec![Progress::default(); slots],
+        calls: (0..slots)
+            .map(|_| names.clone().map(CallParser::new))
+            .collect(),
         failed: false,
     };
     // Chat streams open each choice with the assistant's role and empty content; the
@@ -360,6 +379,8 @@ struct StreamState {
     reasons: Vec<&'static str>,
     /// Each sequence's use so far, by choice index.
     progress: Vec<Progress>,
+    /// Each choice's tool-call reader, when the request has tools.
+    calls: Vec<Option<CallParser>>,
     failed: bool,
 }
 
@@ -375,6 +396,78 @@ impl StreamState {
                 .sum(),
             execution_seconds: self.progress.iter().map(|p| p.execution_seconds).sum(),
         }
+    }
+
+    /// Chat chunks for what a choice's tool-call reader found: content deltas, and for
+    /// each call one chunk with its id, type and name (arguments empty) and one with its
+    /// arguments, as OpenAI streams them. `calls`: the reader's count after `pieces`.
+    /// Log-probabilities ride on the first chunk (an empty one when there is none).
+    fn pieces(
+        &self,
+        index: u32,
+        pieces: Vec<Piece>,
+        calls: usize,
+        mut logprobs: Option<ChatLogprobs>,
+    ) -> Vec<Event> {
+        let mut deltas = Vec::new();
+        let mut k = calls
+            - pieces
+                .iter()
+                .filter(|p| matches!(p, Piece::Call(_)))
+                .count();
+        for piece in pieces {
+            match piece {
+                Piece::Content(text) => deltas.push(ChatDelta {
+                    content: Some(text),
+                    ..ChatDelta::default()
+                }),
+                Piece::Call(call) => {
+                    let opening = ToolCallDelta {
+                        index: k as u32,
+                        id: Some(call.id),
+                        kind: Some(call.kind),
+                        function: Some(FunctionCallDelta {
+                            name: Some(call.function.name),
+                            arguments: Some(String::new()),
+                        }),
+                    };
+                    let arguments = ToolCallDelta {
+                        index: k as u32,
+                        function: Some(FunctionCallDelta {
+                            name: None,
+                            arguments: Some(call.function.arguments),
+                        }),
+                        ..ToolCallDelta::default()
+                    };
+                    for d in [opening, arguments] {
+                        deltas.push(ChatDelta {
+                            tool_calls: Some(vec![d]),
+                            ..ChatDelta::default()
+                        });
+                    }
+                    k += 1;
+                }
+            }
+        }
+        if deltas.is_empty() && logprobs.is_some() {
+            deltas.push(ChatDelta {
+                content: Some(String::new()),
+                ..ChatDelta::default()
+            });
+        }
+        deltas
+            .into_iter()
+            .map(|delta| {
+                let mut c = self.chunk.chat_chunk(vec![ChatChunkChoice {
+                    index,
+                    delta,
+                    logprobs: logprobs.take(),
+                    finish_reason: None,
+                }]);
+                c.surge_meter = Some(self.meter());
+                data(&c)
+            })
+            .collect()
     }
 
     fn on_event(&mut self, idx: usize, ev: SeqEvent) -> Vec<Event> {
@@ -395,6 +488,12 @@ impl StreamState {
                     return vec![];
                 }
                 let meter = Some(self.meter());
+                if let Some(parser) = self.calls[idx].as_mut() {
+                    let pieces = parser.push(&text);
+                    let calls = parser.calls();
+                    let lps = want_lp.then(|| chat_logprobs(&logprobs));
+                    return self.pieces(index, pieces, calls, lps);
+                }
                 let event = match endpoint {
                     Endpoint::Chat => {
                         let mut c = self.chunk.chat_chunk(vec![ChatChunkChoice {
@@ -427,9 +526,19 @@ impl StreamState {
             SeqEvent::Done { reason, usage } => {
                 self.done += 1;
                 super::trace::sequence(&self.chunk.reply.span, &usage);
-                self.reasons.push(finish_reason(reason).as_str());
+                let mut out = vec![];
+                let mut reason = finish_reason(reason);
+                if let Some(parser) = self.calls[idx].as_mut() {
+                    let pieces = parser.finish();
+                    let calls = parser.calls();
+                    if calls > 0 && reason == openai::FinishReason::Stop {
+                        reason = openai::FinishReason::ToolCalls;
+                    }
+                    out = self.pieces(index, pieces, calls, None);
+                }
+                self.reasons.push(reason.as_str());
                 self.usages.push(usage);
-                let reason = Some(finish_reason(reason));
+                let reason = Some(reason);
                 let finish = match endpoint {
                     Endpoint::Chat => self.chunk.chat(vec![ChatChunkChoice {
                         index,
@@ -444,7 +553,7 @@ impl StreamState {
                         finish_reason: reason,
                     }]),
                 };
-                let mut out = vec![finish];
+                out.push(finish);
                 if self.done == self.n {
                     let (usage, execution) =
                         metering(self.chunk.reply.validated.prompt_tokens, &self.usages);

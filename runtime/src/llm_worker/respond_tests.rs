@@ -97,6 +97,7 @@ fn reply(endpoint: Endpoint, logprobs: bool) -> Reply {
             include_usage: false,
             prompt_tokens: 3,
             logprobs,
+            tool_names: None,
         },
     )
 }

@@ -9,7 +9,7 @@ use crate::llm::{ChatMessage, Constraint, SamplingParams, Tokenizer};
 use crate::server::ApiError;
 
 use super::routes::Ready;
-use super::structured;
+use super::{structured, tools};
 
 use super::api::{
     ChatCompletionRequest, CommonParams, CompletionRequest, ContentIn, PromptIn, StopIn,
@@ -51,11 +51,25 @@ pub struct Validated {
     pub prompt_tokens: usize,
     /// Chat: return `logprobs.content`; completions: legacy logprobs.
     pub logprobs: bool,
+    /// The functions the model may call: its output is read for calls.
+    pub tool_names: Option<Vec<String>>,
 }
 
 pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiError> {
     let (tok, tmpl, limits) = (&*ready.tokenizer, &ready.template, &ready.limits);
-    let grammar = structured::response_format(req.response_format.as_ref())?;
+    let format = structured::response_format(req.response_format.as_ref())?;
+    let tools = tools::tool_set(
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )?;
+    let calling = tools.as_ref().filter(|t| t.calls_expected());
+    if format.is_some() && calling.is_some() {
+        return Err(ApiError::invalid(
+            "response_format cannot be combined with tools unless tool_choice is 'none'",
+            "response_format",
+        ));
+    }
     let messages = req
         .messages
         .ok_or_else(|| ApiError::invalid("'messages' is a required property", "messages"))?;
@@ -101,12 +115,25 @@ pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiE
                 s
             }
         };
+        // `name` tells participants apart; no supported template renders it.
         let _ = m.name;
-        rendered.push(ChatMessage::new(role, content));
+        let mut message = ChatMessage::new(role, content);
+        message.tool_calls = tools::history_calls(i, m.tool_calls.as_ref())?;
+        message.tool_call_id = m.tool_call_id;
+        rendered.push(message);
     }
-    let prompt_text = tmpl
-        .render(&rendered, true)
-        .map_err(|e| ApiError::invalid(format!("chat template failed: {e}"), "messages"))?;
+    let shown = calling.map(|t| t.tools.as_slice());
+    let has_tool_turns = rendered
+        .iter()
+        .any(|m| m.role == "tool" || m.tool_calls.is_some());
+    let prompt_text = if tmpl.knows_tools() {
+        tmpl.render_with_tools(&rendered, shown, true)
+    } else if shown.is_some() || has_tool_turns {
+        tmpl.render(&tools::without_tool_turns(rendered, shown), true)
+    } else {
+        tmpl.render(&rendered, true)
+    }
+    .map_err(|e| ApiError::invalid(format!("chat template failed: {e}"), "messages"))?;
     let prompt = tok
         .encode_prompt(&prompt_text)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -135,17 +162,28 @@ pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiE
         limits,
         "messages",
     )?;
+    let (grammar, param) = match calling {
+        Some(t) => (t.grammar(), "tools"),
+        None => (format, "response_format"),
+    };
     if let Some(spec) = grammar {
         // Compiled after the cheap checks: a large schema takes milliseconds.
-        let c = ready.grammars.compile(&spec).map_err(|e| {
-            ApiError::invalid(
-                format!("response_format cannot be used: {e}"),
-                "response_format",
-            )
-        })?;
+        let c = ready
+            .grammars
+            .compile(&spec)
+            .map_err(|e| ApiError::invalid(format!("{param} cannot be used: {e}"), param))?;
         for job in &mut v.jobs {
             job.constraint = Some(c.clone());
         }
+    }
+    if let Some(t) = calling {
+        if !t.parallel && t.grammar().is_none() {
+            // One call at most: the output ends where the first call does.
+            for job in &mut v.jobs {
+                job.stop.push(tools::CALL_CLOSE.to_string());
+            }
+        }
+        v.tool_names = Some(t.names.clone());
     }
     Ok(v)
 }
@@ -362,6 +400,7 @@ fn build(
         include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
         prompt_tokens,
         logprobs: top_logprobs.is_some(),
+        tool_names: None,
     })
 }
 

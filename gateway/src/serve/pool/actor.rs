@@ -82,7 +82,6 @@ pub(super) struct PoolActor {
 
 impl PoolActor {
     pub(super) fn spawn(
-        model: &str,
         cfg: PoolConfig,
         cost: Cost,
         weights: u64,
@@ -95,9 +94,9 @@ impl PoolActor {
         let capacity = env
             .ledger
             .clone()
-            .map(|l| Capacity::new(l, model, &spec.device));
+            .map(|l| Capacity::new(l, &spec.model, &spec.device));
         let actor = PoolActor {
-            model: model.to_string(),
+            model: spec.model.clone(),
             scaler: Autoscaler::new(ScalePolicy::for_pool(&cfg)),
             cfg,
             cost,

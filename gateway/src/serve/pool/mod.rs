@@ -226,7 +226,7 @@ impl Pool {
         let spec = WorkerSpec::new(model, &device, &cfg);
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = env.metrics.clone();
-        actor::PoolActor::spawn(model, cfg.clone(), cost, weights, spec, env, tx.clone(), rx);
+        actor::PoolActor::spawn(cfg.clone(), cost, weights, spec, env, tx.clone(), rx);
         Arc::new(Pool {
             model: model.to_string(),
             cfg,

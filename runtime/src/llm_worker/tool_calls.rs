@@ -1,0 +1,351 @@
+//! Reads tool calls out of generated text, incrementally (streams) or whole: text
+//! outside `<tool_call>…</tool_call>` is content; each block holding
+//! `{"name": <a tool's name>, "arguments": {..}}` becomes an OpenAI tool call with
+//! `arguments` as a JSON string. A block that does not parse, or names a function
+//! that is not among the tools, stays text: a client is never handed a call it
+//! cannot dispatch.
+//!
+//! Small models often drop the tags and answer with the bare JSON of a call (Qwen 2.5
+//! Coder 0.5B does, greedy): an output that is, as a whole, such an object (or a list
+//! of them), optionally in a ```json fence, is read as calls too. While an output
+//! could still be one (it starts with `{`, `[` or a fence), it is held back.
+
+use serde_json::Value;
+use surge_protocol::openai::{FunctionCall, ToolCall};
+
+use super::tools::{CALL_CLOSE, CALL_OPEN};
+
+/// What the parser found in the text so far, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Content(String),
+    Call(ToolCall),
+}
+
+/// One choice's parser.
+#[derive(Debug)]
+pub struct CallParser {
+    names: Vec<String>,
+    /// Text not yet classified: inside a call, or a possible start of one.
+    buf: String,
+    in_call: bool,
+    /// Whitespace between or around calls, held until real text follows it.
+    blank: String,
+    calls: usize,
+    /// Nothing but whitespace and a possible bare call seen so far.
+    at_start: bool,
+}
+
+impl CallParser {
+    pub fn new(names: Vec<String>) -> Self {
+        CallParser {
+            names,
+            buf: String::new(),
+            in_call: false,
+            blank: String::new(),
+            calls: 0,
+            at_start: true,
+        }
+    }
+
+    /// Calls found so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// Takes the next piece of generated text.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        self.buf.push_str(text);
+        let mut out = Vec::new();
+        if self.at_start {
+            let head = self.buf.trim_start();
+            if head.is_empty()
+                || head.starts_with(['{', '['])
+                || "```".starts_with(head)
+                || head.starts_with("```")
+            {
+                return out;
+            }
+            self.at_start = false;
+        }
+        loop {
+            if self.in_call {
+                // The call ends at the first closing tag after a whole JSON value: a
+                // string in the arguments may hold the tag's text.
+                let mut from = 0;
+                let mut found = None;
+                while let Some(at) = self.buf[from..].find(CALL_CLOSE) {
+                    let end = from + at;
+                    if let Some(call) = self.parse(&self.buf[..end]) {
+                        found = Some((end, call));
+                        break;
+                    }
+                    from = end + CALL_CLOSE.len();
+                }
+                let Some((end, call)) = found else {
+                    break;
+                };
+                self.buf.drain(..end + CALL_CLOSE.len());
+                self.in_call = false;
+                self.blank.clear();
+                self.calls += 1;
+                out.push(Piece::Call(call));
+            } else if let Some(start) = self.buf.find(CALL_OPEN) {
+                let before: String = self.buf[..start].to_string();
+                self.buf.drain(..start + CALL_OPEN.len());
+                self.in_call = true;
+                self.content(&before, &mut out);
+            } else {
+                // Keep back what could be the start of `<tool_call>`.
+                let keep = (1..CALL_OPEN.len())
+                    .rev()
+                    .find(|&k| self.buf.ends_with(&CALL_OPEN[..k]))
+                    .unwrap_or(0);
+                let cut = self.buf.len() - keep;
+                let text: String = self.buf.drain(..cut).collect();
+                self.content(&text, &mut out);
+                break;
+            }
+        }
+        out
+    }
+
+    /// The end of the output: an unclosed last call (cut by a stop sequence or the
+    /// token limit) is still a call when it parses.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let rest = std::mem::take(&mut self.buf);
+        if std::mem::take(&mut self.at_start) {
+            if let Some(calls) = self.bare(&rest) {
+                self.calls += calls.len();
+                out.extend(calls.into_iter().map(Piece::Call));
+                return out;
+            }
+            // Not a bare call: it may still hold tagged calls.
+            out = self.push(&rest);
+            out.extend(self.finish());
+            return out;
+        }
+        if self.in_call {
+            self.in_call = false;
+            self.last_block(&rest, &mut out);
+        } else {
+            self.content(&rest, &mut out);
+        }
+        if self.calls == 0 && !self.blank.is_empty() {
+            out.push(Piece::Content(std::mem::take(&mut self.blank)));
+        }
+        out
+    }
+
+    fn content(&mut self, text: &str, out: &mut Vec<Piece>) {
+        if text.is_empty() {
+            return;
+        }
+        if text.trim().is_empty() {
+            self.blank.push_str(text);
+            return;
+        }
+        let mut s = std::mem::take(&mut self.blank);
+        s.push_str(text);
+        out.push(Piece::Content(s));
+    }
+
+    /// An unclosed call at the end of the output: a call if it parses, else text.
+    fn last_block(&mut self, body: &str, out: &mut Vec<Piece>) {
+        match self.parse(body) {
+            Some(call) => {
+                self.blank.clear();
+                self.calls += 1;
+                out.push(Piece::Call(call));
+            }
+            None => self.content(&format!("{CALL_OPEN}{body}"), out),
+        }
+    }
+
+    /// The whole output as bare calls: one call object or a list of them.
+    fn bare(&self, text: &str) -> Option<Vec<ToolCall>> {
+        let t = text.trim();
+        let t = match t.strip_prefix("```") {
+            Some(fenced) => fenced
+                .trim_start_matches("json")
+                .trim_end()
+                .strip_suffix("```")?
+                .trim(),
+            None => t,
+        };
+        match serde_json::from_str::<Value>(t).ok()? {
+            Value::Array(items) if !items.is_empty() => {
+                items.iter().map(|v| self.call(v)).collect()
+            }
+            v => Some(vec![self.call(&v)?]),
+        }
+    }
+
+    fn parse(&self, body: &str) -> Option<ToolCall> {
+        self.call(&serde_json::from_str(body.trim()).ok()?)
+    }
+
+    fn call(&self, v: &Value) -> Option<ToolCall> {
+        let name = v["name"].as_str()?;
+        if !self.names.iter().any(|n| n == name) {
+            return None;
+        }
+        let args = match v.get("arguments").or_else(|| v.get("parameters")) {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            // Some models write the arguments as a JSON string already.
+            Some(Value::String(s)) => serde_json::from_str(s).ok()?,
+            Some(a) => a.clone(),
+        };
+        if !args.is_object() {
+            return None;
+        }
+        Some(ToolCall {
+            id: call_id(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.to_string(),
+                arguments: args.to_string(),
+            },
+        })
+    }
+}
+
+/// `call_` and 24 random letters and digits, as OpenAI's ids look.
+fn call_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("call_{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
+}
+
+/// The whole text at once: the content (`None` when there is only whitespace beside
+/// calls) and the calls.
+pub fn split(names: &[String], text: &str) -> (Option<String>, Vec<ToolCall>) {
+    let mut p = CallParser::new(names.to_vec());
+    let mut pieces = p.push(text);
+    pieces.extend(p.finish());
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Content(c) => content.push_str(&c),
+            Piece::Call(c) => calls.push(c),
+        }
+    }
+    let content = if calls.is_empty() || !content.trim().is_empty() {
+        Some(content)
+    } else {
+        None
+    };
+    (content, calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["get_weather".into(), "add".into()]
+    }
+
+    #[test]
+    fn text_without_calls_is_content() {
+        let (c, calls) = split(&names(), "Paris is sunny.");
+        assert_eq!(c.as_deref(), Some("Paris is sunny."));
+        assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn calls_are_parsed_with_arguments_as_a_json_string() {
+        let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>";
+        let (c, calls) = split(&names(), text);
+        assert_eq!(c, None);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].function.name, "get_weather");
+        assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(calls[1].function.arguments, r#"{"a":1,"b":2}"#);
+        assert!(calls[0].id.starts_with("call_") && calls[0].id != calls[1].id);
+        assert_eq!(calls[0].kind, "function");
+    }
+
+    #[test]
+    fn text_before_a_call_is_content_and_bad_blocks_stay_text() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>";
+        let (c, calls) = split(&names(), text);
+        assert_eq!(c.as_deref(), Some("Let me check.\n"));
+        assert_eq!(calls.len(), 1);
+        for bad in [
+            "<tool_call>\n{\"name\": \"rm_rf\", \"arguments\": {}}\n</tool_call>",
+            "<tool_call>\nnot json\n</tool_call>",
+            "<tool_call>\n{\"name\": \"add\", \"arguments\": [1]}\n</tool_call>",
+        ] {
+            let (c, calls) = split(&names(), bad);
+            assert_eq!(c.as_deref(), Some(bad));
+            assert!(calls.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_unclosed_last_call_still_counts() {
+        let text = "<tool_call>\n{\"name\": \"add\", \"arguments\": \"{\\\"a\\\": 1}\"}\n";
+        let (_, calls) = split(&names(), text);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].function.arguments, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_bare_call_is_a_call_and_other_json_is_content() {
+        for text in [
+            "{\"name\": \"add\", \"arguments\": {\"a\": 1}}",
+            "```json\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n```",
+            "  [{\"name\": \"add\", \"arguments\": {\"a\": 1}}]",
+        ] {
+            let (c, calls) = split(&names(), text);
+            assert_eq!((c, calls.len()), (None, 1), "{text}");
+            assert_eq!(calls[0].function.arguments, r#"{"a":1}"#);
+        }
+        for text in [
+            "{\"answer\": 42}",
+            "[1, 2]",
+            "{\"name\": \"rm\", \"arguments\": {}}",
+        ] {
+            let (c, calls) = split(&names(), text);
+            assert_eq!(c.as_deref(), Some(text));
+            assert!(calls.is_empty());
+        }
+        // Held back while it could be one, then let out whole.
+        let mut p = CallParser::new(names());
+        assert!(p.push("{\"answer\"").is_empty());
+        assert_eq!(p.finish(), vec![Piece::Content("{\"answer\"".into())]);
+    }
+
+    #[test]
+    fn a_closing_tag_inside_a_string_does_not_end_the_call() {
+        let text = "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"note\": \"x</tool_call>y\"}}\n</tool_call>";
+        let (c, calls) = split(&names(), text);
+        assert_eq!(c, None);
+        assert_eq!(calls[0].function.arguments, r#"{"note":"x</tool_call>y"}"#);
+    }
+
+    /// Fed one character at a time, the parser finds the same pieces and never lets out
+    /// part of a tag as content.
+    #[test]
+    fn streaming_in_tiny_pieces_gives_the_same_calls() {
+        let text =
+            "Sure.<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>\n";
+        let mut p = CallParser::new(names());
+        let mut pieces = Vec::new();
+        for ch in text.chars() {
+            pieces.extend(p.push(&ch.to_string()));
+        }
+        pieces.extend(p.finish());
+        let content: String = pieces
+            .iter()
+            .filter_map(|x| match x {
+                Piece::Content(c) => Some(c.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(content, "Sure.");
+        assert_eq!(p.calls(), 1);
+    }
+}
