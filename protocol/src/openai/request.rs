@@ -34,6 +34,11 @@ pub struct ChatCompletionRequest {
     pub tool_choice: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+    /// Every other field: the worker refuses the OpenAI parameters it cannot honour by
+    /// name, and ignores the rest (other servers' extensions). Last: the flattened
+    /// fields above take theirs first.
+    #[serde(flatten, skip_serializing)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `POST /v1/completions` (legacy completions).

@@ -98,6 +98,7 @@ fn reply(endpoint: Endpoint, logprobs: bool) -> Reply {
             prompt_tokens: 3,
             logprobs,
             tool_names: None,
+            user: None,
         },
     )
 }

@@ -1,5 +1,6 @@
 //! `response_format`: what a chat request asks its output to be, checked and turned
-//! into a grammar (or a 400 naming `response_format`).
+//! into a grammar (or a 400 naming `response_format`); and the OpenAI chat parameters
+//! surge cannot honour, refused by name rather than dropped.
 
 use serde_json::Value;
 
@@ -70,11 +71,76 @@ pub fn response_format(v: Option<&Value>) -> Result<Option<GrammarSpec>, ApiErro
     }
 }
 
+/// OpenAI chat parameters surge does not implement, with what to do instead. Sent with
+/// any value but null, they get a 400 naming them.
+const UNSUPPORTED: [(&str, &str); 7] = [
+    ("functions", "use tools"),
+    ("function_call", "use tool_choice"),
+    ("audio", "this model writes text only"),
+    ("prediction", "predicted outputs are not implemented"),
+    ("web_search_options", "surge does not search the web"),
+    ("reasoning_effort", "this model has no reasoning mode"),
+    ("verbosity", "this model has no verbosity setting"),
+];
+
+/// Refuses the request's fields that ask for something surge cannot do (`other`: the
+/// fields the request types do not name). `modalities` may only be `["text"]`; `store`
+/// may not be true (surge stores no completions). `metadata` and `service_tier` change
+/// nothing here and pass; unknown fields are other servers' extensions and pass too.
+pub fn refuse_unsupported(other: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    for (name, instead) in UNSUPPORTED {
+        if other.get(name).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid(
+                format!("{name} is not supported: {instead}"),
+                name,
+            ));
+        }
+    }
+    match other.get("modalities") {
+        None | Some(Value::Null) => {}
+        Some(m) if *m == serde_json::json!(["text"]) => {}
+        Some(m) => {
+            return Err(ApiError::invalid(
+                format!("modalities {m} is not supported: this model writes text only"),
+                "modalities",
+            ))
+        }
+    }
+    if other.get("store") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid(
+            "store: true is not supported: surge does not store completions",
+            "store",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn unsupported_parameters_are_refused_by_name() {
+        let ok = json!({"modalities": ["text"], "store": false, "metadata": {"a": "b"},
+            "service_tier": "auto", "functions": null, "x_vendor": 1});
+        refuse_unsupported(ok.as_object().unwrap()).unwrap();
+        for (body, name) in [
+            (json!({"functions": []}), "functions"),
+            (json!({"function_call": "auto"}), "function_call"),
+            (json!({"audio": {"voice": "alloy"}}), "audio"),
+            (json!({"modalities": ["text", "audio"]}), "modalities"),
+            (json!({"store": true}), "store"),
+            (json!({"reasoning_effort": "low"}), "reasoning_effort"),
+        ] {
+            let e = refuse_unsupported(body.as_object().unwrap()).expect_err("refused");
+            let ApiError::InvalidRequest { param, .. } = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(param.as_deref(), Some(name));
+        }
+    }
 
     #[test]
     fn formats_are_read_or_refused_by_name() {

@@ -35,6 +35,7 @@ pub fn request_span(headers: &HeaderMap, endpoint: Endpoint, model: &str) -> Spa
         gen_ai.usage.output_tokens = Empty,
         gen_ai.response.finish_reasons = Empty,
         surge.sequences = Empty,
+        enduser.id = Empty,
         error.type = Empty,
         trace_id = Empty,
     );
@@ -54,6 +55,10 @@ pub fn validated(span: &Span, v: &Validated) {
     }
     span.record("gen_ai.usage.input_tokens", v.prompt_tokens as u64);
     span.record("surge.sequences", v.jobs.len() as u64);
+    // OpenAI's `user`: recorded, as OpenAI does, to tell end users apart in traces.
+    if let Some(user) = &v.user {
+        span.record("enduser.id", user.as_str());
+    }
 }
 
 /// A sequence ended: its engine phases as child spans.

@@ -53,10 +53,13 @@ pub struct Validated {
     pub logprobs: bool,
     /// The functions the model may call: its output is read for calls.
     pub tool_names: Option<Vec<String>>,
+    /// OpenAI's `user` (recorded on the request's trace span).
+    pub user: Option<String>,
 }
 
 pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiError> {
     let (tok, tmpl, limits) = (&*ready.tokenizer, &ready.template, &ready.limits);
+    structured::refuse_unsupported(&req.other)?;
     let format = structured::response_format(req.response_format.as_ref())?;
     let tools = tools::tool_set(
         req.tools.as_ref(),
@@ -401,6 +404,7 @@ fn build(
         prompt_tokens,
         logprobs: top_logprobs.is_some(),
         tool_names: None,
+        user: p.user.clone(),
     })
 }
 
