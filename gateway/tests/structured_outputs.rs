@@ -250,8 +250,8 @@ fn a_streamed_constrained_answer_is_the_same_json() {
     validate(&serde_json::from_str(&text).unwrap(), schema, "$").unwrap();
 }
 
-/// Formats and schemas that cannot be honoured get a 400 naming `response_format`, and
-/// the worker goes on serving.
+/// Formats and schemas that cannot be honoured get a 400 naming `response_format`, other
+/// unsupported parameters a 400 naming them, and the worker goes on serving.
 #[test]
 fn unusable_formats_are_refused_by_name() {
     for format in [
@@ -272,10 +272,26 @@ fn unusable_formats_are_refused_by_name() {
         assert_eq!(body["error"]["param"], "response_format", "{body}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
     }
-    let (status, _) = chat(json!({
+    // OpenAI parameters surge cannot honour are refused by name, not dropped.
+    for (name, value) in [
+        ("functions", json!([{"name": "f"}])),
+        ("modalities", json!(["text", "audio"])),
+        ("store", json!(true)),
+    ] {
+        let mut body = json!({"model": LLM, "messages": [{"role": "user", "content": "hi"}]});
+        body[name] = value;
+        let (status, v) = chat(body);
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["param"], name, "{v}");
+    }
+    // Accepted: `user` (recorded in traces), text-only modalities, vendor extensions.
+    let (status, v) = chat(json!({
         "model": LLM,
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 2,
+        "user": "user-1234",
+        "modalities": ["text"],
+        "some_vendor_extension": {"x": 1},
     }));
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{v}");
 }

@@ -13,6 +13,16 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid(message, PARAM)
 }
 
+/// What OpenAI allows as a schema's or a function's name.
+pub const NAME_RULE: &str = "1 to 64 of a-z, A-Z, 0-9, _ and -";
+
+pub fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// The grammar `response_format` asks for: none for `text` (or when absent),
 /// any JSON object for `json_object`, the schema of `json_schema`. `strict` is
 /// accepted either way: the output always matches the schema.
@@ -38,15 +48,10 @@ pub fn response_format(v: Option<&Value>) -> Result<Option<GrammarSpec>, ApiErro
                     invalid("response_format.json_schema is required for type 'json_schema'")
                 })?;
             let name = js.get("name").and_then(Value::as_str).unwrap_or_default();
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(invalid(
-                    "response_format.json_schema.name is required: 1 to 64 of a-z, A-Z, 0-9, _ and -",
-                ));
+            if !is_name(name) {
+                return Err(invalid(format!(
+                    "response_format.json_schema.name is required: {NAME_RULE}"
+                )));
             }
             if let Some(s) = js.get("strict").filter(|s| !s.is_null() && !s.is_boolean()) {
                 return Err(invalid(format!(

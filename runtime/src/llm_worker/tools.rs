@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use crate::llm::{ChatMessage, GrammarSpec};
 use crate::server::ApiError;
 
+use super::structured::{is_name, NAME_RULE};
+
 pub const CALL_OPEN: &str = "<tool_call>";
 pub const CALL_CLOSE: &str = "</tool_call>";
 
@@ -66,14 +68,9 @@ pub fn tool_set(
         }
         let f = &t["function"];
         let name = f["name"].as_str().unwrap_or_default();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !is_name(name) {
             return Err(invalid(
-                format!("tools[{i}].function.name is required: 1 to 64 of a-z, A-Z, 0-9, _ and -"),
+                format!("tools[{i}].function.name is required: {NAME_RULE}"),
                 "tools",
             ));
         }
