@@ -175,17 +175,20 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
-    /// Sets the logits of the tokens the grammar does not allow next to −∞ (the
-    /// end-of-turn tokens stay when the output may end here).
+    /// The tokens the grammar allows next. Apart from [`Allowed::apply`] so that the
+    /// scheduler can compute it beside the forward pass that makes the logits.
+    pub fn allowed(&mut self) -> Result<Allowed, String> {
+        let vob = self.matcher.compute_mask().map_err(|e| e.to_string())?;
+        Ok(Allowed {
+            may_end: vob.is_allowed(self.eos),
+            vob,
+            ends: self.ends.clone(),
+        })
+    }
+
+    /// [`Self::allowed`], applied to `logits`.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), String> {
-        let allowed = self.matcher.compute_mask().map_err(|e| e.to_string())?;
-        let may_end = allowed.is_allowed(self.eos);
-        for (id, x) in logits.iter_mut().enumerate() {
-            let id = id as u32;
-            if !(allowed.is_allowed(id) || may_end && self.ends.contains(&id)) {
-                *x = f32::NEG_INFINITY;
-            }
-        }
+        self.allowed()?.apply(logits);
         Ok(())
     }
 
@@ -196,6 +199,26 @@ impl Constraint {
             .consume_token(token)
             .map_err(|e| e.to_string())?;
         Ok(self.matcher.is_stopped())
+    }
+}
+
+/// One step's mask of one sequence.
+pub struct Allowed {
+    vob: toktrie::SimpleVob,
+    may_end: bool,
+    ends: Arc<[u32]>,
+}
+
+impl Allowed {
+    /// Sets the logits of the tokens the grammar does not allow next to −∞ (the
+    /// end-of-turn tokens stay when the output may end here).
+    pub fn apply(&self, logits: &mut [f32]) {
+        for (id, x) in logits.iter_mut().enumerate() {
+            let id = id as u32;
+            if !(self.vob.is_allowed(id) || self.may_end && self.ends.contains(&id)) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
     }
 }
 

@@ -38,7 +38,7 @@ pub mod weights;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{LlmError, Result};
 pub use gguf::{Architecture, GgufFile, LlamaConfig, RopeStyle, SUPPORTED_ARCHITECTURES};
-pub use grammar::{Constraint, GrammarSpec, Grammars};
+pub use grammar::{Allowed, Constraint, GrammarSpec, Grammars};
 pub use kv_cache::SeqCache;
 pub use model::{BatchItem, LlmModel, LoadOptions, LoadReport};
 pub use sampling::{logits_rows, SampledToken, Sampler, SamplingParams};
