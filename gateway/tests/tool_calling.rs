@@ -149,12 +149,23 @@ fn auto_calls_are_parsed_and_stream_as_deltas() {
     assert_eq!(whole[0].1["city"], "Paris");
 
     body["stream"] = json!(true);
-    let chunks = stream_chunks(&qwen().url("/v1/chat/completions"), &body);
-    // Assembled as the OpenAI SDK does: by index, name from the first delta, arguments
-    // concatenated.
-    let mut assembled: Vec<(String, String, String)> = Vec::new();
+    let (assembled, finish, _) =
+        assemble(&stream_chunks(&qwen().url("/v1/chat/completions"), &body));
+    assert_eq!(finish, "tool_calls");
+    assert_eq!(assembled.len(), 1);
+    assert_eq!(assembled[0].1, "get_weather");
+    let args: Value = serde_json::from_str(&assembled[0].2).unwrap();
+    assert_eq!(args, whole[0].1);
+}
+
+/// A streamed call, assembled as the OpenAI SDK does (by index; id, type and name
+/// from a call's first delta; arguments concatenated): the calls, the finish reason,
+/// and how many chunks carried arguments. No text beside the calls.
+fn assemble(chunks: &[Value]) -> (Vec<(String, String, String)>, Value, usize) {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
     let mut finish = Value::Null;
-    for c in &chunks {
+    let mut argument_chunks = 0;
+    for c in chunks {
         let Some(choice) = c["choices"].get(0) else {
             continue;
         };
@@ -167,14 +178,18 @@ fn auto_calls_are_parsed_and_stream_as_deltas() {
             .flatten()
         {
             let i = d["index"].as_u64().unwrap() as usize;
-            if i == assembled.len() {
+            if i == calls.len() {
                 let id = d["id"].as_str().expect("the first delta has the id");
                 let name = d["function"]["name"].as_str().expect("and the name");
                 assert_eq!(d["type"], "function");
-                assembled.push((id.into(), name.into(), String::new()));
+                calls.push((id.into(), name.into(), String::new()));
             }
-            if let Some(a) = d["function"]["arguments"].as_str() {
-                assembled[i].2.push_str(a);
+            if let Some(a) = d["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                calls[i].2.push_str(a);
+                argument_chunks += 1;
             }
         }
         assert!(
@@ -182,11 +197,27 @@ fn auto_calls_are_parsed_and_stream_as_deltas() {
             "no text beside the call: {c}"
         );
     }
-    assert_eq!(finish, "tool_calls", "{chunks:?}");
+    (calls, finish, argument_chunks)
+}
+
+/// A forced call streams as it is generated: its name first, then its arguments in
+/// several pieces, assembling into the same call as the non-streamed answer.
+#[test]
+fn forced_calls_stream_their_arguments_as_generated() {
+    let mut body = ask("What is the weather like in Oslo?");
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    body["temperature"] = json!(0);
+    let (_, v) = chat(qwen(), body.clone());
+    let whole = calls(&v);
+    body["stream"] = json!(true);
+    let (assembled, finish, argument_chunks) =
+        assemble(&stream_chunks(&qwen().url("/v1/chat/completions"), &body));
+    assert_eq!(finish, "tool_calls");
     assert_eq!(assembled.len(), 1);
-    assert_eq!(assembled[0].1, "get_weather");
+    assert_eq!(assembled[0].1, whole[0].0);
     let args: Value = serde_json::from_str(&assembled[0].2).unwrap();
     assert_eq!(args, whole[0].1);
+    assert!(argument_chunks > 3, "{argument_chunks} argument chunks");
 }
 
 /// `none`: the tools are not offered and the answer is text.

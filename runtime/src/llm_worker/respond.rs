@@ -264,7 +264,7 @@ pub fn stream(reply: Reply, receivers: Vec<UnboundedReceiver<SeqEvent>>) -> Resp
         reasons: Vec::new(),
         progress: vec![Progress::default(); slots],
         calls: (0..slots)
-            .map(|_| names.clone().map(CallParser::new))
+            .map(|_| names.clone().map(CallParser::streaming))
             .collect(),
         failed: false,
     };
@@ -399,9 +399,10 @@ impl StreamState {
     }
 
     /// Chat chunks for what a choice's tool-call reader found: content deltas, and for
-    /// each call one chunk with its id, type and name (arguments empty) and one with its
-    /// arguments, as OpenAI streams them. `calls`: the reader's count after `pieces`.
-    /// Log-probabilities ride on the first chunk (an empty one when there is none).
+    /// each call one chunk with its id, type and name (arguments empty), then chunks
+    /// with its arguments, as OpenAI streams them. `calls`: the reader's count after
+    /// `pieces` (a call counts from its start). Log-probabilities ride on the first
+    /// chunk (an empty one when there is none).
     fn pieces(
         &self,
         index: u32,
@@ -410,13 +411,35 @@ impl StreamState {
         mut logprobs: Option<ChatLogprobs>,
     ) -> Vec<Event> {
         let mut deltas = Vec::new();
-        let mut k = calls
-            - pieces
-                .iter()
-                .filter(|p| matches!(p, Piece::Call(_)))
-                .count();
+        let starts = |p: &&Piece| matches!(p, Piece::Call(_) | Piece::CallStart { .. });
+        // The index the next call gets.
+        let mut k = calls - pieces.iter().filter(starts).count();
+        let tool_delta = |d: ToolCallDelta| ChatDelta {
+            tool_calls: Some(vec![d]),
+            ..ChatDelta::default()
+        };
         for piece in pieces {
             match piece {
+                Piece::CallStart { id, name } => {
+                    deltas.push(tool_delta(ToolCallDelta {
+                        index: k as u32,
+                        id: Some(id),
+                        kind: Some("function".into()),
+                        function: Some(FunctionCallDelta {
+                            name: Some(name),
+                            arguments: Some(String::new()),
+                        }),
+                    }));
+                    k += 1;
+                }
+                Piece::Args(arguments) => deltas.push(tool_delta(ToolCallDelta {
+                    index: k.saturating_sub(1) as u32,
+                    function: Some(FunctionCallDelta {
+                        name: None,
+                        arguments: Some(arguments),
+                    }),
+                    ..ToolCallDelta::default()
+                })),
                 Piece::Content(text) => deltas.push(ChatDelta {
                     content: Some(text),
                     ..ChatDelta::default()
@@ -439,12 +462,7 @@ impl StreamState {
                         }),
                         ..ToolCallDelta::default()
                     };
-                    for d in [opening, arguments] {
-                        deltas.push(ChatDelta {
-                            tool_calls: Some(vec![d]),
-                            ..ChatDelta::default()
-                        });
-                    }
+                    deltas.extend([opening, arguments].map(tool_delta));
                     k += 1;
                 }
             }

@@ -9,6 +9,11 @@
 //! Coder 0.5B does, greedy): an output that is, as a whole, such an object (or a list
 //! of them), optionally in a ```json fence, is read as calls too. While an output
 //! could still be one (it starts with `{`, `[` or a fence), it is held back.
+//!
+//! Streams ([`CallParser::streaming`]) let a call out as it is generated: its id and
+//! name once `{"name": "<tool>", "arguments": ` has been read, then its arguments text
+//! piece by piece until the arguments object closes (a call in another shape is let
+//! out whole when it ends).
 
 use serde_json::Value;
 use surge_protocol::openai::{FunctionCall, ToolCall};
@@ -19,7 +24,27 @@ use super::tools::{CALL_CLOSE, CALL_OPEN};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Content(String),
+    /// A whole call.
     Call(ToolCall),
+    /// A streamed call begins: its arguments follow as [`Piece::Args`].
+    CallStart {
+        id: String,
+        name: String,
+    },
+    /// More of the arguments of the call begun last.
+    Args(String),
+}
+
+/// A streamed call whose arguments are being let out: `buf` starts with them.
+#[derive(Debug, Default)]
+struct OpenCall {
+    /// Bytes of `buf` already let out (and scanned).
+    sent: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// The arguments object has closed at `sent`.
+    done: bool,
 }
 
 /// One choice's parser.
@@ -34,6 +59,11 @@ pub struct CallParser {
     calls: usize,
     /// Nothing but whitespace and a possible bare call seen so far.
     at_start: bool,
+    /// Let calls out as they are generated.
+    streaming: bool,
+    open: Option<OpenCall>,
+    /// The current call is not in the streamable shape: it is let out whole.
+    whole: bool,
 }
 
 impl CallParser {
@@ -45,6 +75,18 @@ impl CallParser {
             blank: String::new(),
             calls: 0,
             at_start: true,
+            streaming: false,
+            open: None,
+            whole: false,
+        }
+    }
+
+    /// A parser for a stream: calls come out as [`Piece::CallStart`] and
+    /// [`Piece::Args`] while they are generated.
+    pub fn streaming(names: Vec<String>) -> Self {
+        CallParser {
+            streaming: true,
+            ..Self::new(names)
         }
     }
 
@@ -69,7 +111,11 @@ impl CallParser {
             self.at_start = false;
         }
         loop {
-            if self.in_call {
+            if self.in_call && self.streaming && !self.whole {
+                if !self.stream_call(&mut out) {
+                    break;
+                }
+            } else if self.in_call {
                 // The call ends at the first closing tag after a whole JSON value: a
                 // string in the arguments may hold the tag's text.
                 let mut from = 0;
@@ -87,6 +133,7 @@ impl CallParser {
                 };
                 self.buf.drain(..end + CALL_CLOSE.len());
                 self.in_call = false;
+                self.whole = false;
                 self.blank.clear();
                 self.calls += 1;
                 out.push(Piece::Call(call));
@@ -110,10 +157,76 @@ impl CallParser {
         out
     }
 
+    /// In a streamed call: reads its header, then lets out its arguments. False when
+    /// it needs more text.
+    fn stream_call(&mut self, out: &mut Vec<Piece>) -> bool {
+        if self.open.is_none() {
+            match header(&self.buf, &self.names) {
+                Header::More => return false,
+                Header::No => {
+                    self.whole = true;
+                    return true;
+                }
+                Header::Yes { name, args_at } => {
+                    self.buf.drain(..args_at);
+                    self.blank.clear();
+                    self.calls += 1;
+                    out.push(Piece::CallStart {
+                        id: call_id(),
+                        name,
+                    });
+                    self.open = Some(OpenCall::default());
+                }
+            }
+        }
+        let open = self.open.as_mut().expect("an open call");
+        let from = open.sent;
+        for (at, b) in self.buf.as_bytes()[from..].iter().enumerate() {
+            if open.done {
+                break;
+            }
+            open.sent = from + at + 1;
+            match (open.in_string, open.escaped, b) {
+                (true, true, _) => open.escaped = false,
+                (true, false, b'\\') => open.escaped = true,
+                (true, false, b'"') => open.in_string = false,
+                (true, false, _) => {}
+                (false, _, b'"') => open.in_string = true,
+                (false, _, b'{' | b'[') => open.depth += 1,
+                (false, _, b'}' | b']') => {
+                    open.depth = open.depth.saturating_sub(1);
+                    open.done = open.depth == 0;
+                }
+                _ => {}
+            }
+        }
+        if open.sent > from {
+            out.push(Piece::Args(self.buf[from..open.sent].to_string()));
+        }
+        if !open.done {
+            return false;
+        }
+        // The arguments are whole: the call ends at the closing tag after them.
+        let Some(end) = self.buf[open.sent..].find(CALL_CLOSE) else {
+            return false;
+        };
+        let end = open.sent + end + CALL_CLOSE.len();
+        self.buf.drain(..end);
+        self.open = None;
+        self.in_call = false;
+        true
+    }
+
     /// The end of the output: an unclosed last call (cut by a stop sequence or the
     /// token limit) is still a call when it parses.
     pub fn finish(&mut self) -> Vec<Piece> {
         let mut out = Vec::new();
+        if self.open.take().is_some() {
+            // A streamed call: its arguments are out (whole, or cut by the limit).
+            self.in_call = false;
+            self.buf.clear();
+        }
+        self.whole = false;
         let rest = std::mem::take(&mut self.buf);
         if std::mem::take(&mut self.at_start) {
             if let Some(calls) = self.bare(&rest) {
@@ -211,6 +324,57 @@ impl CallParser {
     }
 }
 
+/// Whether a call's text so far begins `{"name": "<tool>", "arguments": {`.
+enum Header {
+    More,
+    No,
+    Yes { name: String, args_at: usize },
+}
+
+fn header(buf: &str, names: &[String]) -> Header {
+    let b = buf.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // Expects `lit` at `i` (after whitespace); None: more text needed or a mismatch.
+    let expect = |i: &mut usize, lit: &str| -> Option<Header> {
+        skip_ws(i);
+        for &c in lit.as_bytes() {
+            match b.get(*i) {
+                None => return Some(Header::More),
+                Some(&x) if x != c => return Some(Header::No),
+                _ => *i += 1,
+            }
+        }
+        None
+    };
+    for lit in ["{", "\"name\"", ":", "\""] {
+        if let Some(h) = expect(&mut i, lit) {
+            return h;
+        }
+    }
+    let Some(len) = b[i..].iter().position(|&c| c == b'"') else {
+        return Header::More;
+    };
+    let name = &buf[i..i + len];
+    if !names.iter().any(|n| n == name) {
+        return Header::No;
+    }
+    i += len + 1;
+    for lit in [",", "\"arguments\"", ":", "{"] {
+        if let Some(h) = expect(&mut i, lit) {
+            return h;
+        }
+    }
+    Header::Yes {
+        name: name.to_string(),
+        args_at: i - 1,
+    }
+}
+
 /// `call_` and 24 random letters and digits, as OpenAI's ids look.
 fn call_id() -> String {
     use rand::distr::{Alphanumeric, SampleString};
@@ -229,6 +393,8 @@ pub fn split(names: &[String], text: &str) -> (Option<String>, Vec<ToolCall>) {
         match piece {
             Piece::Content(c) => content.push_str(&c),
             Piece::Call(c) => calls.push(c),
+            // Only a streaming parser lets calls out in pieces.
+            Piece::CallStart { .. } | Piece::Args(_) => {}
         }
     }
     let content = if calls.is_empty() || !content.trim().is_empty() {
@@ -324,6 +490,54 @@ mod tests {
         let (c, calls) = split(&names(), text);
         assert_eq!(c, None);
         assert_eq!(calls[0].function.arguments, r#"{"note":"x</tool_call>y"}"#);
+    }
+
+    /// A streaming parser fed one character at a time: the call's name as soon as its
+    /// header is read, then its arguments text in pieces (braces and a closing tag
+    /// inside strings included), then nothing of the tags; another shape comes whole.
+    #[test]
+    fn streamed_calls_come_out_as_they_are_generated() {
+        let args = r#"{"a": 1, "b": {"c": "}</tool_call>\"x"}}"#;
+        let text = format!(
+            "Sure.<tool_call>\n{{\"name\": \"add\", \"arguments\": {args}}}\n</tool_call>\n\
+             <tool_call>\n{{\"arguments\": {{}}, \"name\": \"get_weather\"}}\n</tool_call>"
+        );
+        let mut p = CallParser::streaming(names());
+        let mut pieces = Vec::new();
+        let mut name_seen_at = None;
+        for (i, ch) in text.chars().enumerate() {
+            let got = p.push(&ch.to_string());
+            if name_seen_at.is_none() && got.iter().any(|x| matches!(x, Piece::CallStart { .. })) {
+                name_seen_at = Some(i);
+            }
+            pieces.extend(got);
+        }
+        pieces.extend(p.finish());
+        // The name is out before the arguments are.
+        assert!(name_seen_at.unwrap() < text.find("\"a\"").unwrap());
+        let streamed: String = pieces
+            .iter()
+            .filter_map(|x| match x {
+                Piece::Args(a) => Some(a.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streamed, args);
+        let content: String = pieces
+            .iter()
+            .filter_map(|x| match x {
+                Piece::Content(c) => Some(c.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(content, "Sure.");
+        let start = pieces.iter().find(|x| matches!(x, Piece::CallStart { .. }));
+        assert!(matches!(start, Some(Piece::CallStart { name, .. }) if name == "add"));
+        let Some(Piece::Call(whole)) = pieces.last() else {
+            panic!("{pieces:?}")
+        };
+        assert_eq!(whole.function.name, "get_weather");
+        assert_eq!(p.calls(), 2);
     }
 
     /// Fed one character at a time, the parser finds the same pieces and never lets out
