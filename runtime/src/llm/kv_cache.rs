@@ -147,6 +147,27 @@ impl SeqCache {
         Ok(())
     }
 
+    /// Makes this (empty) cache hold the first `n` tokens of `src`, a cache of the
+    /// same model: a prompt that starts like an earlier sequence skips their prefill.
+    pub fn copy_prefix(&mut self, src: &SeqCache, n: usize) -> Result<()> {
+        src.check_compatible(self.n_layer, self.n_kv_head, self.head_dim)?;
+        if n > src.len || self.len != 0 {
+            return Err(LlmError::InvalidBatch(format!(
+                "cannot copy {n} tokens of a {}-token cache into a {}-token one",
+                src.len, self.len
+            )));
+        }
+        self.reserve(n)?;
+        for (dst, from) in self.layers.iter().zip(&src.layers) {
+            dst.k
+                .slice_set(&from.k.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+            dst.v
+                .slice_set(&from.v.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+        }
+        self.len = n;
+        Ok(())
+    }
+
     /// Marks `n` more tokens as valid; called only after a whole step has
     /// succeeded so that a failed step leaves the sequence unchanged.
     pub(crate) fn commit(&mut self, n: usize) {

@@ -21,6 +21,12 @@ pub struct WorkerMetrics {
     pub ttft_seconds: Histogram,
     pub requests: IntCounterVec,
     pub cancelled: IntCounter,
+    /// Prefix cache: sequences that looked, found a prefix, and the tokens it gave
+    /// (hit rate = hits / lookups), and what it holds.
+    pub prefix_cache_lookups: IntCounter,
+    pub prefix_cache_hits: IntCounter,
+    pub prefix_cache_hit_tokens: IntCounter,
+    pub prefix_cache_tokens: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -89,6 +95,26 @@ impl WorkerMetrics {
                 &r,
                 "surge_worker_cancelled_sequences_total",
                 "Sequences dropped because the client went away",
+            )?,
+            prefix_cache_lookups: counter(
+                &r,
+                "surge_worker_prefix_cache_lookups_total",
+                "Admitted sequences that looked for a cached prompt prefix",
+            )?,
+            prefix_cache_hits: counter(
+                &r,
+                "surge_worker_prefix_cache_hits_total",
+                "Admitted sequences that reused a cached prompt prefix",
+            )?,
+            prefix_cache_hit_tokens: counter(
+                &r,
+                "surge_worker_prefix_cache_hit_tokens_total",
+                "Prompt tokens taken from the prefix cache instead of prefilled",
+            )?,
+            prefix_cache_tokens: gauge(
+                &r,
+                "surge_worker_prefix_cache_tokens",
+                "KV-cache tokens held by the prefix cache",
             )?,
             startup: crate::server::startup::startup_gauge(&r)?,
             registry: r,

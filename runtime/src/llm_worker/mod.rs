@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod metrics;
+mod prefix_cache;
 pub mod respond;
 pub mod routes;
 pub mod scheduler;
@@ -44,6 +45,8 @@ pub struct LlmWorkerConfig {
     /// Memory for all sequences' KV caches together.
     pub kv_cache_bytes: usize,
     pub prefill_chunk: usize,
+    /// Reuse finished sequences' KV caches for prompts that start the same way.
+    pub prefix_cache: bool,
     pub default_max_tokens: usize,
     pub max_context: Option<usize>,
     pub max_body_bytes: usize,
@@ -103,6 +106,7 @@ fn engine_thread(mut cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineF
         max_num_seqs: cfg.max_num_seqs.max(1),
         kv_budget_tokens: (cfg.kv_cache_bytes / kv_per_token).max(1),
         prefill_chunk: cfg.prefill_chunk.max(1),
+        prefix_cache: cfg.prefix_cache,
     };
     let limits = Limits {
         max_context,

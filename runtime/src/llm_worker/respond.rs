@@ -17,8 +17,8 @@ use serde::Serialize;
 use surge_protocol::openai::{
     self, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatDelta, ChatLogprobs, ChatTokenLogprob, Completion, CompletionLogprobs, FunctionCallDelta,
-    SurgeExecution, SurgeMeter, TextChoice, TextCompletion, TextCompletionChunk, ToolCallDelta,
-    TopLogprob, Usage,
+    PromptTokensDetails, SurgeExecution, SurgeMeter, TextChoice, TextCompletion,
+    TextCompletionChunk, ToolCallDelta, TopLogprob, Usage,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -96,10 +96,11 @@ fn metering(prompt_tokens: usize, usages: &[SeqUsage]) -> (Usage, SurgeExecution
         time_to_first_token_seconds: if ttft.is_finite() { ttft } else { 0.0 },
         sequences: usages.len() as u64,
     };
-    (
-        Usage::new(prompt_tokens as u64, completion as u64),
-        execution,
-    )
+    let mut usage = Usage::new(prompt_tokens as u64, completion as u64);
+    usage.prompt_tokens_details = Some(PromptTokensDetails {
+        cached_tokens: usages.iter().map(|u| u.cached_tokens as u64).sum(),
+    });
+    (usage, execution)
 }
 
 fn finish_reason(r: FinishReason) -> openai::FinishReason {

@@ -57,6 +57,7 @@ fn logprobs_are_unchanged_from_the_json_macro() {
 fn usage_sums_sequences_and_execution_takes_the_worst_queue_and_first_token() {
     let seq = |completion, queue, exec, ttft| SeqUsage {
         prompt_tokens: 4,
+        cached_tokens: 0,
         completion_tokens: completion,
         queue_seconds: queue,
         execution_seconds: exec,
@@ -64,7 +65,9 @@ fn usage_sums_sequences_and_execution_takes_the_worst_queue_and_first_token() {
         times: None,
     };
     let (u, e) = metering(8, &[seq(3, 0.5, 0.25, 0.75), seq(2, 0.25, 0.5, 0.5)]);
-    assert_eq!(u, Usage::new(8, 5));
+    let mut want = Usage::new(8, 5);
+    want.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: 0 });
+    assert_eq!(u, want);
     assert_eq!(u.total_tokens, 13);
     assert_eq!(
         e,
@@ -124,6 +127,7 @@ fn events(logprobs: Vec<TokenLogprob>) -> UnboundedReceiver<SeqEvent> {
     }
     let usage = SeqUsage {
         prompt_tokens: 3,
+        cached_tokens: 0,
         completion_tokens: 2,
         queue_seconds: 0.5,
         execution_seconds: 0.25,
@@ -194,7 +198,8 @@ async fn chat_stream_is_the_same_json_as_before() {
                                  "finish_reason": "length"}]}),
         ),
         with(json!({"choices": [],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                              "prompt_tokens_details": {"cached_tokens": 0}},
                     "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
                                         "time_to_first_token_seconds": 0.75, "sequences": 1}})),
     ];
@@ -234,7 +239,8 @@ async fn completion_stream_is_the_same_json_as_before() {
                                  "finish_reason": "length"}]}),
         ),
         with(json!({"choices": [],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                              "prompt_tokens_details": {"cached_tokens": 0}},
                     "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
                                         "time_to_first_token_seconds": 0.75, "sequences": 1}})),
     ];
@@ -259,7 +265,8 @@ async fn complete_answers_one_typed_body() {
                "system_fingerprint": null,
                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there",
                             "refusal": null}, "logprobs": null, "finish_reason": "length"}],
-               "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+               "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                              "prompt_tokens_details": {"cached_tokens": 0}},
                "surge_execution": {"queue_seconds": 0.5, "execution_seconds": 0.25,
                                    "time_to_first_token_seconds": 0.75, "sequences": 1}})
     );

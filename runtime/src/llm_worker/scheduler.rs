@@ -21,6 +21,7 @@ use crate::llm::tokenizer::TextStream;
 use crate::llm::{logits_rows, BatchItem, Constraint, LlmModel, Sampler, SeqCache, Tokenizer};
 
 use super::metrics::WorkerMetrics;
+use super::prefix_cache::PrefixCache;
 use super::stop::StopMatcher;
 use super::validate::Job;
 
@@ -32,6 +33,8 @@ pub struct SchedulerConfig {
     pub kv_budget_tokens: usize,
     /// Most prompt tokens prefilled in one step, across sequences.
     pub prefill_chunk: usize,
+    /// Keep finished sequences' KV caches for prompts that start the same way.
+    pub prefix_cache: bool,
 }
 
 /// A sequence submitted to the engine.
@@ -68,6 +71,8 @@ pub struct TokenLogprob {
 #[derive(Debug, Clone, Default)]
 pub struct SeqUsage {
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     pub queue_seconds: f64,
     /// The sequence's fair share of every step it took part in (step time ÷ sequences).
@@ -118,6 +123,10 @@ struct Running {
     sampler: Sampler,
     /// Prompt tokens already in the cache.
     prefilled: usize,
+    /// Of those, the ones copied from the prefix cache.
+    cached: usize,
+    /// Every sampled token, in order (the cache holds the prompt, then these but the last).
+    output: Vec<u32>,
     /// Sampled, not yet fed back.
     next_input: Option<u32>,
     generated: usize,
@@ -152,6 +161,7 @@ pub fn run(
     let mut waiting: VecDeque<SeqRequest> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let mut reserved = 0usize;
+    let mut prefix = PrefixCache::default();
     metrics.kv_tokens_capacity.set(cfg.kv_budget_tokens as i64);
     // Fault injection for the engine-failure tests: panic after this many steps.
     let panic_after: Option<u64> = std::env::var("SURGE_FAULT_ENGINE_PANIC_AFTER_STEPS")
@@ -194,6 +204,7 @@ pub fn run(
             &mut waiting,
             &mut running,
             &mut reserved,
+            &mut prefix,
             model,
             cfg,
             metrics,
@@ -220,14 +231,25 @@ pub fn run(
             return Err(msg);
         }
 
-        // Retire finished sequences; their caches drop here.
-        running.retain(|s| {
-            let done = s.next_input.is_none() && s.prefilled == s.req.job.prompt.len();
-            if done {
-                reserved -= s.reserved;
+        // Retire finished sequences: their caches go to the prefix cache (when it is on),
+        // which keeps what the KV budget's unreserved part holds.
+        let mut i = 0;
+        while i < running.len() {
+            let s = &running[i];
+            if s.next_input.is_some() || s.prefilled < s.req.job.prompt.len() {
+                i += 1;
+                continue;
             }
-            !done
-        });
+            let s = running.remove(i);
+            reserved -= s.reserved;
+            if cfg.prefix_cache {
+                let mut tokens = s.req.job.prompt;
+                tokens.extend(s.output);
+                prefix.insert(tokens, s.cache);
+                prefix.shrink_to(cfg.kv_budget_tokens.saturating_sub(reserved));
+            }
+        }
+        metrics.prefix_cache_tokens.set(prefix.tokens() as i64);
     }
 }
 
@@ -238,6 +260,7 @@ fn admit(
     waiting: &mut VecDeque<SeqRequest>,
     running: &mut Vec<Running>,
     reserved: &mut usize,
+    prefix: &mut PrefixCache,
     model: &LlmModel,
     cfg: &SchedulerConfig,
     metrics: &WorkerMetrics,
@@ -248,6 +271,8 @@ fn admit(
         if *reserved + need > cfg.kv_budget_tokens && !running.is_empty() {
             break;
         }
+        // Kept prefixes give way to running sequences.
+        prefix.shrink_to(cfg.kv_budget_tokens.saturating_sub(*reserved + need));
         let Some(req) = waiting.pop_front() else {
             break;
         };
@@ -263,12 +288,32 @@ fn admit(
             .queue_seconds
             .observe(now.duration_since(req.arrived).as_secs_f64());
         *reserved += need;
+        let mut cache = model.new_sequence_cache();
+        let cached = if cfg.prefix_cache {
+            metrics.prefix_cache_lookups.inc();
+            // A failed copy only costs the reuse: the prompt is prefilled from scratch.
+            prefix
+                .reuse(&req.job.prompt, &mut cache)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("prefix cache: {e}");
+                    cache.reset();
+                    0
+                })
+        } else {
+            0
+        };
+        if cached > 0 {
+            metrics.prefix_cache_hits.inc();
+            metrics.prefix_cache_hit_tokens.inc_by(cached as u64);
+        }
         running.push(Running {
             stop: StopMatcher::new(req.job.stop.clone()),
             req,
-            cache: model.new_sequence_cache(),
+            cache,
             sampler,
-            prefilled: 0,
+            prefilled: cached,
+            cached,
+            output: Vec::new(),
             next_input: None,
             generated: 0,
             text: TextStream::new(true),
@@ -397,6 +442,7 @@ fn step(
         };
         metrics.generated_tokens.inc();
         s.generated += 1;
+        s.output.push(sampled.token);
         if s.first_token.is_none() {
             let now = Instant::now();
             s.first_token = Some(now);
@@ -484,6 +530,7 @@ fn finish(s: &mut Running, reason: FinishReason) {
     s.next_input = None;
     let usage = SeqUsage {
         prompt_tokens: s.req.job.prompt.len(),
+        cached_tokens: s.cached,
         completion_tokens: s.generated,
         queue_seconds: s.admitted.duration_since(s.req.arrived).as_secs_f64(),
         execution_seconds: s.execution,

@@ -1,0 +1,87 @@
+//! The prefix cache end to end: two real SmolLM2 workers, one with `--prefix-cache`
+//! and one without (the default). A repeated prompt and a chat's next turn reuse the
+//! earlier sequence's keys and values (`usage.prompt_tokens_details.cached_tokens`, the
+//! worker's metrics). Their tokens are not compared with a cold prefill's: the reused
+//! prefix changes the numerics of what follows (see docs/llm-worker.md), so near ties
+//! may resolve differently.
+
+mod support;
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use support::http::{get, post};
+use support::worker::{Worker, LLM};
+
+fn cached() -> &'static Worker {
+    static W: OnceLock<Worker> = OnceLock::new();
+    W.get_or_init(|| Worker::start(LLM, &["--prefix-cache"]))
+}
+
+fn cold() -> &'static Worker {
+    static W: OnceLock<Worker> = OnceLock::new();
+    W.get_or_init(|| Worker::start(LLM, &[]))
+}
+
+fn chat(w: &Worker, messages: &Value) -> (String, u64, u64) {
+    let (status, v) = post(
+        &w.url("/v1/chat/completions"),
+        &json!({"messages": messages, "temperature": 0, "max_tokens": 40}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let hit = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens is always reported");
+    (text, prompt, hit)
+}
+
+const SYSTEM: &str = "You are a patient geography teacher. You answer in two or three short \
+sentences, you name the country and the continent of every place you mention, and you \
+never use lists. When a question is unclear you say so and ask one question back.";
+
+#[test]
+fn a_chats_next_turn_reuses_the_history() {
+    let mut messages = json!([
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Where is the river Danube?"},
+    ]);
+    let (first, p1, hit1) = chat(cached(), &messages);
+    assert_eq!(hit1, 0, "nothing cached yet");
+    assert_eq!(first, chat(cold(), &messages).0);
+
+    // The same prompt again: all of it but the last token comes from the cache.
+    let (again, p, hit) = chat(cached(), &messages);
+    assert_eq!((again.as_str(), p), (first.as_str(), p1));
+    assert_eq!(hit, p1 - 1);
+
+    // The next turn re-sends the history: at least the first turn's prompt is reused,
+    // and the answer is what a cold prefill gives.
+    messages.as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": first}),
+        json!({"role": "user", "content": "And the river Rhine?"}),
+    ]);
+    let (second, p2, hit2) = chat(cached(), &messages);
+    assert!(
+        hit2 >= p1 && hit2 < p2,
+        "{hit2} cached of {p2} (first turn {p1})"
+    );
+    let (cold_second, _, cold_hit) = chat(cold(), &messages);
+    assert_eq!(cold_hit, 0);
+    assert_eq!(second, cold_second);
+
+    let (_, metrics) = get(&cached().url("/metrics"));
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(value("surge_worker_prefix_cache_hits_total") >= 2.0);
+    assert!(value("surge_worker_prefix_cache_hit_tokens_total") >= (hit + hit2) as f64);
+    assert!(value("surge_worker_prefix_cache_tokens") > 0.0);
+}
