@@ -84,4 +84,6 @@ fn a_chats_next_turn_reuses_the_history() {
     assert!(value("surge_worker_prefix_cache_hits_total") >= 2.0);
     assert!(value("surge_worker_prefix_cache_hit_tokens_total") >= (hit + hit2) as f64);
     assert!(value("surge_worker_prefix_cache_tokens") > 0.0);
+    // Prefill speed by prompt length: these prompts are all under 256 tokens.
+    assert!(value("surge_worker_prefill_tokens_per_second_count{prompt_tokens=\"1-255\"}") >= 3.0);
 }

@@ -1,9 +1,11 @@
 //! The worker's Prometheus metrics (`GET /metrics`): what the gateway and dashboards need
 //! to see inside one worker — batch occupancy, KV use, token throughput, step time.
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{
+    histogram_opts, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
+};
 
-use crate::server::metrics::{counter, gauge, histogram, render, requests_by_status};
+use crate::server::metrics::{counter, gauge, histogram, register, render, requests_by_status};
 
 pub struct WorkerMetrics {
     registry: Registry,
@@ -27,6 +29,21 @@ pub struct WorkerMetrics {
     pub prefix_cache_hits: IntCounter,
     pub prefix_cache_hit_tokens: IntCounter,
     pub prefix_cache_tokens: IntGauge,
+    /// `surge_worker_prefill_tokens_per_second{prompt_tokens}`: each sequence's prompt
+    /// tokens it prefilled (the cached ones left out) ÷ admission → first token, by
+    /// prompt length ([`prompt_length_bucket`]).
+    pub prefill_tokens_per_second: HistogramVec,
+}
+
+/// The `prompt_tokens` label of a prompt of `n` tokens: prefill speed falls with
+/// length (attention grows with it), so it is read per length class.
+pub fn prompt_length_bucket(n: usize) -> &'static str {
+    match n {
+        0..=255 => "1-255",
+        256..=1023 => "256-1023",
+        1024..=4095 => "1024-4095",
+        _ => "4096+",
+    }
 }
 
 impl WorkerMetrics {
@@ -115,6 +132,17 @@ impl WorkerMetrics {
                 &r,
                 "surge_worker_prefix_cache_tokens",
                 "KV-cache tokens held by the prefix cache",
+            )?,
+            prefill_tokens_per_second: register(
+                &r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        "surge_worker_prefill_tokens_per_second",
+                        "Prompt tokens prefilled per second of admission to first token, by prompt length",
+                        vec![25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0]
+                    ),
+                    &["prompt_tokens"],
+                )?,
             )?,
             startup: crate::server::startup::startup_gauge(&r)?,
             registry: r,

@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::llm::tokenizer::TextStream;
 use crate::llm::{logits_rows, BatchItem, Constraint, LlmModel, Sampler, SeqCache, Tokenizer};
 
-use super::metrics::WorkerMetrics;
+use super::metrics::{prompt_length_bucket, WorkerMetrics};
 use super::prefix_cache::PrefixCache;
 use super::stop::StopMatcher;
 use super::validate::Job;
@@ -449,6 +449,14 @@ fn step(
             metrics
                 .ttft_seconds
                 .observe(now.duration_since(s.req.arrived).as_secs_f64());
+            let prompt = s.req.job.prompt.len();
+            let prefill = now.duration_since(s.admitted).as_secs_f64();
+            if prefill > 0.0 {
+                metrics
+                    .prefill_tokens_per_second
+                    .with_label_values(&[prompt_length_bucket(prompt)])
+                    .observe((prompt - s.cached) as f64 / prefill);
+            }
         }
         let logprobs = sampled
             .logprob
