@@ -44,7 +44,7 @@ impl GrammarSpec {
 /// JSON laid out as `json.dumps` does (`", "`, `": "`, no other whitespace) unless the
 /// schema sets llguidance's own `x-guidance` options: with free whitespace, small
 /// models can spend their whole budget on newlines inside a valid document.
-fn compact(mut schema: Value) -> Value {
+pub fn compact(mut schema: Value) -> Value {
     if let Some(o) = schema.as_object_mut() {
         o.entry("x-guidance").or_insert_with(
             || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
@@ -132,8 +132,8 @@ impl Grammars {
     /// A fresh constraint for one sequence, or why `spec` cannot be used (an
     /// unsupported schema feature, a syntax error): the text names the problem.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Constraint, String> {
-        let parser = self
-            .factory()?
+        let factory = self.factory()?;
+        let parser = factory
             .create_parser(spec.to_grammar())
             .map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
@@ -143,7 +143,7 @@ impl Grammars {
         Ok(Constraint {
             matcher,
             ends: self.ends.clone(),
-            eos: self.factory()?.tok_env().tok_trie().eos_token(),
+            eos: factory.tok_env().tok_trie().eos_token(),
         })
     }
 }

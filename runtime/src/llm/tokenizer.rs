@@ -51,10 +51,11 @@ impl Tokenizer {
     /// BPE) or `llama` (SentencePiece pieces and scores).
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f.get_string("tokenizer.ggml.model")?.unwrap_or("gpt2");
-        let types = token_types(f)?.iter().map(|&t| t as u8).collect();
+        let token_types = token_types(f)?;
+        let types = token_types.iter().map(|&t| t as u8).collect();
         let inner = match model {
-            "gpt2" => Inner::Bpe(Box::new(bpe_from_gguf(f)?)),
-            "llama" => Inner::Spm(std::sync::Arc::new(spm_from_gguf(f)?)),
+            "gpt2" => Inner::Bpe(Box::new(bpe_from_gguf(f, &token_types)?)),
+            "llama" => Inner::Spm(std::sync::Arc::new(spm_from_gguf(f, token_types)?)),
             other => {
                 return Err(LlmError::Unsupported(format!(
                     "tokenizer model `{other}` (implemented: `gpt2` byte-level BPE, \
@@ -166,26 +167,24 @@ impl Tokenizer {
 }
 
 /// The byte GPT-2's byte-level alphabet writes as `c` (`Ġ` is a space): printable
-/// Latin-1 stands for itself, the other 68 bytes were moved to U+0100 onwards.
+/// Latin-1 stands for itself, the other 68 bytes (0x00–0x20, 0x7f–0xa0, 0xad) were
+/// moved, in order, to U+0100 onwards.
 fn byte_level_byte(c: char) -> Option<u8> {
-    let self_mapped = |b: u32| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
-    let c = c as u32;
-    if c < 0x100 {
-        return self_mapped(c).then_some(c as u8);
+    match c as u32 {
+        b @ (0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff) => Some(b as u8),
+        n @ 0x100..=0x120 => Some((n - 0x100) as u8),
+        n @ 0x121..=0x142 => Some((n - 0x121 + 0x7f) as u8),
+        0x143 => Some(0xad),
+        _ => None,
     }
-    (0..=255u32)
-        .filter(|&b| !self_mapped(b))
-        .nth((c - 0x100) as usize)
-        .map(|b| b as u8)
 }
 
 /// The byte-level BPE pipeline: the pre-tokenizer splits digits individually then
 /// applies GPT-2's byte-level regex, which is what SmolLM2 (and other
 /// `smollm`/`gpt2` pre-tokenizer models) use, except for `tokenizer.ggml.pre =
 /// "qwen2"`, which gets Qwen2's regex.
-fn bpe_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
+fn bpe_from_gguf(f: &GgufFile, token_types: &[usize]) -> Result<tokenizers::Tokenizer> {
     let tokens = token_strings(f)?;
-    let token_types = token_types(f)?;
     let merges: Vec<(String, String)> = f
         .require_array("tokenizer.ggml.merges")?
         .iter()
@@ -237,7 +236,7 @@ fn bpe_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
     let added = |kind: usize, special: bool| -> Vec<AddedToken> {
         tokens
             .iter()
-            .zip(&token_types)
+            .zip(token_types)
             .filter(|(_, ty)| **ty == kind)
             .map(|(t, _)| AddedToken::from(t.clone(), special))
             .collect()
@@ -248,7 +247,7 @@ fn bpe_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
 }
 
 /// SentencePiece pieces, scores and types (`spm.rs`).
-fn spm_from_gguf(f: &GgufFile) -> Result<SpmTokenizer> {
+fn spm_from_gguf(f: &GgufFile, token_types: Vec<usize>) -> Result<SpmTokenizer> {
     let scores = f
         .require_array("tokenizer.ggml.scores")?
         .iter()
@@ -261,7 +260,7 @@ fn spm_from_gguf(f: &GgufFile) -> Result<SpmTokenizer> {
         // llama.cpp's default for SentencePiece models.
         None => true,
     };
-    SpmTokenizer::new(token_strings(f)?, scores, token_types(f)?, add_space_prefix)
+    SpmTokenizer::new(token_strings(f)?, scores, token_types, add_space_prefix)
 }
 
 fn token_strings(f: &GgufFile) -> Result<Vec<String>> {
@@ -338,6 +337,27 @@ impl TextStream {
 mod tests {
     use super::*;
     use crate::llm::test_support::test_gguf_path;
+
+    /// GPT-2's byte-to-character table, built as GPT-2 builds it: every byte maps to a
+    /// character that maps back to it, and no other character maps to a byte.
+    #[test]
+    fn byte_level_characters_map_back_to_their_bytes() {
+        let printable = |b: u32| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
+        let mut next = 0x100;
+        for b in 0..=255u32 {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            assert_eq!(byte_level_byte(char::from_u32(c).unwrap()), Some(b as u8));
+        }
+        assert_eq!(next, 0x144);
+        for c in ['\0', ' ', '\u{7f}', '\u{144}', '\u{200}'] {
+            assert_eq!(byte_level_byte(c), None, "{c:?}");
+        }
+    }
 
     fn tokenizer() -> Tokenizer {
         let f = GgufFile::open(test_gguf_path()).expect("open test GGUF (set SURGE_TEST_GGUF)");

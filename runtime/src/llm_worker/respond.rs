@@ -167,28 +167,31 @@ pub async fn complete(
     for (index, r) in indexes.into_iter().zip(results) {
         let (text, lps, reason, usage) = r?;
         let index = index as u32;
-        let mut message = AssistantMessage::text(text.clone());
         let mut reason = finish_reason(reason);
-        if let Some(names) = &reply.validated.tool_names {
-            let (content, calls) = tool_calls::split(names, &text);
-            if !calls.is_empty() {
-                // A call cut short by the token limit still says `length`.
-                if reason == openai::FinishReason::Stop {
-                    reason = openai::FinishReason::ToolCalls;
-                }
-                message.tool_calls = Some(calls);
-            }
-            message.content = content;
+        // With tools, the text is read for calls; a call cut short by the token limit
+        // still says `length`.
+        let split = (reply.validated.tool_names.as_ref()).map(|n| tool_calls::split(n, &text));
+        if split.as_ref().is_some_and(|(_, calls)| !calls.is_empty())
+            && reason == openai::FinishReason::Stop
+        {
+            reason = openai::FinishReason::ToolCalls;
         }
         reasons.push(reason.as_str());
         let finish_reason = Some(reason);
         match reply.endpoint {
-            Endpoint::Chat => chat_choices.push(ChatChoice {
-                index,
-                message,
-                logprobs: want_lp.then(|| chat_logprobs(&lps)),
-                finish_reason,
-            }),
+            Endpoint::Chat => {
+                let mut message = AssistantMessage::text(text);
+                if let Some((content, calls)) = split {
+                    message.content = content;
+                    message.tool_calls = (!calls.is_empty()).then_some(calls);
+                }
+                chat_choices.push(ChatChoice {
+                    index,
+                    message,
+                    logprobs: want_lp.then(|| chat_logprobs(&lps)),
+                    finish_reason,
+                })
+            }
             Endpoint::Completion => text_choices.push(TextChoice {
                 index,
                 text,
@@ -419,51 +422,42 @@ impl StreamState {
             tool_calls: Some(vec![d]),
             ..ChatDelta::default()
         };
+        // A call's first delta (id, type, name, empty arguments) and its arguments.
+        let opening = |k: usize, id: String, name: String| {
+            tool_delta(ToolCallDelta {
+                index: k as u32,
+                id: Some(id),
+                kind: Some("function".into()),
+                function: Some(FunctionCallDelta {
+                    name: Some(name),
+                    arguments: Some(String::new()),
+                }),
+            })
+        };
+        let arguments = |k: usize, arguments: String| {
+            tool_delta(ToolCallDelta {
+                index: k as u32,
+                function: Some(FunctionCallDelta {
+                    name: None,
+                    arguments: Some(arguments),
+                }),
+                ..ToolCallDelta::default()
+            })
+        };
         for piece in pieces {
             match piece {
-                Piece::CallStart { id, name } => {
-                    deltas.push(tool_delta(ToolCallDelta {
-                        index: k as u32,
-                        id: Some(id),
-                        kind: Some("function".into()),
-                        function: Some(FunctionCallDelta {
-                            name: Some(name),
-                            arguments: Some(String::new()),
-                        }),
-                    }));
-                    k += 1;
-                }
-                Piece::Args(arguments) => deltas.push(tool_delta(ToolCallDelta {
-                    index: k.saturating_sub(1) as u32,
-                    function: Some(FunctionCallDelta {
-                        name: None,
-                        arguments: Some(arguments),
-                    }),
-                    ..ToolCallDelta::default()
-                })),
                 Piece::Content(text) => deltas.push(ChatDelta {
                     content: Some(text),
                     ..ChatDelta::default()
                 }),
+                Piece::CallStart { id, name } => {
+                    deltas.push(opening(k, id, name));
+                    k += 1;
+                }
+                Piece::Args(a) => deltas.push(arguments(k.saturating_sub(1), a)),
                 Piece::Call(call) => {
-                    let opening = ToolCallDelta {
-                        index: k as u32,
-                        id: Some(call.id),
-                        kind: Some(call.kind),
-                        function: Some(FunctionCallDelta {
-                            name: Some(call.function.name),
-                            arguments: Some(String::new()),
-                        }),
-                    };
-                    let arguments = ToolCallDelta {
-                        index: k as u32,
-                        function: Some(FunctionCallDelta {
-                            name: None,
-                            arguments: Some(call.function.arguments),
-                        }),
-                        ..ToolCallDelta::default()
-                    };
-                    deltas.extend([opening, arguments].map(tool_delta));
+                    deltas.push(opening(k, call.id, call.function.name));
+                    deltas.push(arguments(k, call.function.arguments));
                     k += 1;
                 }
             }

@@ -9,6 +9,7 @@
 
 use serde_json::{json, Value};
 
+use crate::llm::grammar::compact;
 use crate::llm::{ChatMessage, GrammarSpec};
 use crate::server::ApiError;
 
@@ -41,10 +42,6 @@ pub struct ToolSet {
     pub parallel: bool,
 }
 
-fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
-    ApiError::invalid(message, param)
-}
-
 /// Reads the request's tool parameters: `None` when it has no tools (and then
 /// `tool_choice` may only be `none`).
 pub fn tool_set(
@@ -55,13 +52,18 @@ pub fn tool_set(
     let list = match tools.filter(|t| !t.is_null()) {
         None => &vec![],
         Some(Value::Array(a)) => a,
-        Some(_) => return Err(invalid("tools must be an array of tools", "tools")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "tools must be an array of tools",
+                "tools",
+            ))
+        }
     };
     let mut norm = Vec::with_capacity(list.len());
     let mut names: Vec<String> = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         if t["type"] != "function" {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 format!("tools[{i}].type must be 'function'"),
                 "tools",
             ));
@@ -69,13 +71,13 @@ pub fn tool_set(
         let f = &t["function"];
         let name = f["name"].as_str().unwrap_or_default();
         if !is_name(name) {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 format!("tools[{i}].function.name is required: {NAME_RULE}"),
                 "tools",
             ));
         }
         if names.iter().any(|n| n == name) {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 format!("tools[{i}].function.name '{name}' is given twice"),
                 "tools",
             ));
@@ -87,7 +89,7 @@ pub fn tool_set(
             }
             p @ Value::Object(_) => p.clone(),
             _ => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     format!("tools[{i}].function.parameters must be a JSON Schema object"),
                     "tools",
                 ))
@@ -108,7 +110,7 @@ pub fn tool_set(
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     format!("tool_choice '{other}' is not one of none, auto, required or a named function"),
                     "tool_choice",
                 ))
@@ -118,7 +120,7 @@ pub fn tool_set(
             ToolChoice::Named(c["function"]["name"].as_str().unwrap_or_default().into())
         }
         Some(c) => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 format!("tool_choice {c} is not one of none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ..}}}}"),
                 "tool_choice",
             ))
@@ -126,7 +128,7 @@ pub fn tool_set(
     };
     if names.is_empty() {
         if choice != ToolChoice::None {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "tool_choice needs tools: this request has none",
                 "tool_choice",
             ));
@@ -135,7 +137,7 @@ pub fn tool_set(
     }
     if let ToolChoice::Named(n) = &choice {
         if !names.contains(n) {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 format!("tool_choice names '{n}', which is not among the tools"),
                 "tool_choice",
             ));
@@ -182,10 +184,7 @@ impl ToolSet {
                 })
             })
             .collect();
-        let schema = json!({
-            "anyOf": calls,
-            "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "},
-        });
+        let schema = compact(json!({"anyOf": calls}));
         let repeat = if self.parallel { "(\"\\n\" call)*" } else { "" };
         Some(GrammarSpec::Lark(format!(
             "start: call {repeat}\ncall: \"{CALL_OPEN}\\n\" %json {schema} \"\\n{CALL_CLOSE}\"\n"
@@ -199,7 +198,8 @@ pub fn history_calls(i: usize, calls: Option<&Value>) -> Result<Option<Vec<Value
     let Some(calls) = calls.filter(|c| !c.is_null()) else {
         return Ok(None);
     };
-    let bad = |what: String| invalid(format!("messages[{i}].tool_calls{what}"), "messages");
+    let bad =
+        |what: String| ApiError::invalid(format!("messages[{i}].tool_calls{what}"), "messages");
     let list = calls
         .as_array()
         .ok_or_else(|| bad(" must be an array".into()))?;

@@ -180,8 +180,9 @@ pub fn chat(req: ChatCompletionRequest, ready: &Ready) -> Result<Validated, ApiE
         }
     }
     if let Some(t) = calling {
-        if !t.parallel && t.grammar().is_none() {
-            // One call at most: the output ends where the first call does.
+        if !t.parallel && t.choice == tools::ToolChoice::Auto {
+            // One call at most: the output ends where the first call does (a forced
+            // call's grammar already allows only one).
             for job in &mut v.jobs {
                 job.stop.push(tools::CALL_CLOSE.to_string());
             }
