@@ -14,15 +14,5 @@ set -euo pipefail
 . "$(dirname "$0")/venv.sh"
 
 FW_VERSION=1.2.1
-dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/faster-whisper"
-py="$dir/bin/python"
-stamp="$dir/.installed-faster-whisper-$FW_VERSION"
-
-if [ ! -f "$stamp" ]; then
-  peer_venv "$dir" "faster-whisper peer"
-  echo "faster-whisper peer: installing faster-whisper==$FW_VERSION" >&2
-  "$py" -m pip install -q --disable-pip-version-check "faster-whisper==$FW_VERSION" >&2
-  "$py" -c 'import faster_whisper, ctranslate2' >&2
-  touch "$stamp"
-fi
-echo "$py"
+peer_pip faster-whisper "faster-whisper peer" ".installed-faster-whisper-$FW_VERSION" \
+  'faster_whisper, ctranslate2' "faster-whisper==$FW_VERSION"

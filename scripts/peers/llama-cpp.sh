@@ -14,16 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/venv.sh"
 
 LCP_VERSION=0.3.16
-dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/llama-cpp"
-py="$dir/bin/python"
-stamp="$dir/.installed-llama-cpp-python-$LCP_VERSION"
-
-if [ ! -f "$stamp" ]; then
-  peer_venv "$dir" "llama.cpp peer"
-  echo "llama.cpp peer: building llama-cpp-python[server]==$LCP_VERSION (minutes)" >&2
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "$py" -m pip install -q --disable-pip-version-check \
-    "llama-cpp-python[server]==$LCP_VERSION" >&2
-  "$py" -c 'import llama_cpp, llama_cpp.server' >&2
-  touch "$stamp"
-fi
-echo "$py"
+# Built from source (minutes) for the CPU's own instruction set.
+CMAKE_ARGS="-DGGML_NATIVE=ON" peer_pip llama-cpp "llama.cpp peer" \
+  ".installed-llama-cpp-python-$LCP_VERSION" 'llama_cpp, llama_cpp.server' \
+  "llama-cpp-python[server]==$LCP_VERSION"

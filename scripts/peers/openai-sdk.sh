@@ -14,16 +14,5 @@ set -euo pipefail
 
 OPENAI_VERSION=3.63.0
 PYDANTIC_VERSION=2.14.4
-dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/openai-sdk"
-py="$dir/bin/python"
-stamp="$dir/.installed-openai-$OPENAI_VERSION-pydantic-$PYDANTIC_VERSION"
-
-if [ ! -f "$stamp" ]; then
-  peer_venv "$dir" "openai sdk"
-  echo "openai sdk: installing openai==$OPENAI_VERSION pydantic==$PYDANTIC_VERSION" >&2
-  "$py" -m pip install -q --disable-pip-version-check \
-    "openai==$OPENAI_VERSION" "pydantic==$PYDANTIC_VERSION" >&2
-  "$py" -c 'import openai, pydantic' >&2
-  touch "$stamp"
-fi
-echo "$py"
+peer_pip openai-sdk "openai sdk" ".installed-openai-$OPENAI_VERSION-pydantic-$PYDANTIC_VERSION" \
+  'openai, pydantic' "openai==$OPENAI_VERSION" "pydantic==$PYDANTIC_VERSION"

@@ -15,3 +15,22 @@ peer_venv() {
     python3 -m venv "$dir" >&2
   fi
 }
+
+# `peer_pip NAME LABEL STAMP IMPORTS PACKAGE...` makes sure
+# ${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/NAME is a venv holding PACKAGE... (pip,
+# once: the file STAMP in it marks them installed and `import IMPORTS` working) and
+# prints its python. Environment set before the call (CMAKE_ARGS=…) reaches pip.
+peer_pip() {
+  local name="$1" label="$2" stamp="$3" imports="$4"
+  shift 4
+  local dir="${SURGE_PEERS_DIR:-$HOME/.cache/surge-peers}/$name"
+  local py="$dir/bin/python"
+  if [ ! -f "$dir/$stamp" ]; then
+    peer_venv "$dir" "$label"
+    echo "$label: installing $*" >&2
+    "$py" -m pip install -q --disable-pip-version-check "$@" >&2
+    "$py" -c "import $imports" >&2
+    touch "$dir/$stamp"
+  fi
+  echo "$py"
+}
