@@ -67,6 +67,9 @@ pub mod attention;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod causal;
+#[cfg(target_arch = "x86_64")]
+mod causal_x86;
 mod f16;
 pub mod full_attention;
 mod matrix;

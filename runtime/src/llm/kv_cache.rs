@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::error::{LlmError, Result};
+use crate::kernels::causal::BLOCK;
 
 /// Smallest allocation, so that short prompts followed by decoding do not
 /// reallocate on every few tokens.
@@ -125,10 +126,12 @@ impl SeqCache {
         if needed <= self.capacity {
             return Ok(());
         }
+        // Whole blocks of the fused attention kernel, which reads keys a block at a time.
         let new_cap = needed
             .max(self.capacity.saturating_mul(2))
             .max(MIN_CAPACITY)
-            .min(self.max_len);
+            .min(self.max_len)
+            .next_multiple_of(BLOCK);
         let shape = (self.n_kv_head, new_cap, self.head_dim);
         let mut layers = Vec::with_capacity(self.n_layer);
         for i in 0..self.n_layer {

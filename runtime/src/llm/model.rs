@@ -137,9 +137,9 @@ pub struct LlmModel {
     sin: Tensor,
     /// The sliding-window layers' tables (Gemma 3's local RoPE base).
     local_rope: Option<(Tensor, Tensor)>,
-    /// Decode items (one new token) attend with our fused CPU kernel
-    /// (`crate::kernels::attention`) instead of candle ops; set with the
-    /// matmul kernels (`LoadOptions::cpu_kernels` on a SIMD CPU).
+    /// Attention runs on our fused causal kernel (`crate::kernels::causal`) instead
+    /// of candle ops; set with the matmul kernels (`LoadOptions::cpu_kernels` on a
+    /// SIMD CPU).
     cpu_attention: bool,
     report: LoadReport,
 }
@@ -474,13 +474,13 @@ impl LlmModel {
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
 
         // One mask per multi-token chunk (and per kind of layer), shared by all
-        // layers of that kind.
+        // layers of that kind; the fused kernel masks by position itself.
         let window = cfg.sliding_window.unwrap_or(usize::MAX);
         let chunk_masks = |window: usize| -> Result<Vec<Option<Tensor>>> {
             spans
                 .iter()
                 .map(|&(_, n, past)| {
-                    (n > 1)
+                    (n > 1 && !self.cpu_attention)
                         .then(|| causal_mask(n, past, window, dev))
                         .transpose()
                 })
@@ -535,10 +535,7 @@ impl LlmModel {
             let q = rotate(&heads(&q, nh, qn)?)?;
             let k = rotate(&heads(&k, nkv, kn)?)?;
             let v = v.reshape((n_total, nkv, hd))?;
-            // Items with one new token go through the fused kernel (`None`
-            // here, filled in below); prompt chunks through candle.
-            let fused = |n: usize| self.cpu_attention && n == 1;
-            let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(batch.len());
+            let mut outs = Vec::with_capacity(batch.len());
             for ((item, &(off, n, past)), mask) in batch.iter_mut().zip(&spans).zip(masks) {
                 let kv = item
                     .cache
@@ -547,41 +544,17 @@ impl LlmModel {
                     .ok_or_else(|| LlmError::InvalidBatch("cache has too few layers".into()))?;
                 let (k, v) = (k.narrow(0, off, n)?, v.narrow(0, off, n)?);
                 append_kv(kv, &k, &v, past, nkv, hd)?;
-                if fused(n) {
-                    outs.push(None);
-                } else {
+                if !self.cpu_attention {
                     let q = q.narrow(0, off, n)?;
-                    outs.push(Some(self.attend(kv, &q, past, window, mask.as_ref())?));
+                    outs.push(self.attend(kv, &q, past, window, mask.as_ref())?);
                 }
             }
-            let decode: Vec<usize> = (0..spans.len()).filter(|&i| fused(spans[i].1)).collect();
-            let attn = if decode.is_empty() {
-                None
+            let attn = if self.cpu_attention {
+                self.attend_fused(batch, li, &spans, &q, window)?
+            } else if outs.len() == 1 {
+                outs.swap_remove(0)
             } else {
-                let o = self.attend_decode(batch, li, &spans, &decode, &q, window)?;
-                if decode.len() == outs.len() {
-                    // Every item is a decode item, in batch order.
-                    Some(o)
-                } else {
-                    for (j, &i) in decode.iter().enumerate() {
-                        outs[i] = Some(o.narrow(0, j, 1)?);
-                    }
-                    None
-                }
-            };
-            let attn = match attn {
-                Some(a) => a,
-                None => {
-                    let mut outs = outs
-                        .into_iter()
-                        .map(|o| o.ok_or_else(|| LlmError::Unsupported("attention output".into())))
-                        .collect::<Result<Vec<_>>>()?;
-                    if outs.len() == 1 {
-                        outs.swap_remove(0)
-                    } else {
-                        Tensor::cat(&outs, 0)?
-                    }
-                }
+                Tensor::cat(&outs, 0)?
             };
             let post_norm = |y: Tensor, norm: &Option<Tensor>| -> Result<Tensor> {
                 Ok(match norm {

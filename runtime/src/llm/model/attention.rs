@@ -1,6 +1,7 @@
-//! Attention of [`LlmModel::step`]: prompt chunks through candle ops against each
-//! sequence's cache, decode items through the fused CPU kernel, both seeing only the
-//! sliding window on the layers that have one.
+//! Attention of [`LlmModel::step`]: on the CPU kernels every item (prompt chunk or
+//! decode token) through the fused causal kernel in one call per layer; elsewhere (a
+//! GPU, or a CPU without SIMD kernels) through candle ops against each sequence's cache.
+//! Both see only the sliding window on the layers that have one.
 
 use candle_core::{Device, Layout, Storage, Tensor};
 use candle_nn::ops::softmax_last_dim;
@@ -8,7 +9,8 @@ use candle_nn::ops::softmax_last_dim;
 use super::super::error::{LlmError, Result};
 use super::super::kv_cache::LayerKv;
 use super::{BatchItem, LlmModel};
-use crate::kernels::attention::{decode_attention, AttnShape, DecodeKv};
+use crate::kernels::attention::AttnShape;
+use crate::kernels::causal::{causal_attention, CausalSeq};
 
 impl LlmModel {
     /// Causal attention of `n` new tokens of one sequence over its cache (their
@@ -57,16 +59,16 @@ impl LlmModel {
             .reshape((n, nh * hd))?)
     }
 
-    /// Fused CPU attention of the decode items `decode` (indices into `batch`
-    /// and `spans`, one new token each, already appended to layer `li` of
-    /// their caches). `q` is the packed `[n_total, n_head, 1, hd]` after RoPE.
-    /// Returns `[decode.len(), hidden]`.
-    pub(super) fn attend_decode(
+    /// Fused CPU attention of every item of `batch` at layer `li` (their new keys and
+    /// values already appended): prompt chunks and decode tokens in one kernel call,
+    /// each row computed the same way whatever the chunk it came in (see
+    /// `crate::kernels::causal`). `q` is the packed `[n_total, n_head, 1, hd]` after
+    /// RoPE; returns `[n_total, n_head * hd]`.
+    pub(super) fn attend_fused(
         &self,
         batch: &[BatchItem<'_>],
         li: usize,
         spans: &[(usize, usize, usize)],
-        decode: &[usize],
         q: &Tensor,
         window: usize,
     ) -> Result<Tensor> {
@@ -76,43 +78,40 @@ impl LlmModel {
             n_kv_head: cfg.n_kv_head,
             head_dim: cfg.head_dim,
         };
-        let row = cfg.n_head * cfg.head_dim;
-        let q_all = q.flatten_all()?.to_vec1::<f32>()?;
-        let mut qd = Vec::with_capacity(decode.len() * row);
-        for &i in decode {
-            let off = spans[i].0;
-            qd.extend_from_slice(&q_all[off * row..(off + 1) * row]);
-        }
+        let q = q.flatten_all()?.to_vec1::<f32>()?;
         // Read locks on the cache tensors, held for the kernel call.
-        let guards = decode
+        let guards = batch
             .iter()
-            .map(|&i| {
-                let kv = &batch[i].cache.layers[li];
+            .map(|item| {
+                let kv = &item.cache.layers[li];
                 (kv.k.storage_and_layout(), kv.v.storage_and_layout())
             })
             .collect::<Vec<_>>();
         let seqs = guards
             .iter()
-            .zip(decode)
-            .map(|(((ks, kl), (vs, vl)), &i)| {
+            .zip(spans)
+            .map(|(((ks, kl), (vs, vl)), &(row, n, past))| {
                 let (_, cap, _) = kl.shape().dims3()?;
-                // Starting the slices at the window's first token keeps the
-                // head-major stride valid for every kv head.
-                let past = spans[i].2;
-                let lo = window_start(past, window) * cfg.head_dim;
-                Ok(DecodeKv {
-                    k: &cpu_f32(ks, kl)?[lo..],
-                    v: &cpu_f32(vs, vl)?[lo..],
+                Ok(CausalSeq {
+                    k: cpu_f32(ks, kl)?,
+                    v: cpu_f32(vs, vl)?,
                     head_stride: cap * cfg.head_dim,
-                    len: past + 1 - window_start(past, window),
+                    past,
+                    n,
+                    row,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut out = vec![0f32; decode.len() * row];
-        decode_attention(shape, &qd, &seqs, &mut out).map_err(candle_core::Error::from)?;
+        let mut out = vec![0f32; q.len()];
+        causal_attention(shape, window, &q, &seqs, &mut out).map_err(candle_core::Error::from)?;
         drop(seqs);
         drop(guards);
-        Ok(Tensor::from_vec(out, (decode.len(), row), &self.device)?)
+        let n_total = out.len() / (cfg.n_head * cfg.head_dim);
+        Ok(Tensor::from_vec(
+            out,
+            (n_total, cfg.n_head * cfg.head_dim),
+            &self.device,
+        )?)
     }
 }
 
