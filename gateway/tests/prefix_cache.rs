@@ -1,9 +1,8 @@
-//! The prefix cache end to end: two real SmolLM2 workers, one with `--prefix-cache`
-//! and one without (the default). A repeated prompt and a chat's next turn reuse the
-//! earlier sequence's keys and values (`usage.prompt_tokens_details.cached_tokens`, the
-//! worker's metrics). Their tokens are not compared with a cold prefill's: the reused
-//! prefix changes the numerics of what follows (see docs/llm-worker.md), so near ties
-//! may resolve differently.
+//! The prefix cache end to end: two real SmolLM2 workers, one with the prefix cache
+//! (the default) and one with `--no-prefix-cache`. A repeated prompt and a chat's next
+//! turn reuse the earlier sequence's keys and values (`usage.prompt_tokens_details.
+//! cached_tokens`, the worker's metrics), and reuse is exact: the tokens and their
+//! log-probabilities equal a cold prefill's, greedy and seeded.
 
 mod support;
 
@@ -15,12 +14,33 @@ use support::worker::{Worker, LLM};
 
 fn cached() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
-    W.get_or_init(|| Worker::start(LLM, &["--prefix-cache"]))
+    W.get_or_init(|| Worker::start(LLM, &[]))
 }
 
 fn cold() -> &'static Worker {
     static W: OnceLock<Worker> = OnceLock::new();
-    W.get_or_init(|| Worker::start(LLM, &[]))
+    W.get_or_init(|| Worker::start(LLM, &["--no-prefix-cache"]))
+}
+
+/// Greedy, or sampled with a seed when `temperature` is above 0.
+fn sample(w: &Worker, messages: &Value, temperature: f64) -> (String, Vec<f64>, u64) {
+    let (status, v) = post(
+        &w.url("/v1/chat/completions"),
+        &json!({"messages": messages, "temperature": temperature, "seed": 7,
+                "max_tokens": 40, "logprobs": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let logprobs = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["logprob"].as_f64().unwrap())
+        .collect();
+    let hit = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    (text.to_string(), logprobs, hit)
 }
 
 fn chat(w: &Worker, messages: &Value) -> (String, u64, u64) {
@@ -86,4 +106,23 @@ fn a_chats_next_turn_reuses_the_history() {
     assert!(value("surge_worker_prefix_cache_tokens") > 0.0);
     // Prefill speed by prompt length: these prompts are all under 256 tokens.
     assert!(value("surge_worker_prefill_tokens_per_second_count{prompt_tokens=\"1-255\"}") >= 3.0);
+}
+
+#[test]
+fn reuse_gives_a_cold_prefills_tokens_and_logprobs() {
+    let messages = json!([
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Which sea does the river Danube flow into?"},
+    ]);
+    for temperature in [0.0, 0.9] {
+        let cold_run = sample(cold(), &messages, temperature);
+        // The first request may or may not hit (the other test shares the worker); the
+        // second always reuses all of the prompt but its last token.
+        let _ = sample(cached(), &messages, temperature);
+        let (text, logprobs, hit) = sample(cached(), &messages, temperature);
+        assert!(hit > 0, "temperature {temperature}: nothing reused");
+        assert_eq!(text, cold_run.0, "temperature {temperature}");
+        assert_eq!(logprobs, cold_run.1, "temperature {temperature}");
+        assert_eq!(cold_run.2, 0);
+    }
 }

@@ -80,12 +80,12 @@ pub struct WorkerOptions {
     /// model cache's packed-weights file (for measuring what the file saves).
     #[arg(long)]
     pub no_packed_weights: bool,
-    /// LLM: keep finished sequences' KV caches and reuse them for prompts that start
-    /// the same way. Off by default: a reused prefix changes the numerics of what
-    /// follows it (the rest of the prompt is prefilled in other chunk shapes), so a
-    /// repeated greedy or seeded request may not give the same tokens.
+    /// LLM: do not keep finished sequences' KV caches for prompts that start the same
+    /// way. The prefix cache is on by default where reuse is exact (the CPU kernels'
+    /// chunk-invariant attention: a reused prefix gives the same tokens as a cold
+    /// prefill); on other attention paths it stays off.
     #[arg(long)]
-    pub prefix_cache: bool,
+    pub no_prefix_cache: bool,
     /// Compute threads: the size of the kernel pool and of candle's and rayon's pools
     /// (CANDLE_NUM_THREADS, RAYON_NUM_THREADS; this flag wins over them) [default: every
     /// core]. The gateway passes its pool's `worker_cores`, rounded up, for CPU workers.
@@ -200,8 +200,8 @@ impl WorkerOptions {
         if self.no_packed_weights {
             out.push("--no-packed-weights".into());
         }
-        if self.prefix_cache {
-            out.push("--prefix-cache".into());
+        if self.no_prefix_cache {
+            out.push("--no-prefix-cache".into());
         }
         out
     }
@@ -313,7 +313,7 @@ mod tests {
             batch_wait_ms: 0,
             exit_with_parent: true,
             no_packed_weights: true,
-            prefix_cache: true,
+            no_prefix_cache: true,
             threads: Some(3),
         };
         let args = x.to_args();

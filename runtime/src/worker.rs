@@ -171,7 +171,7 @@ fn run_inner(opts: WorkerOptions) -> Result<i32, String> {
                 max_num_seqs: opts.max_num_seqs,
                 kv_cache_bytes: opts.kv_cache_mb << 20,
                 prefill_chunk: opts.prefill_chunk,
-                prefix_cache: opts.prefix_cache,
+                prefix_cache: !opts.no_prefix_cache,
                 default_max_tokens: opts.default_max_tokens,
                 max_context: opts.max_context.or(model
                     .manifest

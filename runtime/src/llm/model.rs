@@ -393,6 +393,16 @@ impl LlmModel {
         })
     }
 
+    /// Whether a step's rows come out bit-identical however the tokens are chunked
+    /// (whole prompt, chunks, token by token): true on the fused CPU attention with our
+    /// row-wise matmul kernels, so a reused cache prefix changes no token.
+    pub fn chunk_invariant(&self) -> bool {
+        self.cpu_attention
+            && self.layers.iter().all(|l| {
+                l.qkv.is_own() && l.wo.is_own() && l.gate_up.is_own() && l.down.is_own()
+            })
+    }
+
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }

@@ -311,6 +311,12 @@ impl Linear {
         }
     }
 
+    /// Whether this layer runs on our kernels, which compute each input row the same
+    /// way whatever the number of rows (candle's matmul takes another path for one row).
+    pub fn is_own(&self) -> bool {
+        matches!(self.backend, Backend::Own { .. })
+    }
+
     pub fn is_padded(&self) -> bool {
         matches!(self.backend, Backend::Candle { input_pad, .. } if input_pad > 0)
     }
@@ -392,6 +398,14 @@ impl Projection {
                 }
                 Ok(outs)
             }
+        }
+    }
+
+    /// Whether every part runs on our kernels ([`Linear::is_own`]).
+    pub fn is_own(&self) -> bool {
+        match self {
+            Self::Fused { weight, .. } => weight.is_own(),
+            Self::Separate(linears) => linears.iter().all(Linear::is_own),
         }
     }
 

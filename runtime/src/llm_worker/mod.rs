@@ -45,7 +45,8 @@ pub struct LlmWorkerConfig {
     /// Memory for all sequences' KV caches together.
     pub kv_cache_bytes: usize,
     pub prefill_chunk: usize,
-    /// Reuse finished sequences' KV caches for prompts that start the same way.
+    /// Reuse finished sequences' KV caches for prompts that start the same way, where
+    /// the model's attention makes reuse exact ([`crate::llm::LlmModel::chunk_invariant`]).
     pub prefix_cache: bool,
     pub default_max_tokens: usize,
     pub max_context: Option<usize>,
@@ -106,8 +107,11 @@ fn engine_thread(mut cfg: LlmWorkerConfig, state: Arc<AppState>, failed: EngineF
         max_num_seqs: cfg.max_num_seqs.max(1),
         kv_budget_tokens: (cfg.kv_cache_bytes / kv_per_token).max(1),
         prefill_chunk: cfg.prefill_chunk.max(1),
-        prefix_cache: cfg.prefix_cache,
+        prefix_cache: cfg.prefix_cache && model.chunk_invariant(),
     };
+    if cfg.prefix_cache && !sched.prefix_cache {
+        tracing::info!("prefix cache off: this attention path is not chunk-invariant");
+    }
     let limits = Limits {
         max_context,
         default_max_tokens: cfg.default_max_tokens,
