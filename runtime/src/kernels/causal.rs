@@ -43,6 +43,9 @@ pub const BLOCK: usize = 16;
 /// 128-token chunk still splits into tasks for every thread.
 const TILE_QUERIES: usize = 16;
 
+/// Rows scored together against a block (independent FMA chains to hide latency).
+pub(crate) const SCORE_ROWS: usize = 4;
+
 /// Below this many multiply-adds a call runs on the caller alone (waking a worker
 /// costs about a microsecond).
 const MIN_PARALLEL_WORK: usize = 32 * 1024;
@@ -50,10 +53,11 @@ const MIN_PARALLEL_WORK: usize = 32 * 1024;
 /// One sequence's new queries and its layer cache.
 #[derive(Clone, Copy)]
 pub struct CausalSeq<'a> {
-    /// Keys, head-major `[n_kv_head, capacity, head_dim]` from position 0, the new
-    /// tokens' keys already written at `past..past + n`.
+    /// Keys, head-major (`capacity * head_dim` per kv head) from position 0, each head
+    /// in blocks of [`BLOCK`] positions stored dimension-major (see [`store_key`]); the
+    /// new tokens' keys already written at `past..past + n`.
     pub k: &'a [f32],
-    /// Values, same layout as `k`.
+    /// Values, head-major `[n_kv_head, capacity, head_dim]`.
     pub v: &'a [f32],
     /// Elements between kv heads: `capacity * head_dim`, capacity a multiple of [`BLOCK`].
     pub head_stride: usize,
@@ -194,12 +198,15 @@ fn ensure(what: &'static str, ok: bool) -> Result<()> {
 struct Scratch {
     /// Running weighted sums of values, `[rows, head_dim]`.
     acc: Vec<f32>,
-    /// Running max and sum of each row.
+    /// Running max of each row, and its running sum kept per lane (`[rows, BLOCK]`,
+    /// summed across lanes once at the end instead of once per block).
     m: Vec<f32>,
     l: Vec<f32>,
     /// This block's weights, `[rows, BLOCK]`, and each row's rescale factor.
     p: Vec<f32>,
     alpha: Vec<f32>,
+    /// The rows that see some key of the current block, with their lane range.
+    active: Vec<(usize, usize, usize)>,
 }
 
 thread_local! {
@@ -240,7 +247,7 @@ impl Job<'_> {
         s.m.clear();
         s.m.resize(rows, f32::NEG_INFINITY);
         s.l.clear();
-        s.l.resize(rows, 0.0);
+        s.l.resize(rows * BLOCK, 0.0);
         s.p.resize(rows * BLOCK, 0.0);
         s.alpha.resize(rows, 1.0);
         let base = t.g * seq.head_stride;
@@ -251,35 +258,41 @@ impl Job<'_> {
         for b in first..=last {
             let key0 = b * BLOCK;
             let (mut lo, mut hi) = (usize::MAX, 0);
+            s.active.clear();
             for r in 0..rows {
                 let p = pos(r);
                 let (j0, j1) = (
                     window_start(p, self.window).max(key0),
                     (p + 1).min(key0 + BLOCK),
                 );
-                let weights = &mut s.p[r * BLOCK..(r + 1) * BLOCK];
                 if j0 >= j1 {
-                    weights.fill(0.0);
+                    s.p[r * BLOCK..(r + 1) * BLOCK].fill(0.0);
                     s.alpha[r] = 1.0;
-                    continue;
+                } else {
+                    lo = lo.min(j0);
+                    hi = hi.max(j1);
+                    s.active.push((r, j0 - key0, j1 - key0));
                 }
-                lo = lo.min(j0);
-                hi = hi.max(j1);
-                let row = RowState {
-                    m: &mut s.m[r],
-                    l: &mut s.l[r],
-                    alpha: &mut s.alpha[r],
-                };
-                let qr = &self.q[q_at(r)..q_at(r) + hd];
-                let keys = &k[key0 * hd..(key0 + BLOCK) * hd];
-                block_row(
+            }
+            let keys = &k[key0 * hd..(key0 + BLOCK) * hd];
+            let mut rows_state = Rows {
+                m: &mut s.m,
+                l: &mut s.l,
+                alpha: &mut s.alpha,
+                p: &mut s.p,
+            };
+            for group in s.active.chunks(SCORE_ROWS) {
+                let mut qs = [&self.q[..0]; SCORE_ROWS];
+                for (q, &(r, ..)) in qs.iter_mut().zip(group) {
+                    *q = &self.q[q_at(r)..q_at(r) + hd];
+                }
+                block_rows(
                     self.level,
-                    qr,
+                    &qs[..group.len()],
+                    group,
                     keys,
-                    j0 - key0..j1 - key0,
                     scale,
-                    row,
-                    weights,
+                    &mut rows_state,
                 );
             }
             if lo < hi {
@@ -296,7 +309,7 @@ impl Job<'_> {
             }
         }
         for r in 0..rows {
-            let inv = 1.0 / s.l[r];
+            let inv = 1.0 / s.l[r * BLOCK..(r + 1) * BLOCK].iter().sum::<f32>();
             // SAFETY: each (query, head) row belongs to exactly one task, and `out`
             // outlives the call (see `OutPtr`).
             let o = unsafe { self.out.range_mut(q_at(r), q_at(r) + hd) };
@@ -307,89 +320,145 @@ impl Job<'_> {
     }
 }
 
-/// A row's online-softmax state while one block updates it.
-pub(crate) struct RowState<'a> {
-    pub m: &'a mut f32,
-    pub l: &'a mut f32,
-    /// Set to the factor the row's running value sum must be scaled by.
-    pub alpha: &'a mut f32,
+/// The online-softmax state of a task's rows, indexed by row.
+pub(crate) struct Rows<'a> {
+    /// Running max of each row.
+    pub m: &'a mut [f32],
+    /// Per-lane running sums, `[rows, BLOCK]`.
+    pub l: &'a mut [f32],
+    /// The factor each row's running value sum must be scaled by for this block.
+    pub alpha: &'a mut [f32],
+    /// This block's weights, `[rows, BLOCK]`.
+    pub p: &'a mut [f32],
 }
 
-impl RowState<'_> {
-    /// Folds a block whose largest score is `block_max` into the running max and
-    /// returns the new max; sets `alpha` (exactly 1 when the max did not move).
-    pub(crate) fn raise_max(&mut self, block_max: f32) -> f32 {
-        let m = self.m.max(block_max);
-        *self.alpha = if m == *self.m {
+impl Rows<'_> {
+    /// Folds a block whose largest score is `block_max` into row `r`'s running max and
+    /// returns the new max; sets its `alpha` (exactly 1 when the max did not move).
+    pub(crate) fn raise_max(&mut self, r: usize, block_max: f32) -> f32 {
+        let old = self.m[r];
+        let m = old.max(block_max);
+        self.alpha[r] = if m == old {
             1.0
-        } else if *self.m == f32::NEG_INFINITY {
+        } else if old == f32::NEG_INFINITY {
             0.0
         } else {
-            (*self.m - m).exp()
+            (old - m).exp()
         };
-        *self.m = m;
+        self.m[r] = m;
         m
     }
 
-    /// Adds the block's weight sum.
-    pub(crate) fn add_sum(&mut self, block_sum: f32) {
-        *self.l = *self.l * *self.alpha + block_sum;
+    /// Row `r`'s weights (`BLOCK`).
+    pub(crate) fn weights(&mut self, r: usize) -> &mut [f32] {
+        &mut self.p[r * BLOCK..(r + 1) * BLOCK]
+    }
+
+    /// Adds row `r`'s weights to its per-lane sums (the scalar and AVX2 way; AVX-512
+    /// fuses the multiply-add).
+    fn add_weights(&mut self, r: usize) {
+        let alpha = self.alpha[r];
+        let (l, p) = (
+            &mut self.l[r * BLOCK..(r + 1) * BLOCK],
+            &self.p[r * BLOCK..(r + 1) * BLOCK],
+        );
+        for (l, w) in l.iter_mut().zip(p) {
+            *l = *l * alpha + w;
+        }
     }
 }
 
-/// Scores one row against the 16 keys of a block (`keys` is `BLOCK * hd`), of which
-/// only the lanes in `valid` count; writes their softmax weights relative to the new
-/// running max to `weights` (0 elsewhere) and updates the row's state.
-fn block_row(
+/// Scores the rows of `group` (`(row, first lane, end lane)`, queries `qs`) against one
+/// block and folds the block into their state: weights relative to the new running max
+/// in `rows.p` (exactly 0 outside each row's lanes), max, sums and rescale factor.
+fn block_rows(
     level: Level,
-    q: &[f32],
+    qs: &[&[f32]],
+    group: &[(usize, usize, usize)],
     keys: &[f32],
-    valid: std::ops::Range<usize>,
     scale: f32,
-    row: RowState<'_>,
-    weights: &mut [f32],
+    rows: &mut Rows<'_>,
 ) {
-    debug_assert!(keys.len() == BLOCK * q.len() && weights.len() == BLOCK);
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        // SAFETY: the level was clamped to the CPU and hd % 16 == 0 checked.
+        return unsafe { super::causal_x86::block_rows_avx512(qs, group, keys, scale, rows) };
+    }
+    let mut scores = [[0f32; BLOCK]; SCORE_ROWS];
+    block_scores(level, qs, keys, scale, &mut scores);
+    for (sc, &(r, j0, j1)) in scores.iter().zip(group) {
+        let valid = j0..j1;
+        let m = rows.raise_max(
+            r,
+            sc[valid.clone()]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+        );
+        #[cfg(target_arch = "x86_64")]
+        if level == Level::Avx2 {
+            // SAFETY: the level was clamped to the CPU.
+            unsafe { super::causal_x86::exp_weights_avx2(sc, m, rows.weights(r)) };
+        } else {
+            exp_weights(sc, m, rows.weights(r));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        exp_weights(sc, m, rows.weights(r));
+        for (j, w) in rows.weights(r).iter_mut().enumerate() {
+            if !valid.contains(&j) {
+                *w = 0.0;
+            }
+        }
+        rows.add_weights(r);
+    }
+}
+
+/// `weights[j] = exp(scores[j] - m)`.
+fn exp_weights(scores: &[f32; BLOCK], m: f32, weights: &mut [f32]) {
+    for (w, s) in weights.iter_mut().zip(scores) {
+        *w = (s - m).exp();
+    }
+}
+
+/// Scaled scores of up to [`SCORE_ROWS`] rows against the 16 keys of a block (`keys`
+/// is the block in its transposed layout, `hd × BLOCK`), below AVX-512. Each row's
+/// scores are computed the same way whichever rows share the call.
+fn block_scores(
+    level: Level,
+    qs: &[&[f32]],
+    keys: &[f32],
+    scale: f32,
+    out: &mut [[f32; BLOCK]; SCORE_ROWS],
+) {
+    debug_assert!(qs.iter().all(|q| keys.len() == BLOCK * q.len()));
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level was clamped to the CPU and hd % 16 == 0 checked.
-        Level::Avx512 => unsafe {
-            super::causal_x86::block_row_avx512(q, keys, valid, scale, row, weights)
-        },
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, with AVX2+FMA and hd % 8 == 0.
-        Level::Avx2 => unsafe {
-            super::causal_x86::block_row_avx2(q, keys, valid, scale, row, weights)
-        },
-        _ => block_row_scalar(q, keys, valid, scale, row, weights),
+        Level::Avx2 => unsafe { super::causal_x86::scores_avx2(qs, keys, scale, out) },
+        _ => {
+            for (q, o) in qs.iter().zip(out.iter_mut()) {
+                for (j, o) in o.iter_mut().enumerate() {
+                    let dot: f32 = q
+                        .iter()
+                        .enumerate()
+                        .map(|(c, x)| x * keys[c * BLOCK + j])
+                        .sum();
+                    *o = dot * scale;
+                }
+            }
+        }
     }
 }
 
-fn block_row_scalar(
-    q: &[f32],
-    keys: &[f32],
-    valid: std::ops::Range<usize>,
-    scale: f32,
-    mut row: RowState<'_>,
-    weights: &mut [f32],
-) {
-    let hd = q.len();
-    let mut scores = [f32::NEG_INFINITY; BLOCK];
-    for j in valid.clone() {
-        let kr = &keys[j * hd..(j + 1) * hd];
-        scores[j] = q.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+/// Writes key `key` (`hd` values) of position `pos` into one kv head's keys in the
+/// kernel's layout: block `pos / BLOCK` is `hd × BLOCK` (dimension-major), so a block's
+/// 16 keys are one vector per dimension and a score is a chain of broadcast FMAs, with
+/// no horizontal sums.
+pub fn store_key(head: &mut [f32], pos: usize, key: &[f32]) {
+    let hd = key.len();
+    let block = &mut head[(pos / BLOCK) * BLOCK * hd..][..BLOCK * hd];
+    for (c, &x) in key.iter().enumerate() {
+        block[c * BLOCK + pos % BLOCK] = x;
     }
-    let m = row.raise_max(scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
-    let mut sum = 0.0;
-    for (j, w) in weights.iter_mut().enumerate() {
-        *w = if valid.contains(&j) {
-            (scores[j] - m).exp()
-        } else {
-            0.0
-        };
-        sum += *w;
-    }
-    row.add_sum(sum);
 }
 
 /// `acc[r] = acc[r] * alpha[r] + Σ_j p[r][lane0 + j] · values[j]` for every row.

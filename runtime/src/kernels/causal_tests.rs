@@ -48,10 +48,11 @@ fn reference(
     let lo = (p + 1).saturating_sub(window);
     let sc: Vec<f64> = (lo..=p)
         .map(|j| {
-            let k = &c.k[base + j * hd..][..hd];
+            // Keys are stored in blocks, dimension-major (`store_key`).
+            let k = |d: usize| c.k[base + (j / BLOCK) * BLOCK * hd + d * BLOCK + j % BLOCK];
             q.iter()
-                .zip(k)
-                .map(|(&a, &b)| a as f64 * b as f64)
+                .enumerate()
+                .map(|(d, &a)| a as f64 * k(d) as f64)
                 .sum::<f64>()
                 / (hd as f64).sqrt()
         })
@@ -223,4 +224,18 @@ fn kernels_causal_attention_refuses_bad_shapes() {
     );
     assert!(!call(&[seq(0, 0, 32 * 16)], &mut out), "no query");
     assert!(!call(&[seq(0, 4, 32 * 16)], &mut out[..10]), "short output");
+}
+
+#[test]
+fn kernels_store_key_writes_the_block_layout() {
+    let hd = 3;
+    let mut head = vec![0f32; 2 * BLOCK * hd];
+    store_key(&mut head, 17, &[1.0, 2.0, 3.0]);
+    // Block 1, lane 1, dimensions 0..3 one BLOCK apart.
+    let base = BLOCK * hd + 1;
+    assert_eq!(
+        [head[base], head[base + BLOCK], head[base + 2 * BLOCK]],
+        [1.0, 2.0, 3.0]
+    );
+    assert_eq!(head.iter().filter(|&&x| x != 0.0).count(), 3);
 }

@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::attention::x86::{exp256, exp512};
-use super::causal::{RowState, BLOCK};
+use super::causal::{Rows, BLOCK, SCORE_ROWS};
 
 /// The lanes of `valid` as a mask.
 fn lanes(valid: &Range<usize>) -> u16 {
@@ -13,73 +13,87 @@ fn lanes(valid: &Range<usize>) -> u16 {
     ones(valid.end) & !ones(valid.start)
 }
 
-/// The 16 horizontal sums of `a` as one vector (lane `j` = sum of `a[j]`), by a
-/// transpose tree: every lane is reduced in the same order, whatever its index.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn reduce16(a: &[__m512; 16]) -> __m512 {
-    let mut b = [_mm512_setzero_ps(); 8];
-    for (i, b) in b.iter_mut().enumerate() {
-        let (x, y) = (a[2 * i], a[2 * i + 1]);
-        *b = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
-    }
-    let mut c = [_mm512_setzero_ps(); 4];
-    for (i, c) in c.iter_mut().enumerate() {
-        let (x, y) = (_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
-        *c = _mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
-        );
-    }
-    let halves = |x: __m512, y: __m512| {
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x44>(x, y),
-            _mm512_shuffle_f32x4::<0xEE>(x, y),
-        )
-    };
-    let (e01, e23) = (halves(c[0], c[1]), halves(c[2], c[3]));
-    _mm512_add_ps(
-        _mm512_shuffle_f32x4::<0x88>(e01, e23),
-        _mm512_shuffle_f32x4::<0xDD>(e01, e23),
-    )
-}
-
-/// AVX-512 `block_row`: `q` is `hd` (a multiple of 16), `keys` `BLOCK * hd`.
+/// AVX-512 `block_rows`: per row two FMA chains over the even and odd dimensions (each
+/// a broadcast of the query times the block's 16 keys), their sum scaled, then the
+/// softmax update — the rows of the group side by side, so their dependency chains
+/// (FMAs, the max, `exp`) overlap.
 ///
 /// # Safety
-/// The CPU must support AVX-512F.
+/// The CPU must support AVX-512F; `hd % 16 == 0`.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn block_row_avx512(
-    q: &[f32],
+pub(super) unsafe fn block_rows_avx512(
+    qs: &[&[f32]],
+    group: &[(usize, usize, usize)],
     keys: &[f32],
-    valid: Range<usize>,
     scale: f32,
-    mut row: RowState<'_>,
-    weights: &mut [f32],
+    rows: &mut Rows<'_>,
 ) {
-    let hd = q.len();
-    assert!(hd.is_multiple_of(16) && keys.len() >= BLOCK * hd && weights.len() >= BLOCK);
-    let (qp, kp) = (q.as_ptr(), keys.as_ptr());
-    let mut a = [_mm512_setzero_ps(); 16];
+    // SAFETY: same contract as this function.
+    unsafe {
+        match qs.len() {
+            4 => rows_avx512::<4>(qs, group, keys, scale, rows),
+            3 => rows_avx512::<3>(qs, group, keys, scale, rows),
+            2 => rows_avx512::<2>(qs, group, keys, scale, rows),
+            _ => rows_avx512::<1>(qs, group, keys, scale, rows),
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512<const R: usize>(
+    qs: &[&[f32]],
+    group: &[(usize, usize, usize)],
+    keys: &[f32],
+    scale: f32,
+    rows: &mut Rows<'_>,
+) {
+    let hd = qs[0].len();
+    assert!(qs.len() == R && group.len() == R && R <= SCORE_ROWS && hd.is_multiple_of(2));
+    assert!(qs.iter().all(|q| q.len() == hd) && keys.len() >= BLOCK * hd);
+    let kp = keys.as_ptr();
+    let mut a = [[_mm512_setzero_ps(); 2]; R];
     let mut c = 0;
     while c < hd {
-        // SAFETY: c + 16 <= hd and (j + 1) * hd <= keys.len(), asserted above.
+        // SAFETY: c + 1 < hd, so both key vectors and query entries are in bounds.
         unsafe {
-            let qv = _mm512_loadu_ps(qp.add(c));
-            for (j, a) in a.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp.add(j * hd + c)), *a);
+            let k0 = _mm512_loadu_ps(kp.add(c * BLOCK));
+            let k1 = _mm512_loadu_ps(kp.add((c + 1) * BLOCK));
+            for (a, q) in a.iter_mut().zip(qs) {
+                let q = q.as_ptr().add(c);
+                a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*q), k0, a[0]);
+                a[1] = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(1)), k1, a[1]);
             }
         }
-        c += 16;
+        c += 2;
     }
-    let mask = lanes(&valid);
-    let s = _mm512_mul_ps(reduce16(&a), _mm512_set1_ps(scale));
-    let s = _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, s);
-    let m = row.raise_max(_mm512_reduce_max_ps(s));
-    let e = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(s, _mm512_set1_ps(m))));
-    // SAFETY: weights has BLOCK = 16 entries.
-    unsafe { _mm512_storeu_ps(weights.as_mut_ptr(), e) };
-    row.add_sum(_mm512_reduce_add_ps(e));
+    let vs = _mm512_set1_ps(scale);
+    let mut s = [_mm512_setzero_ps(); R];
+    let mut masks = [0u16; R];
+    let mut block_max = [0f32; R];
+    for i in 0..R {
+        let (_, j0, j1) = group[i];
+        masks[i] = lanes(&(j0..j1));
+        let x = _mm512_mul_ps(_mm512_add_ps(a[i][0], a[i][1]), vs);
+        s[i] = _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), masks[i], x);
+        block_max[i] = _mm512_reduce_max_ps(s[i]);
+    }
+    let mut m = [0f32; R];
+    for i in 0..R {
+        m[i] = rows.raise_max(group[i].0, block_max[i]);
+    }
+    for i in 0..R {
+        let r = group[i].0;
+        let e = _mm512_maskz_mov_ps(masks[i], exp512(_mm512_sub_ps(s[i], _mm512_set1_ps(m[i]))));
+        let alpha = _mm512_set1_ps(rows.alpha[r]);
+        let l = &mut rows.l[r * BLOCK..(r + 1) * BLOCK];
+        // SAFETY: l and the row's weights hold BLOCK = 16 floats.
+        unsafe {
+            let sum = _mm512_fmadd_ps(_mm512_loadu_ps(l.as_ptr()), alpha, e);
+            _mm512_storeu_ps(l.as_mut_ptr(), sum);
+            _mm512_storeu_ps(rows.weights(r).as_mut_ptr(), e);
+        }
+    }
 }
 
 /// AVX-512 `pv`: rows in tiles of up to 4, columns in tiles of up to 64, each tile's
@@ -168,10 +182,15 @@ impl Tile {
         // SAFETY: (for the whole body) in bounds per the contract.
         unsafe {
             let mut t = [[_mm512_setzero_ps(); W]; R];
+            // Late in a long prompt the running max rarely moves: skip multiplying by 1.
+            let rescale = (0..R).any(|r| *self.alpha.add(r) != 1.0);
             for (r, tr) in t.iter_mut().enumerate() {
                 let a = _mm512_set1_ps(*self.alpha.add(r));
                 for (x, t) in tr.iter_mut().enumerate() {
-                    *t = _mm512_mul_ps(_mm512_loadu_ps(self.acc.add(r * hd + x * 16)), a);
+                    *t = _mm512_loadu_ps(self.acc.add(r * hd + x * 16));
+                    if rescale {
+                        *t = _mm512_mul_ps(*t, a);
+                    }
                 }
             }
             for j in 0..self.keys {
@@ -234,68 +253,59 @@ impl Tile {
     }
 }
 
-/// Horizontal sum of 8 lanes, in a fixed order.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum256(x: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
+/// AVX2 `block_scores`: per row and half block (8 keys) one FMA chain over the
+/// dimensions.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `hd % 8 == 0`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn scores_avx2(
+    qs: &[&[f32]],
+    keys: &[f32],
+    scale: f32,
+    out: &mut [[f32; BLOCK]; SCORE_ROWS],
+) {
+    let hd = qs.first().map_or(0, |q| q.len());
+    assert!(qs.len() <= SCORE_ROWS && qs.iter().all(|q| q.len() == hd));
+    assert!(keys.len() >= BLOCK * hd);
+    let kp = keys.as_ptr();
+    let mut a = [[_mm256_setzero_ps(); 2]; SCORE_ROWS];
+    for c in 0..hd {
+        // SAFETY: c < hd, so the block's row c and the query entries are in bounds.
+        unsafe {
+            let k0 = _mm256_loadu_ps(kp.add(c * BLOCK));
+            let k1 = _mm256_loadu_ps(kp.add(c * BLOCK + 8));
+            for (a, q) in a.iter_mut().zip(qs) {
+                let x = _mm256_set1_ps(*q.as_ptr().add(c));
+                a[0] = _mm256_fmadd_ps(x, k0, a[0]);
+                a[1] = _mm256_fmadd_ps(x, k1, a[1]);
+            }
+        }
+    }
+    let vs = _mm256_set1_ps(scale);
+    for (a, o) in a.iter().zip(out.iter_mut()).take(qs.len()) {
+        // SAFETY: o holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(a[0], vs));
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), _mm256_mul_ps(a[1], vs));
+        }
+    }
 }
 
-/// AVX2 `block_row`: `q` is `hd` (a multiple of 8), `keys` `BLOCK * hd`.
+/// AVX2 `exp_weights`.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn block_row_avx2(
-    q: &[f32],
-    keys: &[f32],
-    valid: Range<usize>,
-    scale: f32,
-    mut row: RowState<'_>,
-    weights: &mut [f32],
-) {
-    let hd = q.len();
-    assert!(hd.is_multiple_of(8) && keys.len() >= BLOCK * hd && weights.len() >= BLOCK);
-    let mut s = [f32::NEG_INFINITY; BLOCK];
-    for j in valid.clone() {
-        let mut a = _mm256_setzero_ps();
-        let mut c = 0;
-        while c < hd {
-            // SAFETY: c + 8 <= hd and (j + 1) * hd <= keys.len(), asserted above.
-            unsafe {
-                a = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(q.as_ptr().add(c)),
-                    _mm256_loadu_ps(keys.as_ptr().add(j * hd + c)),
-                    a,
-                );
-            }
-            c += 8;
-        }
-        s[j] = hsum256(a) * scale;
-    }
-    let m = row.raise_max(s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
+pub(super) unsafe fn exp_weights_avx2(scores: &[f32; BLOCK], m: f32, weights: &mut [f32]) {
     let vm = _mm256_set1_ps(m);
-    let mut sum = _mm256_setzero_ps();
-    for (half, w) in s.chunks_exact(8).zip(weights.chunks_exact_mut(8)) {
+    for (half, w) in scores.chunks_exact(8).zip(weights.chunks_exact_mut(8)) {
         // SAFETY: both chunks hold 8 floats.
         unsafe {
             let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(half.as_ptr()), vm));
             _mm256_storeu_ps(w.as_mut_ptr(), e);
         }
     }
-    for (j, w) in weights.iter_mut().enumerate().take(BLOCK) {
-        if !valid.contains(&j) {
-            *w = 0.0;
-        }
-    }
-    for w in weights.chunks_exact(8).take(2) {
-        // SAFETY: the chunk holds 8 floats.
-        sum = _mm256_add_ps(sum, unsafe { _mm256_loadu_ps(w.as_ptr()) });
-    }
-    row.add_sum(hsum256(sum));
 }
 
 /// AVX2 `pv`: tiles of up to 4 rows × 16 columns.

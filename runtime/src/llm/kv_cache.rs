@@ -139,8 +139,8 @@ impl SeqCache {
             let v = Tensor::zeros(shape, DType::F32, &self.device)?;
             if self.len > 0 {
                 if let Some(old) = self.layers.get(i) {
-                    k.slice_set(&old.k.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
-                    v.slice_set(&old.v.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                    copy_rows(&k, &old.k, self.len)?;
+                    copy_rows(&v, &old.v, self.len)?;
                 }
             }
             layers.push(LayerKv { k, v });
@@ -162,10 +162,8 @@ impl SeqCache {
         }
         self.reserve(n)?;
         for (dst, from) in self.layers.iter().zip(&src.layers) {
-            dst.k
-                .slice_set(&from.k.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
-            dst.v
-                .slice_set(&from.v.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+            copy_rows(&dst.k, &from.k, n)?;
+            copy_rows(&dst.v, &from.v, n)?;
         }
         self.len = n;
         Ok(())
@@ -176,6 +174,17 @@ impl SeqCache {
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
     }
+}
+
+/// Copies the first `n` positions of every head of `src` (`[nkv, cap, hd]`) into `dst`,
+/// in whole blocks: the fused attention keeps keys dimension-major inside blocks of
+/// `BLOCK` positions, so a prefix of positions is a prefix of whole blocks (positions past
+/// `n` in the last block are copied too; they are past the cache's length, never read
+/// as keys). Both capacities are whole blocks.
+fn copy_rows(dst: &Tensor, src: &Tensor, n: usize) -> Result<()> {
+    let rows = n.next_multiple_of(BLOCK).min(src.dim(1)?);
+    dst.slice_set(&src.narrow(1, 0, rows)?.contiguous()?, 1, 0)?;
+    Ok(())
 }
 
 impl std::fmt::Debug for SeqCache {

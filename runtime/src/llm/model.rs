@@ -398,9 +398,10 @@ impl LlmModel {
     /// row-wise matmul kernels, so a reused cache prefix changes no token.
     pub fn chunk_invariant(&self) -> bool {
         self.cpu_attention
-            && self.layers.iter().all(|l| {
-                l.qkv.is_own() && l.wo.is_own() && l.gate_up.is_own() && l.down.is_own()
-            })
+            && self
+                .layers
+                .iter()
+                .all(|l| l.qkv.is_own() && l.wo.is_own() && l.gate_up.is_own() && l.down.is_own())
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -553,7 +554,7 @@ impl LlmModel {
                     .get_mut(li)
                     .ok_or_else(|| LlmError::InvalidBatch("cache has too few layers".into()))?;
                 let (k, v) = (k.narrow(0, off, n)?, v.narrow(0, off, n)?);
-                append_kv(kv, &k, &v, past, nkv, hd)?;
+                append_kv(kv, &k, &v, past, self.cpu_attention)?;
                 if !self.cpu_attention {
                     let q = q.narrow(0, off, n)?;
                     outs.push(self.attend(kv, &q, past, window, mask.as_ref())?);

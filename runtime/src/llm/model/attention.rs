@@ -10,7 +10,7 @@ use super::super::error::{LlmError, Result};
 use super::super::kv_cache::LayerKv;
 use super::{BatchItem, LlmModel};
 use crate::kernels::attention::AttnShape;
-use crate::kernels::causal::{causal_attention, CausalSeq};
+use crate::kernels::causal::{causal_attention, store_key, CausalSeq};
 
 impl LlmModel {
     /// Causal attention of `n` new tokens of one sequence over its cache (their
@@ -116,21 +116,72 @@ impl LlmModel {
 }
 
 /// Writes `n` new keys `[n, nkv, 1, hd]` (or `[n, nkv, hd]`) and values
-/// `[n, nkv, hd]` into the head-major cache at positions `past..past + n`.
+/// `[n, nkv, hd]` into the head-major cache at positions `past..past + n`. With
+/// `blocked_keys` (the fused kernel's layout, `crate::kernels::causal::store_key`) keys
+/// go into dimension-major blocks; otherwise they are rows like the values.
 pub(super) fn append_kv(
     kv: &mut LayerKv,
     k: &Tensor,
     v: &Tensor,
     past: usize,
-    nkv: usize,
-    hd: usize,
+    blocked_keys: bool,
 ) -> Result<()> {
-    let n = v.dim(0)?;
-    let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+    let (n, nkv, hd) = v.dims3()?;
+    if blocked_keys {
+        let keys = k.flatten_all()?.to_vec1::<f32>()?;
+        kv.k.inplace_op1(&StoreKeys {
+            keys,
+            past,
+            nkv,
+            hd,
+        })?;
+    } else {
+        let k = k.reshape((n, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        kv.k.slice_set(&k, 1, past)?;
+    }
     let v = v.transpose(0, 1)?.contiguous()?;
-    kv.k.slice_set(&k, 1, past)?;
     kv.v.slice_set(&v, 1, past)?;
     Ok(())
+}
+
+/// Writes `[n, nkv, hd]` keys at positions `past..` of a `[nkv, capacity, hd]` CPU
+/// cache tensor, in the fused kernel's blocked layout.
+struct StoreKeys {
+    keys: Vec<f32>,
+    past: usize,
+    nkv: usize,
+    hd: usize,
+}
+
+impl candle_core::InplaceOp1 for StoreKeys {
+    fn name(&self) -> &'static str {
+        "store-keys"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (nkv, cap, hd) = layout.shape().dims3()?;
+        let n = self.keys.len() / (self.nkv * self.hd).max(1);
+        if !layout.is_contiguous() || (nkv, hd) != (self.nkv, self.hd) || self.past + n > cap {
+            candle_core::bail!(
+                "store-keys: cache {:?} cannot take {n} keys at {}",
+                layout.shape(),
+                self.past
+            );
+        }
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("store-keys: the cache is not f32");
+        };
+        let data = &mut data[layout.start_offset()..];
+        for (t, key) in self.keys.chunks_exact(hd).enumerate() {
+            let (pos, g) = (self.past + t / nkv, t % nkv);
+            store_key(&mut data[g * cap * hd..(g + 1) * cap * hd], pos, key);
+        }
+        Ok(())
+    }
 }
 
 /// The f32 elements of a contiguous CPU tensor, from its first element.
