@@ -1,4 +1,5 @@
-//! Fused CPU attention for decode steps (one new token per sequence).
+//! Fused CPU attention for decode steps (one new token per sequence), used by Whisper's
+//! decoder; the LLM's attention, prompt chunks included, is `causal.rs`.
 //!
 //! For every sequence and query head `h` (kv head `h / group`), computes
 //! `softmax(q·Kᵀ / sqrt(head_dim)) · V` over the sequence's `len` cached

@@ -1,19 +1,8 @@
 //! Tests of the fused decode attention against a naive reference.
 
 use super::*;
+use crate::kernels::tests::rand_vec;
 use std::time::Duration;
-
-/// Deterministic pseudo-random floats in [-r, r].
-fn rand_vec(n: usize, seed: &mut u64, r: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * r
-        })
-        .collect()
-}
 
 /// Naive f64 reference.
 fn reference(shape: AttnShape, q: &[f32], seqs: &[DecodeKv<'_>]) -> Vec<f32> {

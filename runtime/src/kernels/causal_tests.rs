@@ -2,19 +2,8 @@
 //! and bit-identical rows whatever the chunking, the batch and the thread count.
 
 use super::*;
+use crate::kernels::tests::rand_vec;
 use std::time::Duration;
-
-/// Deterministic pseudo-random floats in [-r, r].
-fn rand_vec(n: usize, seed: &mut u64, r: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * r
-        })
-        .collect()
-}
 
 /// One layer cache of `len` tokens, capacity rounded up to whole blocks; the slots past
 /// `len` hold garbage, which no result may depend on.

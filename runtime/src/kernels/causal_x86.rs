@@ -110,10 +110,49 @@ pub(super) unsafe fn pv_avx512(
     acc: &mut [f32],
     hd: usize,
 ) {
+    for_each_tile(p, lane0, alpha, values, acc, hd, 16, 4, |t, rt, w| {
+        // SAFETY: `for_each_tile` hands out tiles inside the slices; AVX-512F as above.
+        unsafe {
+            match (rt, w) {
+                (4, 4) => t.avx512::<4, 4>(),
+                (3, 4) => t.avx512::<3, 4>(),
+                (2, 4) => t.avx512::<2, 4>(),
+                (1, 4) => t.avx512::<1, 4>(),
+                (4, 3) => t.avx512::<4, 3>(),
+                (3, 3) => t.avx512::<3, 3>(),
+                (2, 3) => t.avx512::<2, 3>(),
+                (1, 3) => t.avx512::<1, 3>(),
+                (4, 2) => t.avx512::<4, 2>(),
+                (3, 2) => t.avx512::<3, 2>(),
+                (2, 2) => t.avx512::<2, 2>(),
+                (1, 2) => t.avx512::<1, 2>(),
+                (4, _) => t.avx512::<4, 1>(),
+                (3, _) => t.avx512::<3, 1>(),
+                (2, _) => t.avx512::<2, 1>(),
+                _ => t.avx512::<1, 1>(),
+            }
+        }
+    });
+}
+
+/// Cuts the value update into register tiles of up to 4 rows × `max_w` vectors of
+/// `lanes` columns and calls `run(tile, rows, vectors)` for each.
+#[allow(clippy::too_many_arguments)]
+fn for_each_tile(
+    p: &[f32],
+    lane0: usize,
+    alpha: &[f32],
+    values: &[f32],
+    acc: &mut [f32],
+    hd: usize,
+    lanes: usize,
+    max_w: usize,
+    mut run: impl FnMut(Tile, usize, usize),
+) {
     let rows = acc.len() / hd;
     let nk = values.len() / hd;
     assert!(
-        hd.is_multiple_of(16)
+        hd.is_multiple_of(lanes)
             && lane0 + nk <= BLOCK
             && p.len() >= rows * BLOCK
             && alpha.len() >= rows
@@ -123,38 +162,22 @@ pub(super) unsafe fn pv_avx512(
         let rt = (rows - r0).min(4);
         let mut c0 = 0;
         while c0 < hd {
-            let w = ((hd - c0) / 16).min(4);
-            let t = Tile {
-                p: p[r0 * BLOCK + lane0..].as_ptr(),
-                alpha: alpha[r0..].as_ptr(),
-                values: values[c0..].as_ptr(),
-                keys: nk,
-                acc: acc[r0 * hd + c0..].as_mut_ptr(),
-                hd,
-            };
-            // SAFETY: the tile's rows r0..r0 + rt and columns c0..c0 + 16w lie inside
-            // `p`, `alpha`, `values` and `acc` (asserted and bounded above).
-            unsafe {
-                match (rt, w) {
-                    (4, 4) => t.avx512::<4, 4>(),
-                    (3, 4) => t.avx512::<3, 4>(),
-                    (2, 4) => t.avx512::<2, 4>(),
-                    (1, 4) => t.avx512::<1, 4>(),
-                    (4, 3) => t.avx512::<4, 3>(),
-                    (3, 3) => t.avx512::<3, 3>(),
-                    (2, 3) => t.avx512::<2, 3>(),
-                    (1, 3) => t.avx512::<1, 3>(),
-                    (4, 2) => t.avx512::<4, 2>(),
-                    (3, 2) => t.avx512::<3, 2>(),
-                    (2, 2) => t.avx512::<2, 2>(),
-                    (1, 2) => t.avx512::<1, 2>(),
-                    (4, _) => t.avx512::<4, 1>(),
-                    (3, _) => t.avx512::<3, 1>(),
-                    (2, _) => t.avx512::<2, 1>(),
-                    _ => t.avx512::<1, 1>(),
-                }
-            }
-            c0 += w * 16;
+            let w = ((hd - c0) / lanes).min(max_w);
+            // The tile's rows r0..r0 + rt and columns c0..c0 + lanes·w lie inside `p`,
+            // `alpha`, `values` and `acc` (asserted and bounded above).
+            run(
+                Tile {
+                    p: p[r0 * BLOCK + lane0..].as_ptr(),
+                    alpha: alpha[r0..].as_ptr(),
+                    values: values[c0..].as_ptr(),
+                    keys: nk,
+                    acc: acc[r0 * hd + c0..].as_mut_ptr(),
+                    hd,
+                },
+                rt,
+                w,
+            );
+            c0 += w * lanes;
         }
         r0 += rt;
     }
@@ -321,43 +344,19 @@ pub(super) unsafe fn pv_avx2(
     acc: &mut [f32],
     hd: usize,
 ) {
-    let rows = acc.len() / hd;
-    let nk = values.len() / hd;
-    assert!(
-        hd.is_multiple_of(8)
-            && lane0 + nk <= BLOCK
-            && p.len() >= rows * BLOCK
-            && alpha.len() >= rows
-    );
-    let mut r0 = 0;
-    while r0 < rows {
-        let rt = (rows - r0).min(4);
-        let mut c0 = 0;
-        while c0 < hd {
-            let w = ((hd - c0) / 8).min(2);
-            let t = Tile {
-                p: p[r0 * BLOCK + lane0..].as_ptr(),
-                alpha: alpha[r0..].as_ptr(),
-                values: values[c0..].as_ptr(),
-                keys: nk,
-                acc: acc[r0 * hd + c0..].as_mut_ptr(),
-                hd,
-            };
-            // SAFETY: as in `pv_avx512`.
-            unsafe {
-                match (rt, w) {
-                    (4, 2) => t.avx2::<4, 2>(),
-                    (3, 2) => t.avx2::<3, 2>(),
-                    (2, 2) => t.avx2::<2, 2>(),
-                    (1, 2) => t.avx2::<1, 2>(),
-                    (4, _) => t.avx2::<4, 1>(),
-                    (3, _) => t.avx2::<3, 1>(),
-                    (2, _) => t.avx2::<2, 1>(),
-                    _ => t.avx2::<1, 1>(),
-                }
+    for_each_tile(p, lane0, alpha, values, acc, hd, 8, 2, |t, rt, w| {
+        // SAFETY: `for_each_tile` hands out tiles inside the slices; AVX2+FMA as above.
+        unsafe {
+            match (rt, w) {
+                (4, 2) => t.avx2::<4, 2>(),
+                (3, 2) => t.avx2::<3, 2>(),
+                (2, 2) => t.avx2::<2, 2>(),
+                (1, 2) => t.avx2::<1, 2>(),
+                (4, _) => t.avx2::<4, 1>(),
+                (3, _) => t.avx2::<3, 1>(),
+                (2, _) => t.avx2::<2, 1>(),
+                _ => t.avx2::<1, 1>(),
             }
-            c0 += w * 8;
         }
-        r0 += rt;
-    }
+    });
 }

@@ -125,6 +125,18 @@ pub(super) fn check_all_levels(
     (worst_dense, worst_candle)
 }
 
+/// Deterministic pseudo-random floats in [-r, r].
+pub(super) fn rand_vec(n: usize, seed: &mut u64, r: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * r
+        })
+        .collect()
+}
+
 pub(super) fn random_matrix(
     rows: usize,
     k: usize,
