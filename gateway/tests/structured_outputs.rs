@@ -180,13 +180,19 @@ fn schema_constrained_output_always_parses_and_validates() {
 fn json_object_mode_gives_an_object() {
     let (status, body) = chat(json!({
         "model": LLM,
-        "messages": [{"role": "user", "content": "Give me a JSON object describing a cat."}],
+        // SmolLM2 needs a system message to answer sensibly (without one its greedy
+        // object can repeat an array entry until max_tokens).
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Give me a JSON object describing a cat."},
+        ],
         "response_format": {"type": "json_object"},
         "temperature": 0,
         "max_tokens": 200,
     }));
     assert_eq!(status, 200, "{body}");
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{text}");
     let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert!(v.is_object(), "{text}");
 }
