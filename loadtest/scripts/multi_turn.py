@@ -35,13 +35,14 @@ QUESTIONS = [
 
 def turn(url, model, messages):
     body = {
-        "model": model,
         "messages": messages,
         "temperature": 0,
         "max_tokens": 64,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if model:
+        body["model"] = model
     req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"content-type": "application/json"})
     start = time.perf_counter()
@@ -66,7 +67,7 @@ def turn(url, model, messages):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
-    p.add_argument("--model", default="m")
+    p.add_argument("--model", default=None, help="model name to send (default: none, the server's only model)")
     p.add_argument("--turns", type=int, default=5)
     p.add_argument("--runs", type=int, default=3)
     a = p.parse_args()
