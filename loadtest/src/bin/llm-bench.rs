@@ -25,6 +25,10 @@ struct Args {
     surge: Option<PathBuf>,
     #[arg(long, default_value = "smollm2-135m-instruct")]
     surge_model: String,
+    /// An extra `surge worker` argument (repeatable), e.g. `--surge-arg=--no-prefix-cache`
+    /// to measure the engine without reuse of the chat template's shared prefix.
+    #[arg(long = "surge-arg", allow_hyphen_values = true)]
+    surge_args: Vec<String>,
     /// llama.cpp's llama-server binary.
     #[arg(long)]
     llama_server: Option<PathBuf>,
@@ -79,6 +83,7 @@ fn main() {
             &format!("tcp:127.0.0.1:{port}"),
         ])
         .args(["--max-num-seqs", "16"])
+        .args(&args.surge_args)
         .env("SURGE_LOG", "warn");
         servers.push(Server {
             name: "surge",
