@@ -126,3 +126,59 @@ fn reuse_gives_a_cold_prefills_tokens_and_logprobs() {
         assert_eq!(cold_run.2, 0);
     }
 }
+
+/// A burst sharing a long system prompt the worker has never seen: the sequences still
+/// prefilling copy what the first one computed (its prefix is shared while it runs), and
+/// every answer is what a cold prefill gives.
+#[test]
+fn a_burst_shares_its_system_prompt_while_running() {
+    let system = "You are the archivist of a small mountain village. You keep the records \
+        of every harvest, every winter storm and every traveller who crossed the pass, and \
+        you answer questions about them in one short, precise sentence, naming the year.";
+    let questions = [
+        "Who crossed the pass first?",
+        "When was the worst storm?",
+        "How good was the last harvest?",
+        "Which traveller stayed longest?",
+    ];
+    let body = |q: &str| {
+        json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": q}],
+               "temperature": 0, "max_tokens": 24})
+    };
+    let url = cached().url("/v1/chat/completions");
+    let replies: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                let (url, body) = (&url, body(q));
+                sc.spawn(move || post(url, &body))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                let (status, v) = h.join().unwrap();
+                assert_eq!(status, 200, "{v}");
+                v
+            })
+            .collect()
+    });
+    let cached: Vec<u64> = replies
+        .iter()
+        .map(|v| {
+            v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        cached.iter().filter(|&&c| c >= 30).count() >= 2,
+        "the system prompt was computed once and shared: cached {cached:?}"
+    );
+    for (q, v) in questions.iter().zip(&replies) {
+        let (_, cold) = post(&cold().url("/v1/chat/completions"), &body(q));
+        assert_eq!(
+            v["choices"][0]["message"], cold["choices"][0]["message"],
+            "{q}"
+        );
+    }
+}

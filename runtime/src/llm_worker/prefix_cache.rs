@@ -6,12 +6,13 @@
 //!
 //! Only finished sequences are kept, so evicting an entry never touches a running
 //! sequence; a reused prefix is copied, so entries are never shared. Eviction is least
-//! recently used first.
+//! recently used first. (Prefixes of sequences still running are shared by copy at
+//! admission too: `admission.rs`.)
 
 use crate::llm::{Result, SeqCache};
 
 /// Shorter common prefixes are not worth a lookup's copy.
-const MIN_REUSE: usize = 8;
+pub const MIN_REUSE: usize = 8;
 
 struct Entry {
     /// The tokens whose keys and values `cache` holds, in order.
@@ -26,9 +27,12 @@ pub struct PrefixCache {
     clock: u64,
 }
 
-/// Tokens shared at the start of `a` and `b`.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// Tokens shared at the start of two token sequences.
+pub fn common_prefix_len<'a>(
+    a: impl IntoIterator<Item = &'a u32>,
+    b: impl IntoIterator<Item = &'a u32>,
+) -> usize {
+    a.into_iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl PrefixCache {
@@ -81,7 +85,7 @@ impl PrefixCache {
         let best = self
             .entries
             .iter_mut()
-            .map(|e| (common_prefix(&e.tokens, prompt).min(limit), e))
+            .map(|e| (common_prefix_len(&e.tokens, prompt).min(limit), e))
             .max_by_key(|(n, _)| *n);
         let Some((n, e)) = best.filter(|(n, _)| *n >= MIN_REUSE) else {
             return Ok(0);

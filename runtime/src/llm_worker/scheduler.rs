@@ -25,6 +25,10 @@ use super::prefix_cache::PrefixCache;
 use super::stop::StopMatcher;
 use super::validate::Job;
 
+#[path = "admission.rs"]
+mod admission;
+use admission::{admit, share_running_prefixes};
+
 /// Scheduler limits.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -216,6 +220,9 @@ pub fn run(
             continue;
         }
 
+        if cfg.prefix_cache {
+            share_running_prefixes(&mut running, metrics);
+        }
         steps += 1;
         if panic_after.is_some_and(|n| steps > n) {
             panic!("injected engine fault after {} steps", steps - 1);
@@ -250,79 +257,6 @@ pub fn run(
             }
         }
         metrics.prefix_cache_tokens.set(prefix.tokens() as i64);
-    }
-}
-
-/// Admits waiting sequences in arrival order while the batch and the KV budget have room.
-/// Each reserves prompt + max_new_tokens up front, so an admitted sequence never has to be
-/// preempted; the validator already rejected requests that could never fit.
-fn admit(
-    waiting: &mut VecDeque<SeqRequest>,
-    running: &mut Vec<Running>,
-    reserved: &mut usize,
-    prefix: &mut PrefixCache,
-    model: &LlmModel,
-    cfg: &SchedulerConfig,
-    metrics: &WorkerMetrics,
-) {
-    while running.len() < cfg.max_num_seqs {
-        let Some(front) = waiting.front() else { break };
-        let need = front.job.prompt.len() + front.job.max_new_tokens;
-        if *reserved + need > cfg.kv_budget_tokens && !running.is_empty() {
-            break;
-        }
-        // Kept prefixes give way to running sequences.
-        prefix.shrink_to(cfg.kv_budget_tokens.saturating_sub(*reserved + need));
-        let Some(req) = waiting.pop_front() else {
-            break;
-        };
-        let sampler = match Sampler::new(req.job.sampling.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = req.events.send(SeqEvent::Error(e.to_string()));
-                continue;
-            }
-        };
-        let now = Instant::now();
-        metrics
-            .queue_seconds
-            .observe(now.duration_since(req.arrived).as_secs_f64());
-        *reserved += need;
-        let mut cache = model.new_sequence_cache();
-        let cached = if cfg.prefix_cache {
-            metrics.prefix_cache_lookups.inc();
-            // A failed copy only costs the reuse: the prompt is prefilled from scratch.
-            prefix
-                .reuse(&req.job.prompt, &mut cache)
-                .unwrap_or_else(|e| {
-                    tracing::warn!("prefix cache: {e}");
-                    cache.reset();
-                    0
-                })
-        } else {
-            0
-        };
-        if cached > 0 {
-            metrics.prefix_cache_hits.inc();
-            metrics.prefix_cache_hit_tokens.inc_by(cached as u64);
-        }
-        running.push(Running {
-            stop: StopMatcher::new(req.job.stop.clone()),
-            req,
-            cache,
-            sampler,
-            prefilled: cached,
-            cached,
-            output: Vec::new(),
-            next_input: None,
-            generated: 0,
-            text: TextStream::new(true),
-            admitted: now,
-            batch_at_admission: running.len() + 1,
-            first_token: None,
-            execution: 0.0,
-            reserved: need,
-        });
     }
 }
 
