@@ -21,6 +21,8 @@ import statistics
 import time
 import urllib.request
 
+from chat_stream import stream_chat
+
 WORDS = (
     "the river city north south bridge market winter summer harbour mountain forest road "
     "village station garden castle island valley lake tower museum school library church "
@@ -33,7 +35,7 @@ def prompt_text(words, rng):
     return head + " " + " ".join(rng.choice(WORDS) for _ in range(words))
 
 
-def post(url, body, stream=False):
+def post(url, body):
     req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"content-type": "application/json"})
     return urllib.request.urlopen(req, timeout=900)
@@ -48,22 +50,9 @@ def prefill(url, text):
 
 
 def decode(url, text, n):
-    body = {
-        "messages": [{"role": "user", "content": text}], "max_tokens": n, "temperature": 0,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-    }
-    first, last, usage = None, None, {}
-    with post(url, body, stream=True) as r:
-        for line in r:
-            line = line.decode().strip()
-            if not line.startswith("data:") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            if any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
-                last = time.perf_counter()
-                first = first or last
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": n, "temperature": 0,
+            "ignore_eos": True}
+    first, last, _, usage = stream_chat(url, body)
     tokens = usage.get("completion_tokens", 0)
     return usage.get("prompt_tokens", 0), (tokens - 1) / (last - first) if tokens > 1 else 0.0
 

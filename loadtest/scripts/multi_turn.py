@@ -13,8 +13,8 @@ the prompt size of the last turn. Standard library only.
 import argparse
 import json
 import statistics
-import time
-import urllib.request
+
+from chat_stream import stream_chat
 
 SYSTEM = (
     "You are a patient geography teacher. You answer in two or three short sentences, "
@@ -34,34 +34,11 @@ QUESTIONS = [
 
 
 def turn(url, model, messages):
-    body = {
-        "messages": messages,
-        "temperature": 0,
-        "max_tokens": 64,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body = {"messages": messages, "temperature": 0, "max_tokens": 64}
     if model:
         body["model"] = model
-    req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    start = time.perf_counter()
-    ttft, text, usage = None, [], {}
-    with urllib.request.urlopen(req, timeout=600) as r:
-        for line in r:
-            line = line.decode().strip()
-            if not line.startswith("data:") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for c in chunk.get("choices", []):
-                piece = c.get("delta", {}).get("content")
-                if piece:
-                    if ttft is None:
-                        ttft = time.perf_counter() - start
-                    text.append(piece)
-    return ttft, "".join(text), usage
+    ttft, _, text, usage = stream_chat(url, body)
+    return ttft, text, usage
 
 
 def main():

@@ -12,12 +12,11 @@ the burst. Greedy, 16 tokens per answer, streamed. Prints the TTFT p50 / max of 
 """
 
 import argparse
-import json
 import random
 import statistics
 import threading
-import time
-import urllib.request
+
+from chat_stream import stream_chat
 
 SYSTEM = (
     "You are the archivist of a small mountain village. You keep the records of every "
@@ -29,23 +28,9 @@ SYSTEM = (
 def ask(url, system, question, out, i):
     body = {
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
-        "temperature": 0, "max_tokens": 16, "stream": True,
-        "stream_options": {"include_usage": True},
+        "temperature": 0, "max_tokens": 16,
     }
-    req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    start = time.perf_counter()
-    ttft, usage = None, {}
-    with urllib.request.urlopen(req, timeout=600) as r:
-        for line in r:
-            line = line.decode().strip()
-            if not line.startswith("data:") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            if ttft is None and any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
-                ttft = time.perf_counter() - start
+    ttft, _, _, usage = stream_chat(url, body)
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     out[i] = (ttft, usage.get("prompt_tokens", 0), cached)
 
