@@ -581,6 +581,11 @@ impl LlmModel {
             };
             // Gemma gates with GELU (tanh approximation, as llama.cpp), the others SiLU.
             let gate = match cfg.architecture {
+                Architecture::Gemma3 if self.cpu_attention => {
+                    let mut g = gate.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                    crate::kernels::softmax::gelu_tanh(&mut g);
+                    Tensor::from_vec(g, gate.shape(), dev)?
+                }
                 Architecture::Gemma3 => gate.gelu()?,
                 _ => silu(gate)?,
             };
