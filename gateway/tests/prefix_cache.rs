@@ -22,42 +22,49 @@ fn cold() -> &'static Worker {
     W.get_or_init(|| Worker::start(LLM, &["--no-prefix-cache"]))
 }
 
+/// A chat completion from `w` that must succeed.
+fn complete(w: &Worker, body: &Value) -> Value {
+    let (status, v) = post(&w.url("/v1/chat/completions"), body);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn text_of(v: &Value) -> String {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn cached_tokens(v: &Value) -> u64 {
+    v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens is always reported")
+}
+
 /// Greedy, or sampled with a seed when `temperature` is above 0.
 fn sample(w: &Worker, messages: &Value, temperature: f64) -> (String, Vec<f64>, u64) {
-    let (status, v) = post(
-        &w.url("/v1/chat/completions"),
+    let v = complete(
+        w,
         &json!({"messages": messages, "temperature": temperature, "seed": 7,
                 "max_tokens": 40, "logprobs": true}),
     );
-    assert_eq!(status, 200, "{v}");
-    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
     let logprobs = v["choices"][0]["logprobs"]["content"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["logprob"].as_f64().unwrap())
         .collect();
-    let hit = v["usage"]["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap();
-    (text.to_string(), logprobs, hit)
+    (text_of(&v), logprobs, cached_tokens(&v))
 }
 
 fn chat(w: &Worker, messages: &Value) -> (String, u64, u64) {
-    let (status, v) = post(
-        &w.url("/v1/chat/completions"),
+    let v = complete(
+        w,
         &json!({"messages": messages, "temperature": 0, "max_tokens": 40}),
     );
-    assert_eq!(status, 200, "{v}");
-    let text = v["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
-    let hit = v["usage"]["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .expect("cached_tokens is always reported");
-    (text, prompt, hit)
+    (text_of(&v), prompt, cached_tokens(&v))
 }
 
 const SYSTEM: &str = "You are a patient geography teacher. You answer in two or three short \
@@ -155,37 +162,23 @@ fn a_burst_shares_its_system_prompt_while_running() {
         json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": q}],
                "temperature": 0, "max_tokens": 24})
     };
-    let url = small_chunks().url("/v1/chat/completions");
     let replies: Vec<Value> = std::thread::scope(|sc| {
         let hs: Vec<_> = questions
             .iter()
             .map(|q| {
-                let (url, body) = (&url, body(q));
-                sc.spawn(move || post(url, &body))
+                let body = body(q);
+                sc.spawn(move || complete(small_chunks(), &body))
             })
             .collect();
-        hs.into_iter()
-            .map(|h| {
-                let (status, v) = h.join().unwrap();
-                assert_eq!(status, 200, "{v}");
-                v
-            })
-            .collect()
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let cached: Vec<u64> = replies
-        .iter()
-        .map(|v| {
-            v["usage"]["prompt_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let cached: Vec<u64> = replies.iter().map(cached_tokens).collect();
     assert!(
         cached.iter().filter(|&&c| c >= 30).count() >= 2,
         "the system prompt was computed once and shared: cached {cached:?}"
     );
     for (q, v) in questions.iter().zip(&replies) {
-        let (_, cold) = post(&cold().url("/v1/chat/completions"), &body(q));
+        let cold = complete(cold(), &body(q));
         assert_eq!(
             v["choices"][0]["message"], cold["choices"][0]["message"],
             "{q}"

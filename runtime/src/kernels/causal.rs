@@ -24,10 +24,11 @@
 //! position) leave their state untouched; lanes outside a row's range are masked to
 //! a weight of exactly zero, so the values the tile reads for other rows add `0·v`.
 //!
-//! Levels: AVX-512F (16-key dot products reduced by a transpose tree, vectorised
-//! `exp`, value tiles of up to 4 rows × 64 columns in registers), AVX2+FMA, and a
-//! scalar reference with `f32::exp`. They agree to float rounding, not bitwise; one
-//! process uses one level.
+//! Keys are stored dimension-major inside each block ([`store_key`]), so a row's 16
+//! scores are chains of broadcast FMAs with no horizontal sums. Levels: AVX-512F (four
+//! rows scored and soft-maxed side by side, vectorised `exp`, value tiles of up to 4
+//! rows × 64 columns in registers), AVX2+FMA, and a scalar reference with `f32::exp`.
+//! They agree to float rounding, not bitwise; one process uses one level.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -394,15 +395,12 @@ fn block_rows(
                 .iter()
                 .fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
         );
-        #[cfg(target_arch = "x86_64")]
-        if level == Level::Avx2 {
+        match level {
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: the level was clamped to the CPU.
-            unsafe { super::causal_x86::exp_weights_avx2(sc, m, rows.weights(r)) };
-        } else {
-            exp_weights(sc, m, rows.weights(r));
+            Level::Avx2 => unsafe { super::causal_x86::exp_weights_avx2(sc, m, rows.weights(r)) },
+            _ => exp_weights(sc, m, rows.weights(r)),
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        exp_weights(sc, m, rows.weights(r));
         for (j, w) in rows.weights(r).iter_mut().enumerate() {
             if !valid.contains(&j) {
                 *w = 0.0;
@@ -420,7 +418,7 @@ fn exp_weights(scores: &[f32; BLOCK], m: f32, weights: &mut [f32]) {
 }
 
 /// Scaled scores of up to [`SCORE_ROWS`] rows against the 16 keys of a block (`keys`
-/// is the block in its transposed layout, `hd × BLOCK`), below AVX-512. Each row's
+/// is the block in its dimension-major layout, `hd × BLOCK`), below AVX-512. Each row's
 /// scores are computed the same way whichever rows share the call.
 fn block_scores(
     level: Level,
@@ -432,7 +430,7 @@ fn block_scores(
     debug_assert!(qs.iter().all(|q| keys.len() == BLOCK * q.len()));
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, with AVX2+FMA and hd % 8 == 0.
+        // SAFETY: the level was clamped to the CPU (AVX2+FMA) and hd % 8 == 0 checked.
         Level::Avx2 => unsafe { super::causal_x86::scores_avx2(qs, keys, scale, out) },
         _ => {
             for (q, o) in qs.iter().zip(out.iter_mut()) {

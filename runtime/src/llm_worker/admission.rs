@@ -75,7 +75,6 @@ pub(super) fn admit(
             cached,
             output: Vec::new(),
             next_input: None,
-            generated: 0,
             text: TextStream::new(true),
             admitted: now,
             batch_at_admission: running.len() + 1,

@@ -37,7 +37,8 @@ pub struct SchedulerConfig {
     pub kv_budget_tokens: usize,
     /// Most prompt tokens prefilled in one step, across sequences.
     pub prefill_chunk: usize,
-    /// Keep finished sequences' KV caches for prompts that start the same way.
+    /// Start sequences from prefixes already computed: finished sequences' KV caches
+    /// (kept while the budget allows) and running sequences' (copied).
     pub prefix_cache: bool,
 }
 
@@ -129,11 +130,11 @@ struct Running {
     prefilled: usize,
     /// Of those, the ones copied from the prefix cache.
     cached: usize,
-    /// Every sampled token, in order (the cache holds the prompt, then these but the last).
+    /// Every sampled token, in order (the cache holds the prompt, then these but the
+    /// last); its length is the completion token count.
     output: Vec<u32>,
     /// Sampled, not yet fed back.
     next_input: Option<u32>,
-    generated: usize,
     text: TextStream,
     stop: StopMatcher,
     admitted: Instant,
@@ -146,7 +147,7 @@ struct Running {
 impl Running {
     fn progress(&self) -> Progress {
         Progress {
-            completion_tokens: self.generated,
+            completion_tokens: self.output.len(),
             execution_seconds: self.execution,
         }
     }
@@ -375,7 +376,6 @@ fn step(
             }
         };
         metrics.generated_tokens.inc();
-        s.generated += 1;
         s.output.push(sampled.token);
         if s.first_token.is_none() {
             let now = Instant::now();
@@ -445,7 +445,8 @@ fn step(
             finish(s, FinishReason::Stop);
         } else if complete {
             flush_and_finish(s, FinishReason::Stop);
-        } else if s.generated >= s.req.job.max_new_tokens || s.cache.len() + 1 >= s.cache.max_len()
+        } else if s.output.len() >= s.req.job.max_new_tokens
+            || s.cache.len() + 1 >= s.cache.max_len()
         {
             flush_and_finish(s, FinishReason::Length);
         } else {
@@ -473,7 +474,7 @@ fn finish(s: &mut Running, reason: FinishReason) {
     let usage = SeqUsage {
         prompt_tokens: s.req.job.prompt.len(),
         cached_tokens: s.cached,
-        completion_tokens: s.generated,
+        completion_tokens: s.output.len(),
         queue_seconds: s.admitted.duration_since(s.req.arrived).as_secs_f64(),
         execution_seconds: s.execution,
         time_to_first_token: s
