@@ -74,6 +74,15 @@ pub(super) unsafe fn run_groups(w: &QuantMatrix, a: &Q8Acts, groups: Range<usize
     }
 }
 
+/// Prefetches the weight stream ahead of `p` on full passes only (see
+/// [`super::prefetch_ahead`]).
+#[inline(always)]
+fn prefetch_ahead<const C: usize>(p: *const u8, len: usize) {
+    if C == MAX_COLS {
+        super::prefetch_ahead(p, len);
+    }
+}
+
 /// Broadcasts the 4 activation bytes at `p` to all 8 lanes.
 #[inline(always)]
 unsafe fn bcast4(p: *const i8) -> __m256i {
@@ -130,6 +139,7 @@ unsafe fn q4_1_half<const C: usize>(
         // `k = 32 · nb` values and `b` of `nb` scales.
         unsafe {
             let blk = base.add(b * gbb);
+            prefetch_ahead::<C>(blk, gbb);
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(d_off).cast()));
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(m_off).cast()));
             let mut s16 = [_mm256_setzero_si256(); C];
@@ -180,6 +190,7 @@ unsafe fn q8_0_half<const C: usize>(
         // SAFETY: as in `q4_1_half`.
         unsafe {
             let blk = base.add(b * gbb);
+            prefetch_ahead::<C>(blk, gbb);
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(d_off).cast()));
             let mut isum = [_mm256_setzero_si256(); C];
             for c in 0..8 {

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{bcast4, store, HALF};
+use super::{bcast4, prefetch_ahead, store, HALF};
 use crate::kernels::acts::Q8Acts;
 use crate::kernels::matrix::{QuantMatrix, BLOCK};
 use crate::kernels::planes::{
@@ -209,6 +209,7 @@ unsafe fn plane_half<const P: u8, const C: usize>(
             for u in 0..geo.units {
                 let b = s * geo.units + u;
                 let unit = sbp.add(geo.unit0 + u * geo.unit_stride);
+                prefetch_ahead::<C>(unit, geo.unit_stride);
                 let sc = sbp.add(K_SCALES + 32 * u + byte_off);
                 let (d0, d1, mw) = match P {
                     Q5_0 | Q5_1 => {
