@@ -251,7 +251,12 @@ fn weight(q: QTensor) -> Weight {
 }
 
 /// Concatenates same-width tensors by rows (the engine's fused qkv/gate_up).
-fn fuse(parts: &[&QTensor]) -> QTensor {
+/// `None` when the parts' types differ (Q4_K_M files keep `attn_v` in
+/// `Q6_K` beside `Q4_K` q/k; the engine then runs them as separate parts).
+fn fuse(parts: &[&QTensor]) -> Option<QTensor> {
+    if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
+        return None;
+    }
     let k = parts[0].shape().dims2().unwrap().1;
     let rows: usize = parts.iter().map(|p| p.shape().dims2().unwrap().0).sum();
     let mut bytes = Vec::new();
@@ -261,7 +266,7 @@ fn fuse(parts: &[&QTensor]) -> QTensor {
     let storage =
         candle_core::quantized::QStorage::from_data(bytes.into(), &Device::Cpu, parts[0].dtype())
             .unwrap();
-    QTensor::new(storage, (rows, k)).unwrap()
+    Some(QTensor::new(storage, (rows, k)).unwrap())
 }
 
 /// `--synthetic`: each format on the same random weights at the shapes of
@@ -290,7 +295,7 @@ fn synthetic(o: &Opts, pool: &Pool) {
             };
             let ours = vec![ours; copies];
             let candle: Vec<QMatMul> = (0..copies)
-                .map(|_| QMatMul::from_qtensor(fuse(&[&q])).unwrap())
+                .map(|_| QMatMul::from_qtensor(fuse(&[&q]).expect("one part")).unwrap())
                 .collect();
             let next = std::cell::Cell::new(0usize);
             let pick = || {
@@ -386,8 +391,8 @@ fn main() {
             .collect();
         let qkv = fuse(&[&named[0].1, &named[1].1, &named[2].1]);
         let gate_up = fuse(&[&named[4].1, &named[5].1]);
-        named.push(("qkv (fused)".into(), qkv));
-        named.push(("gate_up (fused)".into(), gate_up));
+        named.extend(qkv.map(|t| ("qkv (fused)".into(), t)));
+        named.extend(gate_up.map(|t| ("gate_up (fused)".into(), t)));
         named.push(("head".into(), tensor(head_name)));
         println!("\n| matrix | dtype | rows×k | n | impl | µs/call | weight GB/s | vs candle as stored | vs best candle Q8_0 | other procs' CPU (cores) |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
