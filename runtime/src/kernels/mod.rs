@@ -353,17 +353,22 @@ fn run_groups(
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_BYTES: usize = 2048;
 
-/// Prefetches the `len` bytes `PREFETCH_BYTES` past `p` into L1.
+/// On a kernel's full pass (`full`: as many activation rows as it takes at
+/// once), prefetches the `len` bytes `PREFETCH_BYTES` past `p` into L1.
 ///
-/// Why: on a pass over several activation rows a block takes long enough
-/// that the hardware prefetcher falls behind (AVX-512, cold 8960×1536 `Q4_K`
-/// at n = 8: 1.39× the time of a cached matrix, 1.03× with this), and at
-/// n = 16 each group is read in passes whose jump back defeats it. Groups
-/// are contiguous, so the prefetch runs on into the next group.
+/// Why: on a full pass a block takes long enough that the hardware
+/// prefetcher falls behind (AVX-512, cold 8960×1536 `Q4_K` at n = 8: 1.39×
+/// the time of a cached matrix, 1.03× with this), and at n = 16 each group is
+/// read in passes whose jump back defeats it. At n = 1 the hardware does
+/// better alone (software prefetches cost 35% there). Groups are
+/// contiguous, so the prefetch runs on into the next group.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch_ahead(p: *const u8, len: usize) {
+fn prefetch_ahead(full: bool, p: *const u8, len: usize) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if !full {
+        return;
+    }
     let p = p.wrapping_add(PREFETCH_BYTES);
     for line in (0..len).step_by(64) {
         // SAFETY: prefetches never fault, whatever the address.

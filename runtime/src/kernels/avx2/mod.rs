@@ -20,7 +20,7 @@ use std::ptr;
 
 use super::acts::Q8Acts;
 use super::matrix::{QuantFormat, QuantMatrix, Q4_1_M_OFFSET, ROWS_PER_GROUP};
-use super::OutPtr;
+use super::{prefetch_ahead, OutPtr};
 
 mod planes;
 
@@ -71,15 +71,6 @@ pub(super) unsafe fn run_groups(w: &QuantMatrix, a: &Q8Acts, groups: Range<usize
                 col += c;
             }
         }
-    }
-}
-
-/// Prefetches the weight stream ahead of `p` on full passes only (see
-/// [`super::prefetch_ahead`]).
-#[inline(always)]
-fn prefetch_ahead<const C: usize>(p: *const u8, len: usize) {
-    if C == MAX_COLS {
-        super::prefetch_ahead(p, len);
     }
 }
 
@@ -139,7 +130,7 @@ unsafe fn q4_1_half<const C: usize>(
         // `k = 32 · nb` values and `b` of `nb` scales.
         unsafe {
             let blk = base.add(b * gbb);
-            prefetch_ahead::<C>(blk, gbb);
+            prefetch_ahead(C == MAX_COLS, blk, gbb);
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(d_off).cast()));
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(m_off).cast()));
             let mut s16 = [_mm256_setzero_si256(); C];
@@ -190,7 +181,7 @@ unsafe fn q8_0_half<const C: usize>(
         // SAFETY: as in `q4_1_half`.
         unsafe {
             let blk = base.add(b * gbb);
-            prefetch_ahead::<C>(blk, gbb);
+            prefetch_ahead(C == MAX_COLS, blk, gbb);
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(d_off).cast()));
             let mut isum = [_mm256_setzero_si256(); C];
             for c in 0..8 {

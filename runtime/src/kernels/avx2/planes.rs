@@ -11,12 +11,13 @@
 
 use std::arch::x86_64::*;
 
-use super::{bcast4, prefetch_ahead, store, HALF};
+use super::{bcast4, store, HALF, MAX_COLS};
 use crate::kernels::acts::Q8Acts;
 use crate::kernels::matrix::{QuantMatrix, BLOCK};
 use crate::kernels::planes::{
     geometry, k_scale_bytes, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
 };
+use crate::kernels::prefetch_ahead;
 use crate::kernels::OutPtr;
 
 /// Runs plane format `p` for half `h` of group `g`, activation rows
@@ -209,7 +210,7 @@ unsafe fn plane_half<const P: u8, const C: usize>(
             for u in 0..geo.units {
                 let b = s * geo.units + u;
                 let unit = sbp.add(geo.unit0 + u * geo.unit_stride);
-                prefetch_ahead::<C>(unit, geo.unit_stride);
+                prefetch_ahead(C == MAX_COLS, unit, geo.unit_stride);
                 let sc = sbp.add(K_SCALES + 32 * u + byte_off);
                 let (d0, d1, mw) = match P {
                     Q5_0 | Q5_1 => {

@@ -21,7 +21,7 @@ use std::ptr;
 
 use super::acts::Q8Acts;
 use super::matrix::{QuantFormat, QuantMatrix, Q4_1_M_OFFSET, ROWS_PER_GROUP};
-use super::OutPtr;
+use super::{prefetch_ahead, OutPtr};
 
 mod planes;
 
@@ -78,16 +78,6 @@ unsafe fn bcast4(p: *const i8) -> __m512i {
     _mm512_set1_epi32(unsafe { ptr::read_unaligned(p.cast::<i32>()) })
 }
 
-/// Prefetches the weight stream ahead of `p` on full passes only (see
-/// [`super::prefetch_ahead`]): at n = 1 the hardware prefetcher does better
-/// alone (software prefetches cost 35% there).
-#[inline(always)]
-fn prefetch_ahead<const C: usize>(p: *const u8, len: usize) {
-    if C == MAX_COLS {
-        super::prefetch_ahead(p, len);
-    }
-}
-
 /// Stores the 16 results of group `g` for activation row `col`, masking rows
 /// past `w.rows()` (padding).
 #[inline(always)]
@@ -130,7 +120,7 @@ unsafe fn q4_1_group<const C: usize>(
         // `k = 32 · nb` values and `b` of `nb` scales.
         unsafe {
             let blk = base.add(b * gbb);
-            prefetch_ahead::<C>(blk, gbb);
+            prefetch_ahead(C == MAX_COLS, blk, gbb);
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(d_off).cast()));
             let mw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(Q4_1_M_OFFSET).cast()));
             let mut isum = [_mm512_setzero_si512(); C];
@@ -179,7 +169,7 @@ unsafe fn q8_0_group<const C: usize>(
         // SAFETY: as in `q4_1_group`.
         unsafe {
             let blk = base.add(b * gbb);
-            prefetch_ahead::<C>(blk, gbb);
+            prefetch_ahead(C == MAX_COLS, blk, gbb);
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(d_off).cast()));
             // Σ (q_w + 128) q_x − 128 Σ q_x = Σ q_w q_x.
             let mut isum: [__m512i; C] =

@@ -14,12 +14,13 @@
 
 use std::arch::x86_64::*;
 
-use super::{bcast4, prefetch_ahead, store};
+use super::{bcast4, store, MAX_COLS};
 use crate::kernels::acts::Q8Acts;
 use crate::kernels::matrix::{QuantMatrix, BLOCK};
 use crate::kernels::planes::{
     geometry, k_scale_bytes, K_DMIN, K_SCALES, NIBBLES, Q4K, Q5K, Q5_0, Q5_1, Q5_1_M, Q5_D, Q6K,
 };
+use crate::kernels::prefetch_ahead;
 use crate::kernels::OutPtr;
 
 /// Runs plane format `p` for group `g`, activation rows `col0..col0 + c`
@@ -199,7 +200,7 @@ unsafe fn plane_group<const P: u8, const C: usize>(
             for u in 0..geo.units {
                 let b = s * geo.units + u;
                 let unit = sbp.add(geo.unit0 + u * geo.unit_stride);
-                prefetch_ahead::<C>(unit, geo.unit_stride);
+                prefetch_ahead(C == MAX_COLS, unit, geo.unit_stride);
                 let sc = sbp.add(K_SCALES + 32 * u);
                 let (d0, d1, mw) = match P {
                     Q5_0 | Q5_1 => {
