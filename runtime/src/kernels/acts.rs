@@ -3,6 +3,8 @@
 //! Every kernel computes integer dot products, so the f32 input is quantized
 //! per block of 32 values to `d · q` with `q` in -127..=127 (symmetric, like
 //! llama.cpp's Q8_1; -128 is avoided so AVX2's `sign` trick cannot overflow).
+//! For k-quant weights 8 blocks share one scale (llama.cpp's `Q8_K` does the
+//! same), so a kernel can apply it once per 256-value super-block.
 //! Per block we also keep the sum of the `q`s: `Q4_1`'s min term is
 //! `m · Σx = m · d · Σq`, and the AVX-512 `Q8_0` kernel uses it to undo the
 //! +128 offset that makes signed weights fit `vpdpbusd`'s unsigned operand.
@@ -32,10 +34,14 @@ pub(crate) struct Q8Acts {
 }
 
 impl Q8Acts {
-    /// Quantizes `x` (`n × k`, `k` a multiple of 32), reusing the buffers.
-    pub fn quantize(&mut self, level: Level, x: &[f32], n: usize, k: usize) {
+    /// Quantizes `x` (`n × k`, `k` a multiple of `32 · span`), reusing the
+    /// buffers. `span` blocks share one scale (the largest of their `|x|`):
+    /// 1 for the 32-value formats, 8 for the k-quants, whose AVX-512 kernels
+    /// then scale each 256-value super-block's sum once instead of every
+    /// block's (as llama.cpp's `Q8_K` activations do).
+    pub fn quantize(&mut self, level: Level, x: &[f32], n: usize, k: usize, span: usize) {
         debug_assert_eq!(x.len(), n * k);
-        debug_assert_eq!(k % BLOCK, 0);
+        debug_assert_eq!(k % (BLOCK * span), 0);
         let nb = n * k / BLOCK;
         self.n = n;
         self.k = k;
@@ -44,9 +50,18 @@ impl Q8Acts {
         self.s.resize(nb, 0.0);
         self.sum.resize(nb, 0);
         self.sum16.resize(2 * nb, 0);
+        block_amax(level, x, &mut self.d);
+        if span > 1 {
+            // Rows are whole spans (k is a multiple of 32 · span).
+            for group in self.d.chunks_mut(span) {
+                let m = group.iter().fold(0f32, |a, &b| a.max(b));
+                group.fill(m);
+            }
+        }
+        self.d.iter_mut().for_each(|d| *d /= 127.0);
         let bufs = (
             &mut self.qs[..],
-            &mut self.d[..],
+            &self.d[..],
             &mut self.s[..],
             &mut self.sum[..],
             &mut self.sum16[..],
@@ -71,18 +86,18 @@ impl Q8Acts {
 
 type Bufs<'a> = (
     &'a mut [i8],
-    &'a mut [f32],
+    &'a [f32],
     &'a mut [f32],
     &'a mut [i32],
     &'a mut [i32],
 );
 
-/// One block's input, quantized output and where its scale, `d · Σq`, `Σq`
-/// and the two halves' `Σq` go.
+/// One block's input and scale, and where its quantized values, `d · Σq`,
+/// `Σq` and the two halves' `Σq` go.
 struct Block<'a> {
     x: &'a [f32],
     q: &'a mut [i8],
-    d: &'a mut f32,
+    d: &'a f32,
     s: &'a mut f32,
     sum: &'a mut i32,
     sum16: &'a mut [i32],
@@ -90,9 +105,9 @@ struct Block<'a> {
 
 impl Block<'_> {
     #[inline(always)]
-    fn set(self, scale: f32, lo: i32, hi: i32) {
+    fn set(self, lo: i32, hi: i32) {
         let total = lo + hi;
-        (*self.d, *self.sum, *self.s) = (scale, total, scale * total as f32);
+        (*self.sum, *self.s) = (total, *self.d * total as f32);
         (self.sum16[0], self.sum16[1]) = (lo, hi);
     }
 }
@@ -100,7 +115,7 @@ impl Block<'_> {
 fn blocks<'a>(x: &'a [f32], (qs, d, s, sum, sum16): Bufs<'a>) -> impl Iterator<Item = Block<'a>> {
     x.chunks_exact(BLOCK)
         .zip(qs.chunks_exact_mut(BLOCK))
-        .zip(d.iter_mut().zip(s.iter_mut()))
+        .zip(d.iter().zip(s.iter_mut()))
         .zip(sum.iter_mut().zip(sum16.chunks_exact_mut(2)))
         .map(|(((x, q), (d, s)), (sum, sum16))| Block {
             x,
@@ -122,14 +137,60 @@ fn inverse(scale: f32) -> f32 {
     }
 }
 
+/// `amax[b]` = the largest `|x|` of block `b`; exact at every level (a max
+/// does not round), so every level gets the same scales.
+fn block_amax(level: Level, x: &[f32], amax: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY (both): callers pass a level the CPU supports.
+        Level::Avx512 => return unsafe { block_amax_avx512(x, amax) },
+        Level::Avx2 => return unsafe { block_amax_avx2(x, amax) },
+        Level::Scalar => {}
+    }
+    for (xb, a) in x.chunks_exact(BLOCK).zip(amax) {
+        *a = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn block_amax_avx512(x: &[f32], amax: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for (xb, a) in x.chunks_exact(BLOCK).zip(amax) {
+        // SAFETY: `xb` holds 32 values.
+        unsafe {
+            let v0 = _mm512_abs_ps(_mm512_loadu_ps(xb.as_ptr()));
+            let v1 = _mm512_abs_ps(_mm512_loadu_ps(xb.as_ptr().add(16)));
+            *a = _mm512_reduce_max_ps(_mm512_max_ps(v0, v1));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_amax_avx2(x: &[f32], amax: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    for (xb, a) in x.chunks_exact(BLOCK).zip(amax) {
+        // SAFETY: `xb` holds 32 values.
+        unsafe {
+            let v: [__m256; 4] = std::array::from_fn(|i| {
+                _mm256_and_ps(_mm256_loadu_ps(xb.as_ptr().add(8 * i)), abs_mask)
+            });
+            let m = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            *a = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        }
+    }
+}
+
 /// Reference quantization. Rounds ties to even, as `vcvtps2dq` does in the
 /// SIMD versions, so every level produces identical bytes (NaN inputs
 /// aside, which give unspecified finite values at every level).
 fn quantize_impl(x: &[f32], bufs: Bufs<'_>) {
     for blk in blocks(x, bufs) {
-        let amax = blk.x.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = inverse(scale);
+        let inv = inverse(*blk.d);
         let mut halves = [0i32; 2];
         for (i, (q, v)) in blk.q.iter_mut().zip(blk.x).enumerate() {
             // The clamp keeps -128 out even if `v * inv` overshoots 127.
@@ -137,7 +198,7 @@ fn quantize_impl(x: &[f32], bufs: Bufs<'_>) {
             *q = r as i8;
             halves[i / 16] += r;
         }
-        blk.set(scale, halves[0], halves[1]);
+        blk.set(halves[0], halves[1]);
     }
 }
 
@@ -156,9 +217,7 @@ fn quantize_avx512(x: &[f32], bufs: Bufs<'_>) {
         unsafe {
             let v0 = _mm512_loadu_ps(xb.as_ptr());
             let v1 = _mm512_loadu_ps(xb.as_ptr().add(16));
-            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-            let scale = amax / 127.0;
-            let inv = _mm512_set1_ps(inverse(scale));
+            let inv = _mm512_set1_ps(inverse(*blk.d));
             let q = |v| {
                 let r = _mm512_cvt_roundps_epi32::<NEAREST>(_mm512_mul_ps(v, inv));
                 _mm512_max_epi32(_mm512_min_epi32(r, hi), lo)
@@ -167,7 +226,7 @@ fn quantize_avx512(x: &[f32], bufs: Bufs<'_>) {
             _mm_storeu_si128(qb.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128(qb.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(q1));
             let (lo, hi) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
-            blk.set(scale, lo, hi);
+            blk.set(lo, hi);
         }
     }
 }
@@ -179,7 +238,6 @@ fn quantize_avx512(x: &[f32], bufs: Bufs<'_>) {
 fn quantize_avx2(x: &[f32], bufs: Bufs<'_>) {
     use std::arch::x86_64::*;
     let (hi, lo) = (_mm256_set1_epi32(127), _mm256_set1_epi32(-127));
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     // `packs` interleaves 128-bit lanes; this restores value order.
     let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for blk in blocks(x, bufs) {
@@ -187,13 +245,7 @@ fn quantize_avx2(x: &[f32], bufs: Bufs<'_>) {
         // SAFETY: `xb` and `qb` hold 32 values each (`chunks_exact`).
         unsafe {
             let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
-            let a = v.map(|v| _mm256_and_ps(v, abs_mask));
-            let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
-            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-            let scale = amax / 127.0;
-            let inv = _mm256_set1_ps(inverse(scale));
+            let inv = _mm256_set1_ps(inverse(*blk.d));
             let q = v.map(|v| {
                 let r = _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
                 _mm256_max_epi32(_mm256_min_epi32(r, hi), lo)
@@ -212,7 +264,7 @@ fn quantize_avx2(x: &[f32], bufs: Bufs<'_>) {
                 let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
                 _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
             };
-            blk.set(scale, hsum(q[0], q[1]), hsum(q[2], q[3]));
+            blk.set(hsum(q[0], q[1]), hsum(q[2], q[3]));
         }
     }
 }
@@ -235,10 +287,10 @@ mod tests {
         }
         x[k + 64..].fill(0.0);
         let mut reference = Q8Acts::default();
-        reference.quantize(Level::Scalar, &x, 2, k);
+        reference.quantize(Level::Scalar, &x, 2, k, 1);
         for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
             let mut a = Q8Acts::default();
-            a.quantize(level, &x, 2, k);
+            a.quantize(level, &x, 2, k, 1);
             assert_eq!(a.qs, reference.qs, "{level:?}");
             assert_eq!(a.sum, reference.sum);
             assert_eq!(a.sum16, reference.sum16);
@@ -259,7 +311,39 @@ mod tests {
             assert!(q.abs() <= 127.0);
         }
         let zeros = vec![0f32; 32];
-        reference.quantize(Level::Scalar, &zeros, 1, 32);
+        reference.quantize(Level::Scalar, &zeros, 1, 32, 1);
         assert!(reference.qs.iter().all(|&q| q == 0) && reference.d[0] == 0.0);
+    }
+
+    /// k-quant activations: 8 blocks share the scale of their largest value,
+    /// the same at every level.
+    #[test]
+    fn kernels_acts_spans_share_one_scale() {
+        let k = 512;
+        let mut x: Vec<f32> = (0..2 * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.021)
+            .collect();
+        x[300] = 9.0; // the second span of row 0
+        let mut reference = Q8Acts::default();
+        reference.quantize(Level::Scalar, &x, 2, k, 8);
+        for (span, d) in reference.d.chunks(8).enumerate() {
+            let amax = x[256 * span..][..256]
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()));
+            assert!(d.iter().all(|&d| d == amax / 127.0), "span {span}: {d:?}");
+        }
+        for (i, v) in x.iter().enumerate() {
+            let d = reference.d[i / BLOCK];
+            assert!((f32::from(reference.qs[i]) * d - v).abs() <= 0.5 * d + 1e-7);
+        }
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            let mut a = Q8Acts::default();
+            a.quantize(level, &x, 2, k, 8);
+            assert_eq!(
+                (&a.qs, &a.d, &a.s),
+                (&reference.qs, &reference.d, &reference.s)
+            );
+            assert_eq!((&a.sum, &a.sum16), (&reference.sum, &reference.sum16));
+        }
     }
 }

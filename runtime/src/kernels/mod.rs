@@ -94,6 +94,7 @@ pub use matrix::{QuantFormat, QuantMatrix, ROWS_PER_GROUP};
 pub use pool::{global_pool, set_threads, threads, Pool};
 
 use acts::Q8Acts;
+use matrix::BLOCK;
 use split::Split;
 
 /// Errors from building a [`QuantMatrix`] or calling [`matmul`] with
@@ -278,7 +279,8 @@ fn run(
     n: usize,
     out: &mut [f32],
 ) {
-    acts.quantize(level, x, n, w.cols());
+    let span = w.format().block_values() / BLOCK;
+    acts.quantize(level, x, n, w.cols(), span);
     let acts = &*acts;
     let out = OutPtr {
         ptr: out.as_mut_ptr(),
