@@ -139,6 +139,7 @@ fn inverse(scale: f32) -> f32 {
 
 /// `amax[b]` = the largest `|x|` of block `b`; exact at every level (a max
 /// does not round), so every level gets the same scales.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn block_amax(level: Level, x: &[f32], amax: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match level {
